@@ -1,0 +1,137 @@
+"""A GAN-RM reward model: frozen encoder + trained head, saved and loaded like Hugging Face models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..atomic import atomic_path
+from ..encoders import ImageEncoder, load_encoder
+from ..errors import VisrewardError
+from ..features import FeatureCache, extract_features
+from ..images import ImageInput, as_records
+from .head import RewardHead
+
+MODEL_TYPE = "visreward-gan-rm"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class DiscriminativeRewardModel(nn.Module):
+    """reward = head logit that an image looks like the target set (GAN-RM).
+
+        rm = DiscriminativeRewardModel.from_pretrained("rm/")
+        scores = rm.score(images=["a.png", pil_image], prompts=None)     # [B] logits
+        logits = rm(images_01)          # differentiable: [B,3,H,W] in [0,1] -> [B]
+    """
+
+    def __init__(self, encoder: ImageEncoder, head: RewardHead):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @classmethod
+    def create(cls, encoder: ImageEncoder, hidden_dim: int = 512, dropout: float = 0.1,
+               text_conditioning: str = "none") -> "DiscriminativeRewardModel":
+        text_dim = 0
+        if text_conditioning != "none":
+            text_dim = encoder.encode_text(["a"]).shape[-1]  # raises for image-only encoders
+        head = RewardHead(encoder.dim, hidden_dim, dropout, text_conditioning, text_dim)
+        return cls(encoder, head.to(encoder.device))
+
+    @property
+    def config(self) -> dict:
+        from .. import __version__
+
+        return {
+            "model_type": MODEL_TYPE,
+            "encoder": self.encoder.name,
+            "preprocessing": self.encoder.preprocessing.to_dict(),
+            **self.head.init_args,
+            "visreward_version": __version__,
+        }
+
+    def text_features(self, prompts: Sequence[str | None] | None) -> torch.Tensor | None:
+        if not self.head.uses_text:
+            return None
+        if prompts is None or any(p is None for p in prompts):
+            raise VisrewardError("this reward model is prompt-conditioned: every image needs a prompt")
+        unique = sorted(set(prompts))
+        table = dict(zip(unique, self.encoder.encode_text(unique)))
+        return torch.stack([table[p] for p in prompts]).to(self.encoder.device)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Differentiable reward logits for [B,3,H,W] images in [0,1] (for reward-gradient training)."""
+        return self.head(self.encoder(images), self.text_features(prompts))
+
+    def score_features(self, features: torch.Tensor, prompts: Sequence[str | None] | None = None,
+                       prob: bool = False) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = self.head(features.to(self.encoder.device), self.text_features(prompts)).float().cpu()
+        return torch.sigmoid(logits) if prob else logits
+
+    def score(self, images: Sequence[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None,
+              prob: bool = False, batch_size: int = 32, cache: FeatureCache | None = None,
+              num_workers: int = 4, progress: bool = False) -> torch.Tensor:
+        """Reward per image, in input order: logits, or probabilities with prob=True.
+
+        images: paths, PIL images, or a [B,3,H,W] float tensor in [0,1] (scored directly, no re-encode).
+        """
+        self.eval()
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            if prompts is not None and len(prompts) != len(images):
+                raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
+            with torch.inference_mode():
+                features = torch.cat([self.encoder(chunk) for chunk in images.split(batch_size)])
+            return self.score_features(features, prompts, prob)
+        items = as_records(images, prompts)
+        _, features = extract_features(items, self.encoder, cache=cache, batch_size=batch_size,
+                                       num_workers=num_workers, progress=progress)
+        return self.score_features(features, [record.prompt for record, _ in items] if prompts else None, prob)
+
+    def reward_fn(self, images, prompts=None, metadata=None) -> tuple[torch.Tensor, dict]:
+        """RL-trainer convention: (rewards [B], info)."""
+        scores = self.score(images, prompts)
+        return scores, {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp))
+        with atomic_path(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(self.config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, encoder: ImageEncoder | None = None,
+                        device: str | None = None) -> "DiscriminativeRewardModel":
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        try:
+            config = json.loads(config_path.read_text())
+        except FileNotFoundError:
+            raise VisrewardError(f"{directory}: not a reward model folder (no {CONFIG_NAME})") from None
+        except json.JSONDecodeError as e:
+            raise VisrewardError(f"{config_path}: not valid JSON ({e.msg})") from None
+        if config.get("model_type") != MODEL_TYPE:
+            raise VisrewardError(f"{config_path}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
+        if encoder is None:
+            encoder = load_encoder(config["encoder"], device=device)
+        if encoder.name != config["encoder"]:
+            raise VisrewardError(f"{directory}: trained on encoder '{config['encoder']}', got '{encoder.name}'")
+        if encoder.preprocessing.to_dict() != config["preprocessing"] or encoder.dim != config["feature_dim"]:
+            raise VisrewardError(f"{directory}: encoder '{encoder.name}' preprocessing or feature size differs from training")
+        head = RewardHead(**{k: config[k] for k in ("feature_dim", "hidden_dim", "dropout", "text_conditioning", "text_dim")})
+        try:
+            head.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        except FileNotFoundError:
+            raise VisrewardError(f"{directory}: missing {WEIGHTS_NAME}") from None
+        except RuntimeError as e:
+            raise VisrewardError(f"{directory / WEIGHTS_NAME}: does not match config.json ({str(e).splitlines()[0]})") from None
+        return cls(encoder, head.to(encoder.device)).eval()

@@ -1,0 +1,265 @@
+"""Training GAN-RM: target images (label 1) vs the generator's outputs (label 0).
+
+    visreward train-rm --target TARGET_DIR --generated GENERATED_DIR --output rm/ \
+        [--unlabeled POOL_DIR --bootstrap-rounds 2 --alpha 0.05 --m 64]
+
+Only the head is trained, on cached frozen features. Rank-based bootstrapping (GAN-RM):
+after each round, the unlabeled pool is ranked by the current model; the top-M join as
+soft positives with label exp(-alpha * rank) (rank 0 = best) and the bottom-M as
+negatives, and a fresh head is trained on the enlarged set.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..atomic import atomic_dir, write_text
+from ..config import option, save_config
+from ..encoders import DEFAULT_ENCODER, load_encoder
+from ..errors import VisrewardError
+from ..evaluation import binary_metrics
+from ..features import FeatureCache, extract_features, record_items
+from ..images import ImageRecord, SkipLog, find_images
+from .head import TEXT_CONDITIONING
+from .model import DiscriminativeRewardModel
+
+
+@dataclass
+class RewardTrainingConfig:
+    target: list[str] = option([], "folders or files of target images: the look you want (label 1)")
+    generated: list[str] = option([], "folders or files of the generator's ordinary outputs (label 0)")
+    output: str = option("rm", "folder the reward model, its config and metrics are written to")
+    unlabeled: list[str] = option([], "pool of further generator outputs for rank-based bootstrapping")
+    encoder: str = option(DEFAULT_ENCODER, "frozen image encoder: efficientnet-lite0|efficientnet-lite2|clip:PATH|siglip:PATH|dinov2:PATH")
+    hidden_dim: int = option(512, "hidden width of the MLP head (0: a linear head)")
+    dropout: float = option(0.1, "dropout inside the head")
+    text_conditioning: str = option("none", "prompt as extra head input (needs a CLIP-like encoder)", choices=TEXT_CONDITIONING)
+    epochs: int = option(200, "maximum training epochs per bootstrap round")
+    batch_size: int = option(256, "head training batch size")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    holdout: float = option(0.2, "fraction of target and of generated images held out for AUC/accuracy")
+    patience: int = option(20, "stop after this many epochs without a better held-out AUC/loss")
+    bootstrap_rounds: int = option(1, "bootstrap rounds over --unlabeled (ignored without it)")
+    alpha: float = option(0.05, "soft-label decay: the rank-r bootstrapped positive gets label exp(-alpha*r)")
+    m: int = option(64, "how many top- and bottom-ranked unlabeled images join per round")
+    seed: int = option(0, "random seed (split, initialisation, batches)")
+    device: str = option("cpu", "torch device for the encoder and head")
+    encode_batch_size: int = option(32, "images per encoder forward pass")
+    num_workers: int = option(4, "threads reading and decoding images")
+    cache_dir: str | None = option(None, "feature cache folder (default: $VISREWARD_CACHE or ~/.cache/visreward)")
+    no_cache: bool = option(False, "do not read or write the feature cache")
+    strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
+    progress: bool = option(True, "show progress bars")
+
+
+@dataclass
+class LabeledFeatures:
+    features: torch.Tensor          # [N, D]
+    labels: torch.Tensor            # [N] in [0, 1] (soft for bootstrapped positives)
+    positive_side: torch.Tensor     # [N] bool: counts towards the positive class's weight
+    text: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def cat(parts: list["LabeledFeatures"]) -> "LabeledFeatures":
+        text = [p.text for p in parts]
+        return LabeledFeatures(
+            torch.cat([p.features for p in parts]), torch.cat([p.labels for p in parts]),
+            torch.cat([p.positive_side for p in parts]),
+            torch.cat(text) if all(t is not None for t in text) else None,
+        )
+
+    def subset(self, index) -> "LabeledFeatures":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return LabeledFeatures(self.features[index], self.labels[index], self.positive_side[index],
+                               None if self.text is None else self.text[index])
+
+
+def labeled(features: torch.Tensor, label: float, text: torch.Tensor | None = None) -> LabeledFeatures:
+    n = len(features)
+    return LabeledFeatures(features, torch.full((n,), float(label)), torch.full((n,), label > 0), text)
+
+
+def split_holdout(n: int, fraction: float, rng: np.random.Generator, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices; an error when `n` cannot fill both."""
+    n_held = math.ceil(n * fraction) if fraction > 0 else 0
+    if fraction > 0 and (n_held < 1 or n - n_held < 1):
+        raise VisrewardError(f"{what}: {n} usable image(s), too few for a {fraction:.0%} held-out split (need at least {math.ceil(1 / fraction) if fraction < 1 else 2})")
+    order = rng.permutation(n)
+    return order[n_held:], order[:n_held]
+
+
+def class_balanced_weights(positive_side: torch.Tensor) -> torch.Tensor:
+    """Per-example weights, mean 1, with both sides contributing equally to the loss."""
+    n_pos = positive_side.sum().clamp_min(1)
+    n_neg = (~positive_side).sum().clamp_min(1)
+    weights = torch.where(positive_side, 0.5 / n_pos, 0.5 / n_neg)
+    return weights * len(positive_side)
+
+
+def _evaluate(head, data: LabeledFeatures) -> dict:
+    head.eval()
+    with torch.no_grad():
+        logits = head(data.features, data.text)
+        loss = F.binary_cross_entropy_with_logits(logits, data.labels, weight=class_balanced_weights(data.positive_side))
+    hard = data.labels > 0.5
+    return {"loss": float(loss), **binary_metrics(logits[hard], logits[~hard])}
+
+
+def fit_head(model: DiscriminativeRewardModel, train: LabeledFeatures, held: LabeledFeatures | None,
+             config: RewardTrainingConfig, generator: torch.Generator) -> list[dict]:
+    """Train `model.head` in place; returns per-epoch metrics; restores the best held-out epoch."""
+    head = model.head
+    device = next(head.parameters()).device
+    train = dataclasses.replace(train, features=train.features.to(device), labels=train.labels.to(device),
+                                positive_side=train.positive_side.to(device),
+                                text=None if train.text is None else train.text.to(device))
+    if held is not None:
+        held = dataclasses.replace(held, features=held.features.to(device), labels=held.labels.to(device),
+                                   positive_side=held.positive_side.to(device),
+                                   text=None if held.text is None else held.text.to(device))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weights = class_balanced_weights(train.positive_side)
+    history, best_key, best_state, since_best = [], None, None, 0
+    for epoch in range(config.epochs):
+        head.train()
+        order = torch.randperm(len(train), generator=generator).to(device)
+        total = 0.0
+        for batch in order.split(config.batch_size):
+            logits = head(train.features[batch], None if train.text is None else train.text[batch])
+            loss = F.binary_cross_entropy_with_logits(logits, train.labels[batch], weight=weights[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        row = {"epoch": epoch, "train_loss": total / len(train)}
+        if held is not None:
+            metrics = _evaluate(head, held)
+            row.update({f"heldout_{k}": v for k, v in metrics.items() if not k.startswith("n_")})
+            key = (metrics["auc"], -metrics["loss"])
+            if best_key is None or key > best_key:
+                best_key, best_state, since_best = key, copy.deepcopy(head.state_dict()), 0
+            else:
+                since_best += 1
+        history.append(row)
+        if held is not None and since_best >= config.patience:
+            break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    return history
+
+
+def _gather(paths: list[str], what: str, skipped: SkipLog) -> list[ImageRecord]:
+    if not paths:
+        raise VisrewardError(f"no {what} images given (--{what})")
+    return find_images(paths, skipped)
+
+
+def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewardModel, dict]:
+    """Encode (with cache), split, train with bootstrapping, save to `config.output`."""
+    started = time.time()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    skipped = SkipLog(strict=config.strict)
+    encoder = load_encoder(config.encoder, device=config.device)
+    model = DiscriminativeRewardModel.create(encoder, config.hidden_dim, config.dropout, config.text_conditioning)
+    cache = None if config.no_cache else FeatureCache(config.cache_dir)
+
+    def encode(paths: list[str], what: str) -> tuple[list[ImageRecord], torch.Tensor, torch.Tensor | None]:
+        records, features = extract_features(
+            record_items(_gather(paths, what, skipped)), encoder, cache=cache, skipped=skipped,
+            batch_size=config.encode_batch_size, num_workers=config.num_workers, progress=config.progress,
+        )
+        if not records:
+            raise VisrewardError(f"--{what}: none of the images could be read ({skipped.summary()})")
+        if model.head.uses_text:
+            missing = next((r for r in records if r.prompt is None), None)
+            if missing is not None:
+                raise VisrewardError(f"{missing.path}: no prompt (text conditioning needs one per image, from metadata.jsonl)")
+        text = model.text_features([r.prompt for r in records])
+        return records, features, None if text is None else text.cpu()
+
+    target_records, target_features, target_text = encode(config.target, "target")
+    generated_records, generated_features, generated_text = encode(config.generated, "generated")
+    target_train, target_held = split_holdout(len(target_records), config.holdout, rng, "--target")
+    generated_train, generated_held = split_holdout(len(generated_records), config.holdout, rng, "--generated")
+    target = labeled(target_features, 1.0, target_text)
+    generated = labeled(generated_features, 0.0, generated_text)
+    base_train = LabeledFeatures.cat([target.subset(target_train), generated.subset(generated_train)])
+    held = LabeledFeatures.cat([target.subset(target_held), generated.subset(generated_held)]) if config.holdout > 0 else None
+
+    pool_records, pool = [], None
+    if config.unlabeled:
+        pool_records, pool_features, pool_text = encode(config.unlabeled, "unlabeled")
+        pool = labeled(pool_features, 0.0, pool_text)
+    rounds = 1 + (config.bootstrap_rounds if pool is not None else 0)
+
+    initial_state = copy.deepcopy(model.head.state_dict())
+    metrics: dict = {"rounds": []}
+    train = base_train
+    for round_index in range(rounds):
+        round_info: dict = {"round": round_index}
+        if round_index > 0:
+            train, round_info["bootstrap"] = bootstrap_set(model, base_train, pool, pool_records, config)
+        model.head.load_state_dict(initial_state)
+        model.head.fit_normalisation(base_train.features)
+        head_started = time.time()
+        history = fit_head(model, train, held, config, generator)
+        round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
+        if held is not None:
+            round_info["heldout"] = _evaluate(model.head, held)
+        metrics["rounds"].append(round_info)
+
+    metrics.update(
+        n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
+        n_skipped=len(skipped), heldout=metrics["rounds"][-1].get("heldout"), seconds=time.time() - started,
+    )
+    save_training_run(model, config, metrics, skipped)
+    return model, metrics
+
+
+def bootstrap_set(model: DiscriminativeRewardModel, base_train: LabeledFeatures, pool: LabeledFeatures,
+                  pool_records: list[ImageRecord], config: RewardTrainingConfig) -> tuple[LabeledFeatures, dict]:
+    """D_r plus the pool's top-M (soft labels exp(-alpha*rank)) and bottom-M (label 0) under `model`."""
+    m = min(config.m, len(pool) // 2)
+    if m < 1:
+        raise VisrewardError(f"--unlabeled: {len(pool)} image(s) cannot give top and bottom sets (need at least 2)")
+    scores = model.score_features(pool.features, [r.prompt for r in pool_records] if model.head.uses_text else None)
+    order = torch.argsort(scores, descending=True)
+    top, bottom = order[:m], order[-m:]
+    positives = pool.subset(top)
+    positives.labels = torch.exp(-config.alpha * torch.arange(m, dtype=torch.float32))
+    positives.positive_side = torch.ones(m, dtype=torch.bool)
+    negatives = pool.subset(bottom)
+    info = {
+        "m": m,
+        "top": [{"id": pool_records[i].id, "score": float(scores[i]), "label": float(label)} for i, label in zip(top.tolist(), positives.labels)],
+        "bottom": [{"id": pool_records[i].id, "score": float(scores[i])} for i in bottom.tolist()],
+    }
+    return LabeledFeatures.cat([base_train, positives, negatives]), info
+
+
+def save_training_run(model: DiscriminativeRewardModel, config: RewardTrainingConfig, metrics: dict, skipped: SkipLog) -> None:
+    """Model, resolved config, metrics (and the skipped-file log) appear together or not at all."""
+    output = Path(config.output)
+    with atomic_dir(output) as tmp:
+        model.save_pretrained(tmp)
+        save_config(config, tmp / "training_config.json")
+        write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        if len(skipped):
+            skipped.write(tmp / "skipped.txt")

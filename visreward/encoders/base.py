@@ -1,0 +1,105 @@
+"""The interface every frozen image encoder implements, with the preprocessing it carries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import VisrewardError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize (shortest edge, or to a square), centre-crop, normalise: the encoder's own recipe."""
+
+    resize: int
+    crop: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: str = "shortest_edge"  # or "square"
+
+    @property
+    def input_size(self) -> int:
+        return self.crop or self.resize
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def _resized_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.resize_mode == "square":
+            return self.resize, self.resize
+        scale = self.resize / min(height, width)
+        return max(self.input_size, round(height * scale)), max(self.input_size, round(width * scale))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """An RGB PIL image to a normalised [3,S,S] float tensor."""
+        height, width = self._resized_size(image.height, image.width)
+        image = image.resize((width, height), Image.BICUBIC)
+        if self.crop:
+            left, top = (width - self.crop) // 2, (height - self.crop) // 2
+            image = image.crop((left, top, left + self.crop, top + self.crop))
+        pixels = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
+        return self._normalise(pixels)[0]
+
+    def tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable twin of `__call__` for [B,3,H,W] tensors in [0,1]."""
+        height, width = self._resized_size(images.shape[-2], images.shape[-1])
+        x = F.interpolate(images, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        if self.crop:
+            top, left = (height - self.crop) // 2, (width - self.crop) // 2
+            x = x[..., top : top + self.crop, left : left + self.crop]
+        return self._normalise(x.clamp(0, 1))
+
+
+class ImageEncoder(torch.nn.Module):
+    """A frozen image encoder: `name` and `dim` identify it, `preprocessing` travels with it.
+
+    `forward` is the differentiable path ([B,3,H,W] in [0,1] -> [B,dim]); `encode` is the
+    batched no-grad path on PIL images.
+    """
+
+    name: str
+    dim: int
+    preprocessing: Preprocessing
+    has_text: bool = False
+
+    def freeze(self) -> "ImageEncoder":
+        self.eval()
+        self.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        # Frozen means frozen: batch-norm statistics and dropout never switch to training mode.
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels [B,3,S,S] -> features [B,dim]."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed_pixels(self.preprocessing.tensor(images.to(self.device)))
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        pixels = torch.stack([self.preprocessing(image) for image in images]).to(self.device)
+        return self.embed_pixels(pixels).float().cpu()
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        raise VisrewardError(f"encoder '{self.name}' has no text tower; prompt conditioning needs clip: or siglip:")

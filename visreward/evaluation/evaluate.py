@@ -1,0 +1,52 @@
+"""`visreward eval-rm`: how well a reward model separates held-out target from generated images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import option
+from ..discriminative import DiscriminativeRewardModel
+from ..features import FeatureCache
+from ..images import SkipLog, find_images
+from .metrics import binary_metrics, score_summary
+
+
+@dataclass
+class EvalConfig:
+    model: str = option("rm", "reward model folder")
+    target: list[str] = option([], "held-out target images (folders or files)")
+    generated: list[str] = option([], "held-out generated images (folders or files)")
+    output: str | None = option(None, "also write the metrics as JSON here")
+    batch_size: int = option(32, "images per encoder forward pass")
+    num_workers: int = option(4, "threads reading and decoding images")
+    device: str = option("cpu", "torch device")
+    cache_dir: str | None = option(None, "feature cache folder")
+    no_cache: bool = option(False, "do not read or write the feature cache")
+    strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
+    progress: bool = option(True, "show progress bars")
+
+
+def evaluate_reward_model(model: DiscriminativeRewardModel, config: EvalConfig,
+                          skipped: SkipLog) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(metrics, target scores, generated scores)."""
+    from ..errors import VisrewardError
+    from ..scoring import iter_scores
+
+    cache = None if config.no_cache else FeatureCache(config.cache_dir)
+
+    def scores_of(paths: list[str], what: str) -> torch.Tensor:
+        if not paths:
+            raise VisrewardError(f"no {what} images given (--{what})")
+        chunks = [s for _, s in iter_scores(model, find_images(paths, skipped), cache, skipped,
+                                            config.batch_size, config.num_workers, config.progress)]
+        if not chunks:
+            raise VisrewardError(f"--{what}: none of the images could be read")
+        return torch.cat(chunks)
+
+    target, generated = scores_of(config.target, "target"), scores_of(config.generated, "generated")
+    metrics = {**binary_metrics(target, generated, curve=True),
+               "target_scores": score_summary(target), "generated_scores": score_summary(generated),
+               "n_skipped": len(skipped)}
+    return metrics, target, generated

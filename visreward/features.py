@@ -1,0 +1,171 @@
+"""Image -> feature vectors, streamed in batches, with an on-disk cache.
+
+The cache is keyed by (encoder name, hash of the file's bytes): retraining a head,
+changing hyperparameters or bootstrapping never re-encodes a file already seen, and a
+changed file gets a new key. Reading, hashing, cache look-up and decoding run in worker
+threads, one batch ahead of the encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .encoders import ImageEncoder
+from .errors import VisrewardError
+from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, load_image, read_bytes, tensor_to_pil
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("VISREWARD_CACHE", Path.home() / ".cache" / "visreward"))
+
+
+def content_key(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class FeatureCache:
+    """SQLite table (encoder, content key) -> float32 vector; safe across threads and processes."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        root = Path(root) if root is not None else default_cache_dir()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VisrewardError(f"{root}: cannot create the feature cache folder ({e.strerror})") from None
+        self.path = root / "features.sqlite"
+        self._local = threading.local()
+        with self._connection() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS features (encoder TEXT, key TEXT, vector BLOB, "
+                "PRIMARY KEY (encoder, key)) WITHOUT ROWID"
+            )
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=120)
+        return db
+
+    def get(self, encoder: str, key: str) -> np.ndarray | None:
+        row = self._connection().execute(
+            "SELECT vector FROM features WHERE encoder = ? AND key = ?", (encoder, key)
+        ).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32) if row else None
+
+    def put_many(self, encoder: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        with self._connection() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                ((encoder, key, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for key, v in items),
+            )
+
+    def __len__(self) -> int:
+        return self._connection().execute("SELECT COUNT(*) FROM features").fetchone()[0]
+
+
+@dataclass
+class _Loaded:
+    record: ImageRecord
+    key: str | None = None
+    features: np.ndarray | None = None
+    pixels: torch.Tensor | None = None
+    error: ImageLoadError | None = None
+
+
+def _load_one(record: ImageRecord, source: ImageInput, encoder: ImageEncoder, cache: FeatureCache | None) -> _Loaded:
+    preprocess = encoder.preprocessing
+    try:
+        if isinstance(source, torch.Tensor):
+            return _Loaded(record, pixels=preprocess(tensor_to_pil(source)))
+        if isinstance(source, Image.Image):
+            return _Loaded(record, pixels=preprocess(load_image(source)))
+        data = read_bytes(source)
+        key = content_key(data)
+        cached = cache.get(encoder.name, key) if cache is not None else None
+        if cached is not None and cached.shape[0] == encoder.dim:
+            return _Loaded(record, key=key, features=cached)
+        image = decode_image(data, str(source), draft_size=preprocess.input_size)
+        return _Loaded(record, key=key, pixels=preprocess(image))
+    except ImageLoadError as e:
+        return _Loaded(record, error=e)
+
+
+def iter_features(
+    items: Sequence[tuple[ImageRecord, ImageInput]],
+    encoder: ImageEncoder,
+    cache: FeatureCache | None = None,
+    skipped: SkipLog | None = None,
+    batch_size: int = 32,
+    num_workers: int = 4,
+    progress: bool = False,
+) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
+    """Yield (records, features [n,dim]) per batch; unreadable images go to `skipped`.
+
+    Without a SkipLog, an unreadable image raises (an API caller's scores must align with its inputs).
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=f"encoding ({encoder.name})", unit="img", disable=not progress)
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        pending: deque[list[Future]] = deque()
+
+        def submit(batch) -> None:
+            pending.append([pool.submit(_load_one, record, source, encoder, cache) for record, source in batch])
+
+        for batch in batches[:2]:
+            submit(batch)
+        for next_index in range(2, len(batches) + 2):
+            loaded = [future.result() for future in pending.popleft()]
+            if next_index < len(batches):
+                submit(batches[next_index])
+            kept = []
+            for item in loaded:
+                if item.error is None:
+                    kept.append(item)
+                elif skipped is None:
+                    raise item.error
+                else:
+                    skipped.skip(item.error.source, item.error.reason)
+            misses = [item for item in kept if item.features is None]
+            if misses:
+                with torch.inference_mode():
+                    pixels = torch.stack([item.pixels for item in misses]).to(encoder.device)
+                    encoded = encoder.embed_pixels(pixels).float().cpu().numpy()
+                for item, vector in zip(misses, encoded):
+                    item.features = vector
+                if cache is not None:
+                    cache.put_many(encoder.name, [(item.key, item.features) for item in misses if item.key])
+            bar.update(len(loaded))
+            if kept:
+                yield [item.record for item in kept], torch.from_numpy(np.stack([item.features for item in kept]))
+    bar.close()
+
+
+def extract_features(
+    items: Sequence[tuple[ImageRecord, ImageInput]], encoder: ImageEncoder, **kwargs
+) -> tuple[list[ImageRecord], torch.Tensor]:
+    """All features at once: (records that loaded, features [n,dim])."""
+    records: list[ImageRecord] = []
+    chunks: list[torch.Tensor] = []
+    for batch_records, features in iter_features(items, encoder, **kwargs):
+        records.extend(batch_records)
+        chunks.append(features)
+    return records, torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)
+
+
+def record_items(records: Sequence[ImageRecord]) -> list[tuple[ImageRecord, ImageInput]]:
+    return [(record, record.path) for record in records]

@@ -1,0 +1,244 @@
+"""Images in: folders (the `imagefolder` convention), path lists, PIL images, tensors.
+
+Every way an image can be bad (empty, truncated, not an image, a decompression bomb)
+becomes an `ImageLoadError` naming the file; `SkipLog` turns those into a skipped-and-
+reported file, or, in strict mode, into an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import write_text
+from .errors import VisrewardError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+METADATA_FILE = "metadata.jsonl"
+PROMPT_KEYS = ("prompt", "text", "caption")
+# Larger than any real photo or generation, small enough that one file cannot exhaust memory.
+MAX_PIXELS = 16384 * 16384
+
+ImageInput = Union[str, os.PathLike, Image.Image, torch.Tensor]
+
+
+class ImageLoadError(VisrewardError):
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason = source, reason
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image to score or train on. `id` is stable across runs (a relative path)."""
+
+    id: str
+    path: str | None = None
+    prompt: str | None = None
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class SkipLog:
+    """Collects unreadable files: reported and skipped, or an error in strict mode."""
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.entries: list[tuple[str, str]] = []
+
+    def skip(self, source: str, reason: str) -> None:
+        if self.strict:
+            raise ImageLoadError(source, reason)
+        self.entries.append((source, reason))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def summary(self, log_path: str | os.PathLike | None = None, shown: int = 3) -> str:
+        if not self.entries:
+            return "no files skipped"
+        names = ", ".join(Path(src).name for src, _ in self.entries[:shown])
+        more = f" and {len(self.entries) - shown} more" if len(self.entries) > shown else ""
+        where = f"; full list in {log_path}" if log_path else ""
+        return f"skipped {len(self.entries)} unreadable file(s): {names}{more}{where}"
+
+    def write(self, log_path: str | os.PathLike) -> None:
+        write_text(log_path, "".join(f"{src}\t{reason}\n" for src, reason in self.entries))
+
+
+def _read_metadata(folder: Path) -> dict[str, dict]:
+    """file_name (relative to `folder`, posix) -> its metadata row."""
+    meta_path = folder / METADATA_FILE
+    rows: dict[str, dict] = {}
+    for line_no, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise VisrewardError(f"{meta_path}: line {line_no} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "file_name" not in row:
+            raise VisrewardError(f"{meta_path}: line {line_no} has no 'file_name'")
+        rows[Path(row["file_name"]).as_posix()] = row
+    return rows
+
+
+def _prompt_of(row: dict) -> str | None:
+    for key in PROMPT_KEYS:
+        if isinstance(row.get(key), str):
+            return row[key]
+    return None
+
+
+def _walk(root: Path, skipped: SkipLog) -> list[tuple[Path, dict]]:
+    """All image files under `root` (sorted, recursive) with their metadata rows."""
+    found: list[tuple[Path, dict]] = []
+    metadata: dict[Path, dict] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        if METADATA_FILE in filenames:
+            for file_name, row in _read_metadata(folder).items():
+                metadata[(folder / file_name).resolve()] = row
+        for name in sorted(filenames):
+            if name.startswith(".") or name == METADATA_FILE:
+                continue
+            path = folder / name
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.skip(str(path), f"not an image file (extension '{path.suffix}')")
+                continue
+            found.append((path, {}))
+    return [(path, metadata.get(path.resolve(), {})) for path, _ in found]
+
+
+def find_images(inputs: Sequence[str | os.PathLike], skipped: SkipLog | None = None) -> list[ImageRecord]:
+    """Image records for folders (recursive, with `metadata.jsonl` prompts) and files.
+
+    Ids are paths relative to the common parent of the inputs, so the same command
+    gives the same ids on any machine, and images from several folders never collide.
+    """
+    skipped = skipped if skipped is not None else SkipLog()
+    if not inputs:
+        raise VisrewardError("no images given")
+    entries: list[tuple[Path, dict]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            images = _walk(path, skipped)
+            if not images:
+                raise VisrewardError(
+                    f"{path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            entries.extend(images)
+        elif path.is_file():
+            entries.append((path, {}))
+        else:
+            raise VisrewardError(f"{path}: no such file or folder")
+    absolute = [p.resolve() for p, _ in entries]
+    base = Path(os.path.commonpath([Path(raw).resolve().parent for raw in inputs]))
+    records, seen = [], set()
+    for (path, row), resolved in zip(entries, absolute):
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        extra = {k: v for k, v in row.items() if k != "file_name" and k not in PROMPT_KEYS}
+        records.append(
+            ImageRecord(
+                id=resolved.relative_to(base).as_posix(),
+                path=str(path),
+                prompt=_prompt_of(row),
+                metadata=extra,
+            )
+        )
+    return records
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, 16-bit, float) to 8-bit RGB; alpha over white."""
+    if image.mode == "F" or image.mode.startswith("I"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and array.max(initial=0.0) <= 1.0:
+            array = array * 255.0
+        elif image.mode != "F" and (image.mode.startswith("I;16") or array.max(initial=0) > 255):
+            array = array / 257.0
+        image = Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_image(data: bytes, source: str, draft_size: int | None = None) -> Image.Image:
+    """Encoded bytes to an RGB image with EXIF orientation applied; ImageLoadError if bad."""
+    if not data:
+        raise ImageLoadError(source, "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageLoadError(source, f"{width}x{height} pixels is over the {MAX_PIXELS} limit (decompression bomb?)")
+            if draft_size and image.format == "JPEG":
+                # JPEG can decode at 1/2, 1/4, 1/8 scale: much faster when the model wants far fewer pixels.
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(source, "not a readable image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(source, f"decompression bomb ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageLoadError(source, f"corrupt or truncated image ({e})") from None
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageLoadError(str(path), e.strerror or str(e)) from None
+
+
+def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None = None) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    return decode_image(read_bytes(source), str(source), draft_size)
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """A [3,H,W] (or [1,H,W]) float tensor in [0,1] to an RGB PIL image."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise VisrewardError(f"image tensors must be [3,H,W] or [1,H,W], got {list(image.shape)}")
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    array = array.expand(3, -1, -1).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def as_records(images: Iterable[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None) -> list[tuple[ImageRecord, ImageInput]]:
+    """Pair in-memory API inputs with records; ids are positions, paths are kept."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise VisrewardError(f"an image batch tensor must be [B,3,H,W], got {list(images.shape)}")
+        images = list(images)
+    images = list(images)
+    if prompts is not None and len(prompts) != len(images):
+        raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
+    out = []
+    for i, image in enumerate(images):
+        path = str(image) if isinstance(image, (str, os.PathLike)) else None
+        out.append((ImageRecord(id=str(i), path=path, prompt=prompts[i] if prompts else None), image))
+    return out
