@@ -24,7 +24,7 @@ from PIL import Image
 
 from .encoders import ImageEncoder
 from .errors import VisrewardError
-from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, load_image, read_bytes, tensor_to_pil
+from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, read_bytes, tensor_to_pil
 
 
 def default_cache_dir() -> Path:
@@ -36,7 +36,7 @@ def content_key(data: bytes) -> str:
 
 
 class FeatureCache:
-    """SQLite table (encoder, content key) -> float32 vector; safe across threads and processes."""
+    """SQLite table (encoder cache key, content key) -> float32 vector; safe across threads and processes."""
 
     def __init__(self, root: str | os.PathLike | None = None):
         root = Path(root) if root is not None else default_cache_dir()
@@ -91,10 +91,10 @@ def _load_one(record: ImageRecord, source: ImageInput, encoder: ImageEncoder, ca
         if isinstance(source, torch.Tensor):
             return _Loaded(record, pixels=preprocess(tensor_to_pil(source)))
         if isinstance(source, Image.Image):
-            return _Loaded(record, pixels=preprocess(load_image(source)))
+            return _Loaded(record, pixels=preprocess(source))
         data = read_bytes(source)
         key = content_key(data)
-        cached = cache.get(encoder.name, key) if cache is not None else None
+        cached = cache.get(encoder.cache_key, key) if cache is not None else None
         if cached is not None and cached.shape[0] == encoder.dim:
             return _Loaded(record, key=key, features=cached)
         image = decode_image(data, str(source), draft_size=preprocess.input_size)
@@ -148,7 +148,7 @@ def iter_features(
                 for item, vector in zip(misses, encoded):
                     item.features = vector
                 if cache is not None:
-                    cache.put_many(encoder.name, [(item.key, item.features) for item in misses if item.key])
+                    cache.put_many(encoder.cache_key, [(item.key, item.features) for item in misses if item.key])
             bar.update(len(loaded))
             if kept:
                 yield [item.record for item in kept], torch.from_numpy(np.stack([item.features for item in kept]))

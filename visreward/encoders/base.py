@@ -11,14 +11,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import VisrewardError
+from ..images import to_rgb
 
+# Bump when the way features are computed changes, so cached features from before are not reused.
+FEATURE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize (shortest edge, or to a square), centre-crop, normalise: the encoder's own recipe."""
+    """Resize (shortest edge, or to a square; bicubic, antialiased), centre-crop, normalise: the encoder's own recipe."""
 
     resize: int
     crop: int | None
@@ -45,17 +48,13 @@ class Preprocessing:
         return (x - mean) / std
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        """An RGB PIL image to a normalised [3,S,S] float tensor."""
-        height, width = self._resized_size(image.height, image.width)
-        image = image.resize((width, height), Image.BICUBIC)
-        if self.crop:
-            left, top = (width - self.crop) // 2, (height - self.crop) // 2
-            image = image.crop((left, top, left + self.crop, top + self.crop))
-        pixels = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
-        return self._normalise(pixels)[0]
+        """A PIL image (any mode) to a normalised [3,S,S] tensor, through the same code as `tensor`,
+        so a file and the generator's output tensor it was saved from get the same score."""
+        pixels = torch.from_numpy(np.array(to_rgb(image), dtype=np.float32)).permute(2, 0, 1) / 255.0
+        return self.tensor(pixels[None])[0]
 
     def tensor(self, images: torch.Tensor) -> torch.Tensor:
-        """Differentiable twin of `__call__` for [B,3,H,W] tensors in [0,1]."""
+        """[B,3,H,W] tensors in [0,1] -> normalised [B,3,S,S]; differentiable."""
         height, width = self._resized_size(images.shape[-2], images.shape[-1])
         x = F.interpolate(images, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
         if self.crop:
@@ -84,6 +83,12 @@ class ImageEncoder(torch.nn.Module):
     def train(self, mode: bool = True) -> "ImageEncoder":
         # Frozen means frozen: batch-norm statistics and dropout never switch to training mode.
         return super().train(False)
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the features this encoder computes: name, preprocessing, feature version."""
+        recipe = ",".join(f"{k}={v}" for k, v in sorted(self.preprocessing.to_dict().items()))
+        return f"{self.name}|{recipe}|v{FEATURE_VERSION}"
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,122 @@
+"""Shared fixtures: the real offline encoder, real digits, a briefly trained real generator,
+and tiny randomly initialised transformers models saved to a temp folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visreward.digits_data import digit_prompt, real_digits
+from visreward.generators import DigitsGeneratorConfig, save_samples, train_digits_generator
+from visreward.generators.base import GeneratedSample
+from visreward.digits_data import digit_image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Nothing a test does reads or writes the user's ~/.cache (session-wide, so wider fixtures obey it too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISREWARD_CACHE", str(tmp_path_factory.getbasetemp() / "visreward-cache"))
+        yield
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from visreward.encoders import load_encoder
+
+    return load_encoder("efficientnet-lite0")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_dir(tmp_path_factory) -> Path:
+    """The bundled generator's real training code, run briefly, saved and reloaded from disk."""
+    generator = train_digits_generator(DigitsGeneratorConfig(steps=40, channels=32, inference_steps=10), progress=False)
+    directory = tmp_path_factory.mktemp("generator") / "digits"
+    generator.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_generator_dir):
+    from visreward.generators import DigitsGenerator
+
+    return DigitsGenerator.from_pretrained(tiny_generator_dir)
+
+
+def write_real_digits(folder: Path, n: int, split: str = "reward", offset: int = 0) -> Path:
+    images, labels = real_digits(split)
+    samples = [GeneratedSample(digit_image(images[i]), digit_prompt(int(labels[i])), -1) for i in range(offset, offset + n)]
+    return save_samples(samples, folder)
+
+
+@pytest.fixture(scope="session")
+def digit_folders(tmp_path_factory, tiny_generator) -> dict[str, Path]:
+    """Real target digits vs the (barely trained) generator's outputs, plus a pool and held-out sets."""
+    root = tmp_path_factory.mktemp("digits")
+    prompts = [digit_prompt(d) for d in range(10)]
+    folders = {
+        "target": write_real_digits(root / "target", 40),
+        "heldout_target": write_real_digits(root / "heldout_target", 20, offset=40),
+        "generated": save_samples(tiny_generator.generate(prompts, 4, seed=0), root / "generated"),
+        "heldout_generated": save_samples(tiny_generator.generate(prompts, 2, seed=10_000), root / "heldout_generated"),
+        "unlabeled": save_samples(tiny_generator.generate(prompts, 2, seed=20_000), root / "unlabeled"),
+    }
+    return folders
+
+
+TINY_WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + "a handwritten digit photo of 0 1 2 3 4 5 6 7 8 9".split()
+
+
+def save_tiny_tokenizer(directory: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                            bos_token="[BOS]", eos_token="[EOS]").save_pretrained(directory)
+
+
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+TEXT = dict(vocab_size=len(TINY_WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_encoders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP, SigLIP and DINOv2 folders (model + processor + tokenizer)."""
+    import torch
+    from transformers import (BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config,
+                              Dinov2Model, SiglipConfig, SiglipImageProcessor, SiglipModel)
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("hf")
+    CLIPModel(CLIPConfig(vision_config=VISION, text_config=TEXT, projection_dim=24)).save_pretrained(root / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
+    save_tiny_tokenizer(root / "clip")
+    SiglipModel(SiglipConfig(vision_config=VISION, text_config=TEXT)).save_pretrained(root / "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "siglip")
+    save_tiny_tokenizer(root / "siglip")
+    Dinov2Model(Dinov2Config(**VISION)).save_pretrained(root / "dinov2")
+    BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "dinov2")
+    return {"clip": root / "clip", "siglip": root / "siglip", "dinov2": root / "dinov2"}
+
+
+def photo(name: str) -> Image.Image:
+    """A real photograph shipped with scikit-image."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
+
+
+def write_metadata(folder: Path, rows: list[dict]) -> None:
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
