@@ -1,0 +1,108 @@
+"""The commands as a user runs them: `visreward ...` through main(), files in, files out."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from visreward.cli import main
+
+from conftest import photo
+
+
+@pytest.fixture(scope="module")
+def rm_dir(digit_folders, tmp_path_factory):
+    output = tmp_path_factory.mktemp("cli") / "rm"
+    assert main(["train-rm", "--target", str(digit_folders["target"]), "--generated", str(digit_folders["generated"]),
+                 "--output", str(output), "--no-progress"]) == 0
+    return output
+
+
+def test_train_rm_prints_heldout_auc(rm_dir, capsys, digit_folders, tmp_path):
+    main(["train-rm", "--target", str(digit_folders["target"]), "--generated", str(digit_folders["generated"]),
+          "--output", str(tmp_path / "rm"), "--no-progress", "--epochs", "3"])
+    out = capsys.readouterr().out
+    assert "held-out AUC" in out and f"wrote {tmp_path / 'rm'}/" in out
+    assert json.loads((tmp_path / "rm" / "training_config.json").read_text())["epochs"] == 3
+
+
+def test_score_writes_parquet_with_stable_ids(rm_dir, digit_folders, tmp_path):
+    args = ["score", "--model", str(rm_dir), "--no-progress", str(digit_folders["heldout_target"])]
+    assert main(args + ["--output", str(tmp_path / "a.parquet")]) == 0
+    assert main(args + ["--output", str(tmp_path / "b.parquet"), "--prob", "--no-cache"]) == 0
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    assert a.column_names == ["id", "path", "prompt", "score"] and b.column_names[-1] == "prob"
+    assert a.num_rows == 20 and a["id"].to_pylist() == b["id"].to_pylist()
+    assert a["id"][0].as_py() == "heldout_target/000000.png"
+    assert a["prompt"][0].as_py().startswith("a handwritten digit")
+    assert a["score"].to_pylist() == pytest.approx(b["score"].to_pylist(), abs=1e-4)
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no temp files left
+
+
+def test_score_skips_and_reports_corrupt_files_or_fails_in_strict_mode(rm_dir, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(3):
+        photo("coffee").save(folder / f"good{i}.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    output = tmp_path / "scores.parquet"
+    assert main(["score", "--model", str(rm_dir), "--output", str(output), "--no-progress", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 scores" in out and "skipped 1 unreadable file(s): broken.png" in out
+    assert "broken.png" in (tmp_path / "scores.parquet.skipped.txt").read_text()
+    assert main(["score", "--model", str(rm_dir), "--output", str(tmp_path / "strict.parquet"), "--strict",
+                 "--no-progress", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("visreward: error: ") and "broken.png" in err and "\n" not in err
+    assert not (tmp_path / "strict.parquet").exists()
+
+
+def test_eval_rm_reports_auc_and_writes_json(rm_dir, digit_folders, tmp_path, capsys):
+    assert main(["eval-rm", "--model", str(rm_dir), "--target", str(digit_folders["heldout_target"]),
+                 "--generated", str(digit_folders["heldout_generated"]), "--output", str(tmp_path / "m.json"),
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("AUC ")
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["auc"] > 0.9 and len(metrics["roc"]["fpr"]) == len(metrics["roc"]["tpr"])
+
+
+def test_yaml_config_with_flag_overrides(digit_folders, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"target: [{digit_folders['target']}]\ngenerated: [{digit_folders['generated']}]\n"
+                      f"epochs: 2\nhidden-dim: 16\nprogress: false\noutput: {tmp_path / 'rm'}\n")
+    assert main(["train-rm", "--config", str(config), "--epochs", "4"]) == 0
+    saved = json.loads((tmp_path / "rm" / "training_config.json").read_text())
+    assert saved["epochs"] == 4 and saved["hidden_dim"] == 16
+    assert json.loads((tmp_path / "rm" / "config.json").read_text())["hidden_dim"] == 16
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train-rm", "--target", "{empty}", "--generated", "{empty}"], "no images found"),
+    (["train-rm", "--generated", "{empty}"], "no target images given"),
+    (["score", "--model", "{empty}", "{empty}"], "not a reward model folder"),
+    (["train-rm", "--config", "{empty}/missing.yaml"], "cannot read config"),
+    (["train-rm", "--text-conditioning", "both", "--target", "{empty}", "--generated", "{empty}"], "no text tower"),
+])
+def test_bad_input_is_one_line_error_without_traceback(tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    code = main([a.replace("{empty}", str(tmp_path / "empty")) for a in args] + ["--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_generate_writes_an_imagefolder(tiny_generator_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a handwritten digit 4\n\na handwritten digit 9\n")
+    assert main(["generate", "--generator", str(tiny_generator_dir), "--prompts", str(prompts), "--n", "3",
+                 "--seed", "7", "--output", str(tmp_path / "samples")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "samples" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in rows] == list(range(7, 13)) and rows[3]["prompt"] == "a handwritten digit 9"
+    assert main(["generate", "--generator", str(tiny_generator_dir), "--prompts", "a cat"]) == 2
+    assert "names no digit" in capsys.readouterr().err
+
+
+def test_installed_command_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "visreward.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train-rm" in result.stdout and "eval-rm" in result.stdout
