@@ -1,7 +1,7 @@
 import torch
 
-from visreward.features import FeatureCache, extract_features, record_items
-from visreward.images import find_images
+from visreward.features import FeatureCache, extract_features
+from visreward.readers import read_images
 
 from conftest import photo
 
@@ -31,7 +31,7 @@ def test_cache_skips_seen_files_and_reencodes_changed_ones(tmp_path, encoder):
         photo(name).save(folder / f"{name}.png")
     cache = FeatureCache(tmp_path / "cache")
     counting = CountingEncoder(encoder)
-    items = record_items(find_images([folder]))
+    items = read_images([folder])
     _, first = extract_features(items, counting, cache=cache, batch_size=2)
     assert counting.calls == 3 and len(cache) == 3
     _, second = extract_features(items, counting, cache=cache, batch_size=2)

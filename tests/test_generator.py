@@ -7,7 +7,7 @@ import torch
 from visreward.digits_data import SPLITS, digit_prompt, parse_digit, real_digits
 from visreward.errors import VisrewardError
 from visreward.generators import DigitsGenerator, save_samples
-from visreward.images import find_images
+from visreward.readers import find_images
 
 
 def test_prompts_name_digits():

@@ -7,7 +7,8 @@ from PIL import Image
 
 from visreward import images as images_module
 from visreward.errors import VisrewardError
-from visreward.images import ImageLoadError, SkipLog, as_records, find_images, load_image, tensor_to_pil
+from visreward.images import ImageLoadError, SkipLog, as_records, load_image, tensor_to_pil
+from visreward.readers import find_images, read_images
 
 from conftest import photo, write_metadata
 
@@ -72,12 +73,11 @@ def _bad_files(folder):
 
 
 def test_corrupt_files_are_skipped_and_reported(tmp_path, encoder):
-    from visreward.features import extract_features, record_items
+    from visreward.features import extract_features
 
     _bad_files(tmp_path)
     skipped = SkipLog()
-    records = find_images([tmp_path], skipped)
-    kept, features = extract_features(record_items(records), encoder, skipped=skipped)
+    kept, features = extract_features(read_images([tmp_path], skipped), encoder, skipped=skipped)
     assert [r.id.split("/")[-1] for r in kept] == ["good.jpg"] and features.shape == (1, 1280)
     reasons = {os.path.basename(src): reason for src, reason in skipped.entries}
     assert set(reasons) == {"empty.png", "truncated.jpg", "text.jpg", "notes.txt"}
@@ -91,7 +91,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, encoder):
 
 
 def test_strict_fails_on_first_bad_file_naming_it(tmp_path, encoder):
-    from visreward.features import extract_features, record_items
+    from visreward.features import extract_features
 
     _bad_files(tmp_path)
     with pytest.raises(ImageLoadError, match=r"notes\.txt: not an image file") as error:
@@ -100,7 +100,7 @@ def test_strict_fails_on_first_bad_file_naming_it(tmp_path, encoder):
     (tmp_path / "notes.txt").unlink()
     strict = SkipLog(strict=True)
     with pytest.raises(ImageLoadError, match=r"empty\.png: empty file"):
-        extract_features(record_items(find_images([tmp_path], strict)), encoder, skipped=strict)
+        extract_features(read_images([tmp_path], strict), encoder, skipped=strict)
 
 
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):

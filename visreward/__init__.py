@@ -11,9 +11,10 @@ from .discriminative import DiscriminativeRewardModel, RewardTrainingConfig, tra
 from .encoders import available_encoders, load_encoder  # noqa: E402
 from .errors import VisrewardError  # noqa: E402
 from .features import FeatureCache  # noqa: E402
-from .images import find_images, load_image  # noqa: E402
+from .images import load_image  # noqa: E402
+from .readers import find_images, read_images  # noqa: E402
 
 __all__ = [
     "DiscriminativeRewardModel", "FeatureCache", "RewardTrainingConfig", "VisrewardError",
-    "available_encoders", "find_images", "load_encoder", "load_image", "train_reward_model",
+    "available_encoders", "find_images", "load_encoder", "load_image", "read_images", "train_reward_model",
 ]

@@ -2,6 +2,7 @@
 
     visreward train-rm --target TARGET_DIR --generated GENERATED_DIR --output rm/
     visreward score --model rm/ --output scores.parquet IMAGES_OR_DIRS...
+    visreward merge-scores scores_parts/ --output scores.parquet
     visreward eval-rm --model rm/ --target HELDOUT_TARGET --generated HELDOUT_GENERATED
     visreward generate --prompts "a handwritten digit 7" --n 8 --output samples/
     visreward demo
@@ -36,10 +37,20 @@ def _train_rm(config) -> None:
 def _score(config) -> None:
     from .scoring import run_score
 
-    rows, skipped = run_score(config)
-    print(f"wrote {rows} scores to {config.output}")
-    if len(skipped):
-        print(skipped.summary(f"{config.output}.skipped.txt"))
+    run = run_score(config)
+    resumed = f" ({run.shards_resumed} shard(s) already done, skipped)" if run.shards_resumed else ""
+    print(f"wrote {run.rows} scores to {run.output}{resumed}")
+    if run.output.is_dir() and config.output.endswith(".parquet"):
+        print(f"other processes may still be writing: merge with `visreward merge-scores {run.output} --output {config.output}`")
+    if len(run.skipped):
+        print(run.skipped.summary(f"{run.output}.skipped.txt" if run.output.suffix == ".parquet" else f"{run.output}/part-*.skipped.txt"))
+
+
+def _merge_scores(config) -> None:
+    from .scoring import merge_parts
+
+    rows = merge_parts(Path(config.parts), Path(config.output))
+    print(f"merged {rows} scores into {config.output}")
 
 
 def _eval_rm(config) -> None:
@@ -105,11 +116,12 @@ def _commands():
     from .demo import DemoConfig
     from .discriminative import RewardTrainingConfig
     from .evaluation.evaluate import EvalConfig
-    from .scoring import ScoreConfig
+    from .scoring import MergeConfig, ScoreConfig
 
     return {
         "train-rm": (RewardTrainingConfig, _train_rm, "train a GAN-RM reward model (target vs generated images)"),
         "score": (ScoreConfig, _score, "score images with a reward model into a parquet table"),
+        "merge-scores": (MergeConfig, _merge_scores, "merge the parquet parts of a multi-process score run"),
         "eval-rm": (EvalConfig, _eval_rm, "held-out AUC/accuracy of a reward model"),
         "generate": (GenerateConfig, _generate, "sample the bundled digits generator into an imagefolder"),
         "demo": (DemoConfig, _demo, "the whole GAN-RM pipeline on the bundled generator and real digits"),

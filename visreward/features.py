@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,11 +24,9 @@ from PIL import Image
 
 from .encoders import ImageEncoder
 from .errors import VisrewardError
+from .paths import default_cache_dir
 from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, read_bytes, tensor_to_pil
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VISREWARD_CACHE", Path.home() / ".cache" / "visreward"))
+from .readers import chunked
 
 
 def content_key(data: bytes) -> str:
@@ -85,53 +83,67 @@ class _Loaded:
     error: ImageLoadError | None = None
 
 
-def _load_one(record: ImageRecord, source: ImageInput, encoder: ImageEncoder, cache: FeatureCache | None) -> _Loaded:
+def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEncoder, cache: FeatureCache | None) -> _Loaded:
     preprocess = encoder.preprocessing
     try:
         if isinstance(source, torch.Tensor):
             return _Loaded(record, pixels=preprocess(tensor_to_pil(source)))
         if isinstance(source, Image.Image):
             return _Loaded(record, pixels=preprocess(source))
-        data = read_bytes(source)
+        data = source if isinstance(source, bytes) else read_bytes(source)
         key = content_key(data)
         cached = cache.get(encoder.cache_key, key) if cache is not None else None
         if cached is not None and cached.shape[0] == encoder.dim:
             return _Loaded(record, key=key, features=cached)
-        image = decode_image(data, str(source), draft_size=preprocess.input_size)
+        image = decode_image(data, record.path or record.id, draft_size=preprocess.input_size)
         return _Loaded(record, key=key, pixels=preprocess(image))
     except ImageLoadError as e:
         return _Loaded(record, error=e)
 
 
+def _encode(encoder: ImageEncoder, pixels: list[torch.Tensor]) -> np.ndarray:
+    batch = torch.stack(pixels)
+    if encoder.device.type == "cuda":
+        batch = batch.pin_memory().to(encoder.device, non_blocking=True)
+    with torch.inference_mode():
+        return encoder.embed_pixels(batch.to(encoder.device)).float().cpu().numpy()
+
+
 def iter_features(
-    items: Sequence[tuple[ImageRecord, ImageInput]],
+    items: Iterable[tuple[ImageRecord, ImageInput | bytes]],
     encoder: ImageEncoder,
     cache: FeatureCache | None = None,
     skipped: SkipLog | None = None,
     batch_size: int = 32,
     num_workers: int = 4,
     progress: bool = False,
+    total: int | None = None,
 ) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
     """Yield (records, features [n,dim]) per batch; unreadable images go to `skipped`.
 
-    Without a SkipLog, an unreadable image raises (an API caller's scores must align with its inputs).
+    `items` is consumed lazily: at most three batches are in flight (one encoding, two
+    being read and decoded by `num_workers` threads), so memory does not grow with the input.
+    Without a SkipLog an unreadable image raises (an API caller's scores must align with its inputs).
     """
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=f"encoding ({encoder.name})", unit="img", disable=not progress)
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    bar = tqdm(total=total, desc=f"encoding ({encoder.name})", unit="img", disable=not progress)
+    batches = chunked(items, batch_size)
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         pending: deque[list[Future]] = deque()
 
-        def submit(batch) -> None:
-            pending.append([pool.submit(_load_one, record, source, encoder, cache) for record, source in batch])
+        def submit_next() -> None:
+            batch = next(batches, None)
+            if batch is not None:
+                pending.append([pool.submit(_load_one, record, source, encoder, cache) for record, source in batch])
 
-        for batch in batches[:2]:
-            submit(batch)
-        for next_index in range(2, len(batches) + 2):
+        for _ in range(2):
+            submit_next()
+        while pending:
             loaded = [future.result() for future in pending.popleft()]
-            if next_index < len(batches):
-                submit(batches[next_index])
+            submit_next()
             kept = []
             for item in loaded:
                 if item.error is None:
@@ -142,11 +154,8 @@ def iter_features(
                     skipped.skip(item.error.source, item.error.reason)
             misses = [item for item in kept if item.features is None]
             if misses:
-                with torch.inference_mode():
-                    pixels = torch.stack([item.pixels for item in misses]).to(encoder.device)
-                    encoded = encoder.embed_pixels(pixels).float().cpu().numpy()
-                for item, vector in zip(misses, encoded):
-                    item.features = vector
+                for item, vector in zip(misses, _encode(encoder, [item.pixels for item in misses])):
+                    item.features, item.pixels = vector, None
                 if cache is not None:
                     cache.put_many(encoder.cache_key, [(item.key, item.features) for item in misses if item.key])
             bar.update(len(loaded))
@@ -156,7 +165,7 @@ def iter_features(
 
 
 def extract_features(
-    items: Sequence[tuple[ImageRecord, ImageInput]], encoder: ImageEncoder, **kwargs
+    items: Iterable[tuple[ImageRecord, ImageInput | bytes]], encoder: ImageEncoder, **kwargs
 ) -> tuple[list[ImageRecord], torch.Tensor]:
     """All features at once: (records that loaded, features [n,dim])."""
     records: list[ImageRecord] = []
@@ -165,7 +174,3 @@ def extract_features(
         records.extend(batch_records)
         chunks.append(features)
     return records, torch.cat(chunks) if chunks else torch.empty(0, encoder.dim)
-
-
-def record_items(records: Sequence[ImageRecord]) -> list[tuple[ImageRecord, ImageInput]]:
-    return [(record, record.path) for record in records]

@@ -1,4 +1,4 @@
-"""Images in: folders (the `imagefolder` convention), path lists, PIL images, tensors.
+"""Images in: decoding, validation and conversion to RGB; records and the skip log.
 
 Every way an image can be bad (empty, truncated, not an image, a decompression bomb)
 becomes an `ImageLoadError` naming the file; `SkipLog` turns those into a skipped-and-
@@ -8,7 +8,6 @@ reported file, or, in strict mode, into an error.
 from __future__ import annotations
 
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from .errors import VisrewardError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 )
-METADATA_FILE = "metadata.jsonl"
 PROMPT_KEYS = ("prompt", "text", "caption")
 # Larger than any real photo or generation, small enough that one file cannot exhaust memory.
 MAX_PIXELS = 16384 * 16384
@@ -74,93 +72,6 @@ class SkipLog:
 
     def write(self, log_path: str | os.PathLike) -> None:
         write_text(log_path, "".join(f"{src}\t{reason}\n" for src, reason in self.entries))
-
-
-def _read_metadata(folder: Path) -> dict[str, dict]:
-    """file_name (relative to `folder`, posix) -> its metadata row."""
-    meta_path = folder / METADATA_FILE
-    rows: dict[str, dict] = {}
-    for line_no, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise VisrewardError(f"{meta_path}: line {line_no} is not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "file_name" not in row:
-            raise VisrewardError(f"{meta_path}: line {line_no} has no 'file_name'")
-        rows[Path(row["file_name"]).as_posix()] = row
-    return rows
-
-
-def _prompt_of(row: dict) -> str | None:
-    for key in PROMPT_KEYS:
-        if isinstance(row.get(key), str):
-            return row[key]
-    return None
-
-
-def _walk(root: Path, skipped: SkipLog) -> list[tuple[Path, dict]]:
-    """All image files under `root` (sorted, recursive) with their metadata rows."""
-    found: list[tuple[Path, dict]] = []
-    metadata: dict[Path, dict] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        folder = Path(dirpath)
-        if METADATA_FILE in filenames:
-            for file_name, row in _read_metadata(folder).items():
-                metadata[(folder / file_name).resolve()] = row
-        for name in sorted(filenames):
-            if name.startswith(".") or name == METADATA_FILE:
-                continue
-            path = folder / name
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.skip(str(path), f"not an image file (extension '{path.suffix}')")
-                continue
-            found.append((path, {}))
-    return [(path, metadata.get(path.resolve(), {})) for path, _ in found]
-
-
-def find_images(inputs: Sequence[str | os.PathLike], skipped: SkipLog | None = None) -> list[ImageRecord]:
-    """Image records for folders (recursive, with `metadata.jsonl` prompts) and files.
-
-    Ids are paths relative to the common parent of the inputs, so the same command
-    gives the same ids on any machine, and images from several folders never collide.
-    """
-    skipped = skipped if skipped is not None else SkipLog()
-    if not inputs:
-        raise VisrewardError("no images given")
-    entries: list[tuple[Path, dict]] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            images = _walk(path, skipped)
-            if not images:
-                raise VisrewardError(
-                    f"{path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-                )
-            entries.extend(images)
-        elif path.is_file():
-            entries.append((path, {}))
-        else:
-            raise VisrewardError(f"{path}: no such file or folder")
-    absolute = [p.resolve() for p, _ in entries]
-    base = Path(os.path.commonpath([Path(raw).resolve().parent for raw in inputs]))
-    records, seen = [], set()
-    for (path, row), resolved in zip(entries, absolute):
-        if resolved in seen:
-            continue
-        seen.add(resolved)
-        extra = {k: v for k, v in row.items() if k != "file_name" and k not in PROMPT_KEYS}
-        records.append(
-            ImageRecord(
-                id=resolved.relative_to(base).as_posix(),
-                path=str(path),
-                prompt=_prompt_of(row),
-                metadata=extra,
-            )
-        )
-    return records
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

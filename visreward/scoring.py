@@ -1,57 +1,145 @@
-"""`visreward score`: images in, a parquet score table out (reader -> encoder -> head -> writer)."""
+"""`visreward score`: images in, parquet scores out (reader -> encoder -> head -> writer), at any scale.
+
+Inputs are cut into shards (see readers.py). Each process takes `shards[rank::world_size]`
+(rank and world size from torchrun, accelerate or SLURM) and writes one parquet file per
+shard, atomically, into a parts folder; shards already written are skipped, so a killed
+run resumes with nothing lost or duplicated. Memory stays flat: one shard's names and a
+few batches of pixels are all that is held.
+
+    visreward score --model rm/ --output scores.parquet DIR          # one process: parts merged at the end
+    torchrun --nproc_per_node 8 -m visreward.cli score --model rm/ --output scores/ --device cuda DIR
+    visreward merge-scores scores/ --output scores.parquet           # after a multi-process run
+"""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
-from typing import Iterator
+from pathlib import Path
+from typing import Iterable, Iterator
 
+import pyarrow.parquet as pq
 import torch
 
+from .atomic import atomic_path
 from .config import option
 from .discriminative import DiscriminativeRewardModel
-from .features import FeatureCache, iter_features, record_items
+from .distributed import placement_from_env
+from .encoders import BACKENDS, PRECISIONS
+from .errors import VisrewardError
+from .features import FeatureCache, iter_features
 from .formats import score_table, write_table
-from .images import ImageRecord, SkipLog, find_images
+from .images import ImageRecord, SkipLog
+from .readers import Item, iter_shards
+
+PART_GLOB = "part-*.parquet"
 
 
 @dataclass
 class ScoreConfig:
-    inputs: list[str] = option([], "image folders (recursive, metadata.jsonl prompts) or files", positional=True)
+    inputs: list[str] = option([], "image folders, files, lists (.txt), WebDataset .tar, parquet", positional=True)
     model: str = option("rm", "reward model folder")
-    output: str = option("scores.parquet", "parquet file written (atomically): id, path, prompt, score")
+    output: str = option("scores.parquet", "FILE.parquet (parts merged when done) or a FOLDER of parquet parts")
     prob: bool = option(False, "also write the probability column (sigmoid of the logit)")
-    batch_size: int = option(32, "images per encoder forward pass")
-    num_workers: int = option(4, "threads reading and decoding images")
-    device: str = option("cpu", "torch device")
+    batch_size: int = option(64, "images per encoder forward pass")
+    num_workers: int = option(4, "threads reading, decoding and preprocessing images")
+    shard_size: int = option(10_000, "images per shard (the unit of work, resumption and output)")
+    rank: int | None = option(None, "this process's rank (default: from torchrun/accelerate/SLURM, else 0)")
+    world_size: int | None = option(None, "number of processes (default: from torchrun/accelerate/SLURM, else 1)")
+    device: str = option("cpu", "torch device; 'cuda' uses cuda:LOCAL_RANK")
+    backend: str = option("auto", "encoder runtime: auto (onnx on CPU when it exports), torch, onnx", choices=BACKENDS)
+    precision: str = option("fp32", "encoder precision; bf16/fp16 are faster and drift slightly", choices=PRECISIONS)
     cache_dir: str | None = option(None, "feature cache folder (default: $VISREWARD_CACHE or ~/.cache/visreward)")
     no_cache: bool = option(False, "do not read or write the feature cache")
     strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
     progress: bool = option(True, "show a progress bar")
 
 
-def iter_scores(model: DiscriminativeRewardModel, records: list[ImageRecord], cache: FeatureCache | None,
-                skipped: SkipLog, batch_size: int = 32, num_workers: int = 4,
+def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: FeatureCache | None,
+                skipped: SkipLog, batch_size: int = 64, num_workers: int = 4,
                 progress: bool = False) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
     """(records, logits) per batch; unreadable images are reported to `skipped`."""
-    for batch, features in iter_features(record_items(records), model.encoder, cache=cache, skipped=skipped,
+    for batch, features in iter_features(items, model.encoder, cache=cache, skipped=skipped,
                                          batch_size=batch_size, num_workers=num_workers, progress=progress):
         prompts = [r.prompt for r in batch] if model.head.uses_text else None
         yield batch, model.score_features(features, prompts)
 
 
-def run_score(config: ScoreConfig) -> tuple[int, SkipLog]:
-    """Score everything and write the table; returns (rows written, skipped files)."""
-    model = DiscriminativeRewardModel.from_pretrained(config.model, device=config.device)
-    skipped = SkipLog(strict=config.strict)
-    records = find_images(config.inputs, skipped)
+def parts_folder(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".parts") if output.suffix == ".parquet" else output
+
+
+def merge_parts(parts: Path, output: Path) -> int:
+    """Concatenate the parts in shard order into one parquet file, streaming; returns the row count."""
+    files = sorted(parts.glob(PART_GLOB))
+    if not files:
+        raise VisrewardError(f"{parts}: no score parts ({PART_GLOB}) to merge")
+    rows = 0
+    with atomic_path(output) as tmp:
+        schema = pq.read_schema(files[0])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for file in files:
+                table = pq.read_table(file)
+                writer.write_table(table)
+                rows += table.num_rows
+    skipped_logs = sorted(parts.glob("part-*.skipped.txt"))
+    if skipped_logs:
+        with atomic_path(f"{output}.skipped.txt") as tmp:
+            tmp.write_text("".join(log.read_text() for log in skipped_logs))
+    return rows
+
+
+@dataclass
+class ScoreRun:
+    rows: int
+    shards_done: int
+    shards_resumed: int
+    skipped: SkipLog
+    output: Path
+
+
+def run_score(config: ScoreConfig) -> ScoreRun:
+    placement = placement_from_env(rank=config.rank, world_size=config.world_size)
+    device = f"cuda:{placement.local_rank}" if config.device == "cuda" else config.device
+    model = DiscriminativeRewardModel.from_pretrained(config.model, device=device, backend=config.backend,
+                                                      precision=config.precision, cache_dir=config.cache_dir)
     cache = None if config.no_cache else FeatureCache(config.cache_dir)
-    kept: list[ImageRecord] = []
-    logits: list[torch.Tensor] = []
-    for batch, scores in iter_scores(model, records, cache, skipped, config.batch_size, config.num_workers, config.progress):
-        kept.extend(batch)
-        logits.append(scores)
-    scores = torch.cat(logits) if logits else torch.empty(0)
-    write_table(score_table(kept, scores.tolist(), torch.sigmoid(scores).tolist() if config.prob else None), config.output)
-    if len(skipped):
-        skipped.write(f"{config.output}.skipped.txt")
-    return len(kept), skipped
+    parts = parts_folder(config.output)
+    parts.mkdir(parents=True, exist_ok=True)
+    skipped = SkipLog(strict=config.strict)
+    rows = done = resumed = 0
+    for shard in iter_shards(config.inputs, skipped, config.shard_size):
+        if not placement.owns(shard.index):
+            continue
+        part = parts / f"part-{shard.name}.parquet"
+        if part.exists():
+            resumed += 1
+            continue
+        shard_skipped = SkipLog(strict=config.strict)
+        kept: list[ImageRecord] = []
+        logits: list[torch.Tensor] = []
+        for batch, scores in iter_scores(model, shard.open(), cache, shard_skipped, config.batch_size,
+                                         config.num_workers, config.progress):
+            kept.extend(batch)
+            logits.append(scores)
+        scores = torch.cat(logits) if logits else torch.empty(0)
+        if len(shard_skipped):
+            shard_skipped.write(parts / f"part-{shard.name}.skipped.txt")
+            skipped.entries.extend(shard_skipped.entries)
+        table = score_table(kept, scores.tolist(), torch.sigmoid(scores).tolist() if config.prob else None)
+        write_table(table, part)  # last: an existing part means the shard is complete
+        rows += len(kept)
+        done += 1
+    output = parts
+    if Path(config.output).suffix == ".parquet" and placement.world_size == 1:
+        rows = merge_parts(parts, Path(config.output))
+        shutil.rmtree(parts)
+        output = Path(config.output)
+    return ScoreRun(rows, done, resumed, skipped, output)
+
+
+@dataclass
+class MergeConfig:
+    parts: str = option("scores", "folder of parquet parts written by `visreward score`", positional=True)
+    output: str = option("scores.parquet", "single parquet file written (atomically)")

@@ -40,8 +40,11 @@ class RewardHead(nn.Module):
 
     @torch.no_grad()
     def fit_normalisation(self, features: torch.Tensor) -> None:
+        std = features.std(0)
+        # Dimensions (almost) constant in training would turn any unseen activation into a huge input.
+        floor = max(1e-4, 0.1 * float(std.median()))
         self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-4))
+        self.feature_std.copy_(std.clamp_min(floor))
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
         parts = [(image_features - self.feature_mean) / self.feature_std]

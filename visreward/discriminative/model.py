@@ -110,7 +110,12 @@ class DiscriminativeRewardModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, encoder: ImageEncoder | None = None,
-                        device: str | None = None) -> "DiscriminativeRewardModel":
+                        device: str | None = None, backend: str = "torch", precision: str = "fp32",
+                        cache_dir: str | os.PathLike | None = None) -> "DiscriminativeRewardModel":
+        """Head from `directory`, encoder named by its config (or `encoder`, which must match).
+
+        backend/precision choose the encoder's inference runtime (see encoders/runtime.py).
+        """
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
         try:
@@ -122,7 +127,7 @@ class DiscriminativeRewardModel(nn.Module):
         if config.get("model_type") != MODEL_TYPE:
             raise VisrewardError(f"{config_path}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
         if encoder is None:
-            encoder = load_encoder(config["encoder"], device=device)
+            encoder = load_encoder(config["encoder"], device, backend, precision, cache_dir)
         if encoder.name != config["encoder"]:
             raise VisrewardError(f"{directory}: trained on encoder '{config['encoder']}', got '{encoder.name}'")
         if encoder.preprocessing.to_dict() != config["preprocessing"] or encoder.dim != config["feature_dim"]:

@@ -28,8 +28,9 @@ from ..config import option, save_config
 from ..encoders import DEFAULT_ENCODER, load_encoder
 from ..errors import VisrewardError
 from ..evaluation import binary_metrics
-from ..features import FeatureCache, extract_features, record_items
-from ..images import ImageRecord, SkipLog, find_images
+from ..features import FeatureCache, extract_features
+from ..images import ImageRecord, SkipLog
+from ..readers import Item, read_images
 from .head import TEXT_CONDITIONING
 from .model import DiscriminativeRewardModel
 
@@ -163,10 +164,10 @@ def fit_head(model: DiscriminativeRewardModel, train: LabeledFeatures, held: Lab
     return history
 
 
-def _gather(paths: list[str], what: str, skipped: SkipLog) -> list[ImageRecord]:
+def _gather(paths: list[str], what: str, skipped: SkipLog) -> list[Item]:
     if not paths:
         raise VisrewardError(f"no {what} images given (--{what})")
-    return find_images(paths, skipped)
+    return read_images(paths, skipped)
 
 
 def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewardModel, dict]:
@@ -182,7 +183,7 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
 
     def encode(paths: list[str], what: str) -> tuple[list[ImageRecord], torch.Tensor, torch.Tensor | None]:
         records, features = extract_features(
-            record_items(_gather(paths, what, skipped)), encoder, cache=cache, skipped=skipped,
+            _gather(paths, what, skipped), encoder, cache=cache, skipped=skipped,
             batch_size=config.encode_batch_size, num_workers=config.num_workers, progress=config.progress,
         )
         if not records:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from .base import ImageEncoder, Preprocessing
+from .runtime import BACKENDS, PRECISIONS, AcceleratedEncoder
 from .efficientnet import VARIANTS, EfficientNetLiteEncoder
 from .transformers_encoders import KINDS, TransformersEncoder
 
@@ -18,10 +19,16 @@ def available_encoders() -> list[str]:
     return list(VARIANTS) + [f"{kind}:PATH_OR_ID" for kind in KINDS]
 
 
-def load_encoder(spec: str = DEFAULT_ENCODER, device: str | None = None) -> ImageEncoder:
+def load_encoder(spec: str = DEFAULT_ENCODER, device: str | None = None, backend: str = "torch",
+                 precision: str = "fp32", cache_dir=None) -> ImageEncoder:
+    """The encoder named by `spec`; backend onnx/auto or precision bf16/fp16 give a faster inference path."""
     kind, sep, location = spec.partition(":")
     encoder = TransformersEncoder(kind, location) if sep else EfficientNetLiteEncoder(spec)
-    return encoder.to(device) if device else encoder
+    encoder = encoder.to(device) if device else encoder
+    if backend == "torch" and precision == "fp32":
+        return encoder
+    return AcceleratedEncoder(encoder, backend, precision, cache_dir)
 
 
-__all__ = ["DEFAULT_ENCODER", "ImageEncoder", "Preprocessing", "available_encoders", "load_encoder"]
+__all__ = ["BACKENDS", "DEFAULT_ENCODER", "PRECISIONS", "AcceleratedEncoder", "ImageEncoder", "Preprocessing",
+           "available_encoders", "load_encoder"]

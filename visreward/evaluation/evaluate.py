@@ -9,7 +9,8 @@ import torch
 from ..config import option
 from ..discriminative import DiscriminativeRewardModel
 from ..features import FeatureCache
-from ..images import SkipLog, find_images
+from ..images import SkipLog
+from ..readers import read_images
 from .metrics import binary_metrics, score_summary
 
 
@@ -39,7 +40,7 @@ def evaluate_reward_model(model: DiscriminativeRewardModel, config: EvalConfig,
     def scores_of(paths: list[str], what: str) -> torch.Tensor:
         if not paths:
             raise VisrewardError(f"no {what} images given (--{what})")
-        chunks = [s for _, s in iter_scores(model, find_images(paths, skipped), cache, skipped,
+        chunks = [s for _, s in iter_scores(model, read_images(paths, skipped), cache, skipped,
                                             config.batch_size, config.num_workers, config.progress)]
         if not chunks:
             raise VisrewardError(f"--{what}: none of the images could be read")

@@ -24,6 +24,7 @@ from ..atomic import atomic_dir
 from ..config import option
 from ..digits_data import digit_image, parse_digit, real_digits
 from ..errors import VisrewardError
+from ..paths import default_cache_dir
 from .base import GeneratedSample, sample_seeds
 
 GENERATOR_VERSION = 1
@@ -142,8 +143,6 @@ def train_digits_generator(config: DigitsGeneratorConfig = DigitsGeneratorConfig
 
 
 def bundled_generator_dir(cache_dir: str | os.PathLike | None = None, config: DigitsGeneratorConfig = DigitsGeneratorConfig()) -> Path:
-    from ..features import default_cache_dir
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     tag = f"digits-v{GENERATOR_VERSION}-s{config.steps}-c{config.channels}-seed{config.seed}"
     return root / "generators" / tag

@@ -1,0 +1,68 @@
+"""Who am I among how many: rank and world size from the launcher's environment.
+
+torchrun and `accelerate launch` set RANK / WORLD_SIZE; `srun` sets SLURM_PROCID /
+SLURM_NTASKS; a SLURM job array sets SLURM_ARRAY_TASK_ID (with SLURM_ARRAY_TASK_COUNT
+or the MIN/MAX ids). Scoring needs no collectives: each rank takes
+`shards[rank::world_size]` and writes its own files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+from .errors import VisrewardError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Placement:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    def take(self, shards: Sequence[T]) -> list[T]:
+        return list(shards[self.rank :: self.world_size])
+
+    def owns(self, shard_index: int) -> bool:
+        return shard_index % self.world_size == self.rank
+
+
+def _int(env: dict, key: str) -> int | None:
+    value = env.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise VisrewardError(f"environment variable {key}={value!r} is not an integer") from None
+
+
+def placement_from_env(env: dict | None = None, rank: int | None = None, world_size: int | None = None) -> Placement:
+    """Explicit rank/world_size win; then torchrun/accelerate; then SLURM tasks; then SLURM arrays."""
+    env = dict(os.environ if env is None else env)
+    local_rank = _int(env, "LOCAL_RANK") or 0
+    if rank is None and world_size is None:
+        for rank_key, size_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            if _int(env, size_key) is not None:
+                rank, world_size = _int(env, rank_key) or 0, _int(env, size_key)
+                if rank_key == "SLURM_PROCID":
+                    local_rank = _int(env, "SLURM_LOCALID") or 0
+                break
+        else:
+            task = _int(env, "SLURM_ARRAY_TASK_ID")
+            if task is not None:
+                count = _int(env, "SLURM_ARRAY_TASK_COUNT")
+                low = _int(env, "SLURM_ARRAY_TASK_MIN") or 0
+                if count is None:
+                    high = _int(env, "SLURM_ARRAY_TASK_MAX")
+                    count = (high - low + 1) if high is not None else None
+                if count is None:
+                    raise VisrewardError("SLURM_ARRAY_TASK_ID is set but not the array's size (SLURM_ARRAY_TASK_COUNT)")
+                rank, world_size = task - low, count
+    rank, world_size = rank or 0, world_size or 1
+    if not 0 <= rank < world_size:
+        raise VisrewardError(f"rank {rank} is outside world size {world_size}")
+    return Placement(rank, world_size, local_rank)
