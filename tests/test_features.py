@@ -1,23 +1,19 @@
 import torch
 
+from visreward.encoders import ImageEncoder
 from visreward.features import FeatureCache, extract_features
 from visreward.readers import read_images
 
 from conftest import photo
 
 
-class CountingEncoder(torch.nn.Module):
+class CountingEncoder(ImageEncoder):
     """Wraps the real encoder, counting images it actually encodes."""
 
     def __init__(self, encoder):
         super().__init__()
         self.inner, self.calls = encoder, 0
         self.name, self.dim, self.preprocessing = encoder.name, encoder.dim, encoder.preprocessing
-        self.cache_key = encoder.cache_key
-
-    @property
-    def device(self):
-        return self.inner.device
 
     def embed_pixels(self, pixels):
         self.calls += len(pixels)

@@ -151,5 +151,5 @@ def test_api_inputs_tensors_and_prompt_count(tmp_path):
         as_records(batch, ["a"])
     pil = tensor_to_pil(batch[0])
     assert pil.size == (8, 8) and pil.mode == "RGB"
-    with pytest.raises(VisrewardError, match=r"\[3,H,W\]"):
+    with pytest.raises(VisrewardError, match=r"\[3,H,W\] or \[B,3,H,W\]"):
         tensor_to_pil(torch.rand(4, 8, 8))

@@ -25,7 +25,7 @@ from PIL import Image
 from .encoders import ImageEncoder
 from .errors import VisrewardError
 from .paths import default_cache_dir
-from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, read_bytes, tensor_to_pil
+from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, quantize, read_bytes
 from .readers import chunked
 
 
@@ -87,7 +87,7 @@ def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEnc
     preprocess = encoder.preprocessing
     try:
         if isinstance(source, torch.Tensor):
-            return _Loaded(record, pixels=preprocess(tensor_to_pil(source)))
+            return _Loaded(record, pixels=preprocess.quantized(quantize(source)[None])[0])
         if isinstance(source, Image.Image):
             return _Loaded(record, pixels=preprocess(source))
         data = source if isinstance(source, bytes) else read_bytes(source)
@@ -99,14 +99,6 @@ def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEnc
         return _Loaded(record, key=key, pixels=preprocess(image))
     except ImageLoadError as e:
         return _Loaded(record, error=e)
-
-
-def _encode(encoder: ImageEncoder, pixels: list[torch.Tensor]) -> np.ndarray:
-    batch = torch.stack(pixels)
-    if encoder.device.type == "cuda":
-        batch = batch.pin_memory().to(encoder.device, non_blocking=True)
-    with torch.inference_mode():
-        return encoder.embed_pixels(batch.to(encoder.device)).float().cpu().numpy()
 
 
 def iter_features(
@@ -154,7 +146,8 @@ def iter_features(
                     skipped.skip(item.error.source, item.error.reason)
             misses = [item for item in kept if item.features is None]
             if misses:
-                for item, vector in zip(misses, _encode(encoder, [item.pixels for item in misses])):
+                encoded = encoder.encode_pixels(torch.stack([item.pixels for item in misses])).numpy()
+                for item, vector in zip(misses, encoded):
                     item.features, item.pixels = vector, None
                 if cache is not None:
                     cache.put_many(encoder.cache_key, [(item.key, item.features) for item in misses if item.key])

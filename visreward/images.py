@@ -130,13 +130,17 @@ def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None =
     return decode_image(read_bytes(source), str(source), draft_size)
 
 
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[3,H,W] or [B,3,H,W] float in [0,1] (1 channel allowed) to uint8 RGB, as saving to PNG would."""
+    if images.ndim not in (3, 4) or images.shape[-3] not in (1, 3):
+        raise VisrewardError(f"image tensors must be [3,H,W] or [B,3,H,W], got {list(images.shape)}")
+    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return pixels.expand(*pixels.shape[:-3], 3, *pixels.shape[-2:])
+
+
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """A [3,H,W] (or [1,H,W]) float tensor in [0,1] to an RGB PIL image."""
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise VisrewardError(f"image tensors must be [3,H,W] or [1,H,W], got {list(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    array = array.expand(3, -1, -1).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(array))
+    return Image.fromarray(np.ascontiguousarray(quantize(image).permute(1, 2, 0).numpy()))
 
 
 def as_records(images: Iterable[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None) -> list[tuple[ImageRecord, ImageInput]]:

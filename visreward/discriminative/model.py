@@ -15,7 +15,7 @@ from ..atomic import atomic_path
 from ..encoders import ImageEncoder, load_encoder
 from ..errors import VisrewardError
 from ..features import FeatureCache, extract_features
-from ..images import ImageInput, as_records
+from ..images import ImageInput, as_records, quantize
 from .head import RewardHead
 
 MODEL_TYPE = "visreward-gan-rm"
@@ -81,14 +81,15 @@ class DiscriminativeRewardModel(nn.Module):
               num_workers: int = 4, progress: bool = False) -> torch.Tensor:
         """Reward per image, in input order: logits, or probabilities with prob=True.
 
-        images: paths, PIL images, or a [B,3,H,W] float tensor in [0,1] (scored directly, no re-encode).
+        images: paths, PIL images, or a [B,3,H,W] float tensor in [0,1] (scored directly, no file round
+        trip; quantised to 8 bits first, so a tensor and the PNG saved from it get the same score).
         """
         self.eval()
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             if prompts is not None and len(prompts) != len(images):
                 raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
-            with torch.inference_mode():
-                features = torch.cat([self.encoder(chunk) for chunk in images.split(batch_size)])
+            features = torch.cat([self.encoder.encode_pixels(self.encoder.preprocessing.quantized(chunk))
+                                  for chunk in quantize(images).split(batch_size)])
             return self.score_features(features, prompts, prob)
         items = as_records(images, prompts)
         _, features = extract_features(items, self.encoder, cache=cache, batch_size=batch_size,

@@ -20,6 +20,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
     """Global-average-pooled 1280-d features before the ImageNet classifier."""
 
     dim = 1280
+    cpu_micro_batch = 4  # measured: 115 img/s at 4 vs 28 img/s at 32 on a 2-core CPU
 
     def __init__(self, variant: str = "efficientnet-lite0"):
         super().__init__()
