@@ -5,6 +5,11 @@
     visreward merge-scores scores_parts/ --output scores.parquet
     visreward eval-rm --model rm/ --target HELDOUT_TARGET --generated HELDOUT_GENERATED
     visreward generate --prompts "a handwritten digit 7" --n 8 --output samples/
+    visreward best-of-n --generator digits --reward rm/ --prompts prompts.txt --n 16 --output bon/
+    visreward make-pairs --scores bon/scores.parquet --output pairs/ --format trl|pickapic
+    visreward sft --generator digits --data bon/ --output gen-sft/ [--lora]
+    visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 1000]
+    visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
     visreward demo
 """
 
@@ -78,7 +83,7 @@ def _eval_rm(config) -> None:
 class GenerateConfig:
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     output: str = option("samples", "imagefolder written (PNG + metadata.jsonl with prompt and seed)")
-    generator: str = option("digits", "'digits' (the bundled generator, trained and cached on first use) or its folder")
+    generator: str = option("digits", "'digits' (bundled; trained and cached on first use), a generator folder, or a diffusers pipeline")
     n: int = option(1, "samples per prompt")
     seed: int = option(0, "sample k uses seed + k")
 
@@ -98,12 +103,53 @@ def read_prompts(values: list[str]) -> list[str]:
 
 
 def _generate(config) -> None:
-    from .generators import DigitsGenerator, load_bundled_generator, save_samples
+    from .generators import load_generator, save_samples
 
-    generator = load_bundled_generator() if config.generator == "digits" else DigitsGenerator.from_pretrained(config.generator)
+    generator = load_generator(config.generator)
     samples = generator.generate(read_prompts(config.prompts), config.n, config.seed)
     save_samples(samples, config.output)
     print(f"wrote {len(samples)} samples to {config.output}/")
+
+
+def _best_of_n(config) -> None:
+    from .post_training import run_best_of_n
+
+    result = run_best_of_n(config)
+    print(f"{result['samples']} samples in {result['groups']} groups: mean reward {result['mean_score']:+.3f}, "
+          f"mean best-of-{config.n} reward {result['mean_best_score']:+.3f}; wrote {config.output}/")
+
+
+def _make_pairs(config) -> None:
+    from .post_training import run_make_pairs
+
+    print(f"wrote {run_make_pairs(config)} pairs ({config.format}) to {config.output}/")
+
+
+def _finetune_summary(metrics: dict, output: str) -> None:
+    last = metrics["history"][-1] if metrics["history"] else {}
+    details = "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
+    print(f"{metrics['steps']} steps on {metrics['world_size']} process(es), "
+          f"{metrics['seconds_per_step']:.2f} s/step; last: {details}\nwrote {output}/generator/")
+
+
+def _sft(config) -> None:
+    from .post_training import run_sft
+
+    _finetune_summary(run_sft(config), config.output)
+
+
+def _dpo(config) -> None:
+    from .post_training import run_dpo
+
+    _finetune_summary(run_dpo(config), config.output)
+
+
+def _rounds(config) -> None:
+    from .post_training import run_rounds
+
+    for info in run_rounds(config):
+        print(f"round {info['round']}: reward model held-out AUC {info['rm_heldout']['auc']:.3f}, mean reward "
+              f"{info['mean_reward']:+.3f}, mean best-of-{config.n} {info['mean_best_reward']:+.3f} -> {info['next_generator']}")
 
 
 def _demo(config) -> None:
@@ -116,6 +162,7 @@ def _commands():
     from .demo import DemoConfig
     from .discriminative import RewardTrainingConfig
     from .evaluation.evaluate import EvalConfig
+    from .post_training import BestOfNConfig, DPOConfig, PairsConfig, RoundsConfig, SFTConfig
     from .scoring import MergeConfig, ScoreConfig
 
     return {
@@ -123,7 +170,12 @@ def _commands():
         "score": (ScoreConfig, _score, "score images with a reward model into a parquet table"),
         "merge-scores": (MergeConfig, _merge_scores, "merge the parquet parts of a multi-process score run"),
         "eval-rm": (EvalConfig, _eval_rm, "held-out AUC/accuracy of a reward model"),
-        "generate": (GenerateConfig, _generate, "sample the bundled digits generator into an imagefolder"),
+        "generate": (GenerateConfig, _generate, "sample a generator into an imagefolder (prompt and seed per image)"),
+        "best-of-n": (BestOfNConfig, _best_of_n, "sample N per prompt, keep the best by a reward model"),
+        "make-pairs": (PairsConfig, _make_pairs, "preference pairs (trl or Pick-a-Pic format) from a score table"),
+        "sft": (SFTConfig, _sft, "fine-tune a generator on selected samples"),
+        "dpo": (DPOConfig, _dpo, "Diffusion-DPO fine-tuning on preference pairs"),
+        "rounds": (RoundsConfig, _rounds, "the GAN-RM multi-round loop (reward model -> best-of-N -> SFT/DPO)"),
         "demo": (DemoConfig, _demo, "the whole GAN-RM pipeline on the bundled generator and real digits"),
     }
 

@@ -99,6 +99,25 @@ class DigitsGenerator:
             for image, prompt, s in zip(images, expanded_prompts, seeds)
         ]
 
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    resolution = (8, 8)
+
+    def to(self, device) -> "DigitsGenerator":
+        self.unet.to(device)
+        return self
+
+    def denoiser(self):
+        from ..post_training.denoisers import DigitsDenoiser
+
+        return DigitsDenoiser(self)
+
+    def with_module(self, module: torch.nn.Module) -> "DigitsGenerator":
+        """The same generator with its UNet replaced (after fine-tuning)."""
+        return DigitsGenerator(module, self.config)
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         with atomic_dir(directory) as tmp:
             self.unet.save_pretrained(tmp / "unet")

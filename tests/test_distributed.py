@@ -1,0 +1,29 @@
+import pytest
+
+from visreward.distributed import Placement, placement_from_env
+from visreward.errors import VisrewardError
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, Placement(0, 1, 0)),
+    ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}, Placement(3, 8, 1)),           # torchrun / accelerate
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "16", "SLURM_LOCALID": "1"}, Placement(5, 16, 1)),  # srun
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, Placement(2, 4, 0)),   # job array
+    ({"SLURM_ARRAY_TASK_ID": "11", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_MAX": "13"}, Placement(1, 4, 0)),
+])
+def test_placement_from_launcher_environments(env, expected):
+    assert placement_from_env(env) == expected
+
+
+def test_explicit_rank_wins_and_bad_values_are_errors():
+    assert placement_from_env({"RANK": "1", "WORLD_SIZE": "2"}, rank=0, world_size=3) == Placement(0, 3, 0)
+    with pytest.raises(VisrewardError, match="outside world size"):
+        placement_from_env({}, rank=2, world_size=2)
+    with pytest.raises(VisrewardError, match="WORLD_SIZE='two' is not an integer"):
+        placement_from_env({"WORLD_SIZE": "two"})
+
+
+def test_shards_are_split_round_robin():
+    shards = list(range(7))
+    assert Placement(0, 3).take(shards) == [0, 3, 6] and Placement(2, 3).take(shards) == [2, 5]
+    assert sorted(Placement(0, 3).take(shards) + Placement(1, 3).take(shards) + Placement(2, 3).take(shards)) == shards

@@ -1,0 +1,246 @@
+import json
+import math
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from visreward import DiscriminativeRewardModel
+from visreward.digits_data import digit_prompt
+from visreward.errors import VisrewardError
+from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, dpo_loss_terms, read_pairs,
+                                     run_best_of_n, run_dpo, run_sft, write_pairs)
+from visreward.post_training import dpo as dpo_module
+from visreward.post_training.best_of_n import rank_within_groups
+from visreward.post_training.denoisers import Objective
+
+
+# --- the math, on literal tensors ---------------------------------------------------------
+
+def test_objective_targets_for_the_three_prediction_types():
+    x0, noise = torch.full((1, 1, 2, 2), 0.5), torch.full((1, 1, 2, 2), -1.0)
+    alphas = torch.tensor([0.64, 0.36])
+    t = torch.tensor([1])
+    eps = Objective("epsilon", 2, alphas).noise(x0, noise, t)
+    assert torch.allclose(eps.noisy, torch.full_like(x0, 0.6 * 0.5 - 0.8)) and torch.equal(eps.target, noise)
+    v = Objective("v_prediction", 2, alphas).noise(x0, noise, t)
+    assert torch.allclose(v.target, torch.full_like(x0, 0.6 * -1.0 - 0.8 * 0.5))
+    flow = Objective("flow", 1000).noise(x0, noise, torch.tensor([250]))
+    assert torch.allclose(flow.noisy, torch.full_like(x0, 0.75 * 0.5 + 0.25 * -1.0))
+    assert torch.allclose(flow.target, noise - x0) and flow.timesteps.tolist() == [250.0]
+    with pytest.raises(VisrewardError, match="unsupported prediction type"):
+        Objective("sample", 10, alphas)
+
+
+def test_dpo_loss_matches_the_paper_formula():
+    # errors: [chosen_1, chosen_2, rejected_1, rejected_2]
+    model = torch.tensor([0.10, 0.30, 0.50, 0.20])
+    reference = torch.tensor([0.20, 0.20, 0.40, 0.40])
+    loss, logs = dpo_loss_terms(model, reference, beta=10.0)
+    inside = torch.tensor([-5.0 * ((0.10 - 0.50) - (0.20 - 0.40)), -5.0 * ((0.30 - 0.20) - (0.20 - 0.40))])
+    assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(inside).mean().item())
+    assert logs["implicit_accuracy"] == 0.5 and logs["reward_margin"] == pytest.approx(inside.mean().item())
+    same, logs = dpo_loss_terms(reference, reference, beta=5000.0)
+    assert same.item() == pytest.approx(math.log(2)) and logs["reward_margin"] == 0.0
+
+
+def test_ranks_within_groups():
+    assert rank_within_groups(torch.tensor([0.1, 0.9, 0.5, 3.0, 2.0, 1.0]), 3).tolist() == [2, 0, 1, 0, 1, 2]
+
+
+def test_pairs_best_vs_worst_and_margin():
+    rows = [{"id": str(i), "path": f"{i}.png", "prompt": p, "score": s}
+            for i, (p, s) in enumerate([("a", 1.0), ("a", 3.0), ("a", 2.0), ("b", 0.5), ("c", 1.0), ("c", 1.0)])]
+    pairs = build_pairs(rows)
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("a", "1.png", "0.png")]  # b alone, c tied
+    margin = build_pairs(rows, margin=0.5)
+    assert [(p.chosen, p.rejected) for p in margin] == [("1.png", "2.png"), ("1.png", "0.png"), ("2.png", "0.png")]
+
+
+# --- on the bundled generator ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rm_dir(digit_folders, tmp_path_factory):
+    from visreward import RewardTrainingConfig, train_reward_model
+
+    output = tmp_path_factory.mktemp("post") / "rm"
+    train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
+                                            output=str(output), progress=False, epochs=10))
+    return output
+
+
+@pytest.fixture(scope="module")
+def bon_dir(rm_dir, tiny_generator_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("bon") / "bon"
+    run_best_of_n(BestOfNConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(output),
+                                prompts=[digit_prompt(3), digit_prompt(5)], n=4, repeats=2, keep_bottom=1, progress=False))
+    return output
+
+
+def test_best_of_n_outputs_and_scores_without_redecoding(bon_dir, rm_dir):
+    table = pq.read_table(bon_dir / "scores.parquet").to_pylist()
+    assert len(table) == 16 and {r["group"] for r in table} == {0, 1, 2, 3}
+    assert [r["seed"] for r in table] == list(range(16))
+    for group in range(4):
+        members = [r for r in table if r["group"] == group]
+        assert sorted(r["rank"] for r in members) == [0, 1, 2, 3]
+        assert max(members, key=lambda r: r["score"])["rank"] == 0
+    best = [json.loads(line) for line in (bon_dir / "best" / "metadata.jsonl").read_text().splitlines()]
+    assert len(best) == 4 and all(r["rank"] == 0 for r in best)
+    assert len((bon_dir / "worst" / "metadata.jsonl").read_text().splitlines()) == 4
+    model = DiscriminativeRewardModel.from_pretrained(rm_dir)
+    rescored = model.score([str(bon_dir / "best" / r["file_name"]) for r in best])
+    assert rescored.tolist() == pytest.approx([r["score"] for r in best], abs=1e-4)  # tensor score == file score
+
+
+def test_pairs_export_to_trl_and_pickapic_and_import_back(bon_dir, tmp_path):
+    import datasets
+
+    rows = pq.read_table(bon_dir / "scores.parquet").to_pylist()
+    pairs = build_pairs(rows, group_by="group")
+    assert len(pairs) == 4 and all(p.chosen_score > p.rejected_score for p in pairs)
+    write_pairs(pairs, tmp_path / "trl", "trl")
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "trl"), split="train")
+    # datasets turns *_file_name columns into image columns: trl's prompt / chosen / rejected
+    assert {"prompt", "chosen", "rejected", "chosen_score", "rejected_score"} <= set(loaded.column_names)
+    assert loaded[0]["chosen"].size == (8, 8)
+    write_pairs(pairs, tmp_path / "pickapic", "pickapic")
+    table = pq.read_table(tmp_path / "pickapic" / "pairs.parquet")
+    assert table.column_names[:4] == ["caption", "jpg_0", "jpg_1", "label_0"] and table["label_0"].to_pylist() == [1.0] * 4
+    for folder in ("trl", "pickapic"):
+        back = read_pairs(tmp_path / folder)
+        assert [p.prompt for p in back] == [p.prompt for p in pairs]
+        assert back[0].chosen == Path(pairs[0].chosen).read_bytes()
+
+
+def test_sft_trains_and_saves_a_loadable_generator(bon_dir, tiny_generator_dir, tmp_path):
+    from visreward.generators import load_generator
+
+    metrics = run_sft(SFTConfig(generator=str(tiny_generator_dir), data=[str(bon_dir)], output=str(tmp_path / "sft"),
+                                steps=4, batch_size=4, log_every=2, progress=False))
+    assert [row["step"] for row in metrics["history"]] == [2, 4] and metrics["world_size"] == 1
+    tuned = load_generator(str(tmp_path / "sft"))  # a run folder stands for its generator/
+    before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(3)], 1, 0)[0]
+    after = tuned.generate_tensors([digit_prompt(3)], 1, 0)[0]
+    assert not torch.equal(before, after)
+    assert json.loads((tmp_path / "sft" / "training_config.json").read_text())["steps"] == 4
+    assert list((tmp_path / "sft" / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_dpo_with_lora_logs_implicit_accuracy_and_merges(bon_dir, tiny_generator_dir, tmp_path):
+    write_pairs(build_pairs(pq.read_table(bon_dir / "scores.parquet").to_pylist(), group_by="group"), tmp_path / "pairs")
+    metrics = run_dpo(DPOConfig(generator=str(tiny_generator_dir), pairs=str(tmp_path / "pairs"), output=str(tmp_path / "dpo"),
+                                steps=3, batch_size=4, beta=1000.0, lora=True, lora_targets=["to_q", "to_v", "conv1"],
+                                log_every=1, progress=False))
+    first = metrics["history"][0]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-3)  # LoRA starts as the reference
+    assert {"implicit_accuracy", "reward_margin", "model_loss_chosen", "reference_loss"} <= set(first)
+    assert (tmp_path / "dpo" / "adapter" / "adapter_config.json").exists()
+    from visreward.generators import DigitsGenerator
+
+    merged = DigitsGenerator.from_pretrained(tmp_path / "dpo" / "generator")
+    assert not any("lora" in name for name, _ in merged.unet.named_parameters())
+
+
+def test_dpo_resumes_from_its_last_checkpoint(bon_dir, tiny_generator_dir, tmp_path, monkeypatch, capsys):
+    write_pairs(build_pairs(pq.read_table(bon_dir / "scores.parquet").to_pylist(), group_by="group"), tmp_path / "pairs")
+    config = DPOConfig(generator=str(tiny_generator_dir), pairs=str(tmp_path / "pairs"), output=str(tmp_path / "dpo"),
+                       steps=4, batch_size=2, beta=1000.0, checkpoint_every=2, log_every=1, progress=False)
+    real_terms, calls = dpo_module.dpo_loss_terms, []
+
+    def dies_at_step_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_terms(*args, **kwargs)
+
+    monkeypatch.setattr(dpo_module, "dpo_loss_terms", dies_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_dpo(config)
+    assert (tmp_path / "dpo" / "checkpoints" / "step-00000002" / "visreward_step.json").exists()
+    monkeypatch.setattr(dpo_module, "dpo_loss_terms", real_terms)
+    metrics = run_dpo(config)
+    assert "resuming from" in capsys.readouterr().out
+    assert [row["step"] for row in metrics["history"]] == [1, 2, 3, 4]
+    assert not (tmp_path / "dpo" / "checkpoints").exists()
+
+
+def test_two_processes_train_dpo_with_gloo(bon_dir, tiny_generator_dir, tmp_path):
+    write_pairs(build_pairs(pq.read_table(bon_dir / "scores.parquet").to_pylist(), group_by="group"), tmp_path / "pairs")
+    worker = Path(__file__).with_name("dpo_worker.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(worker), str(tiny_generator_dir), str(tmp_path / "pairs"), str(tmp_path / "dpo")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world size 2" in result.stdout
+    assert json.loads((tmp_path / "dpo" / "metrics.json").read_text())["world_size"] == 2
+
+
+# --- on a tiny Stable Diffusion pipeline built from configs -----------------------------------
+
+def _tiny_clip_tokenizer(directory: Path):
+    from transformers import CLIPTokenizer
+
+    # printable ASCII maps to itself in CLIP's byte-level alphabet: characters (and word ends) suffice
+    symbols = [c for c in string.printable[:94]]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in symbols:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77), len(vocab)
+
+
+@pytest.fixture(scope="module", params=["epsilon", "v_prediction"])
+def tiny_sd_dir(request, tmp_path_factory):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("sd")
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                                num_attention_heads=4, max_position_embeddings=77, bos_token_id=0,
+                                                eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"))
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              prediction_type=request.param, clip_sample=False, set_alpha_to_one=False)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def test_diffusers_pipeline_generates_per_sample_seeds_and_trains(tiny_sd_dir, rm_dir, tmp_path):
+    from visreward.generators import DiffusersGenerator, load_generator
+
+    generator = DiffusersGenerator.from_pretrained(tiny_sd_dir, num_inference_steps=2)
+    images, prompts, seeds = generator.generate_tensors(["a red cube", "a cat"], 2, seed=10, batch_size=3)
+    assert images.shape == (4, 3, 16, 16) and seeds == [10, 11, 12, 13]
+    again, _, _ = generator.generate_tensors(["a cat"], 1, seed=13)
+    assert torch.allclose(again[0], images[3], atol=1e-5)  # any sample regenerates from its seed alone
+    assert generator.denoiser().objective.prediction_type in ("epsilon", "v_prediction")
+    generator.save_pretrained(tmp_path / "gen")  # pipeline + its sampling settings
+
+    run_best_of_n(BestOfNConfig(generator=str(tmp_path / "gen"), reward=str(rm_dir), prompts=["a red cube", "a cat"], n=2,
+                                keep_bottom=1, output=str(tmp_path / "bon"), progress=False))
+    write_pairs(build_pairs(pq.read_table(tmp_path / "bon" / "scores.parquet").to_pylist(), group_by="group"), tmp_path / "pairs")
+    metrics = run_dpo(DPOConfig(generator=str(tmp_path / "gen"), pairs=str(tmp_path / "pairs"), output=str(tmp_path / "dpo"),
+                                steps=2, batch_size=2, log_every=1, progress=False))
+    assert metrics["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at step 1
+    tuned = load_generator(str(tmp_path / "dpo"))
+    assert isinstance(tuned, DiffusersGenerator) and tuned.num_inference_steps == 2  # settings survive fine-tuning
+    run_sft(SFTConfig(generator=str(tmp_path / "gen"), data=[str(tmp_path / "bon")], output=str(tmp_path / "sft"),
+                      steps=2, batch_size=2, lora=True, progress=False))
+    assert (tmp_path / "sft" / "generator" / "model_index.json").exists()

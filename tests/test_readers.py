@@ -1,0 +1,91 @@
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from visreward.errors import VisrewardError
+from visreward.images import SkipLog
+from visreward.readers import iter_shards, read_images
+
+from conftest import photo
+
+
+def _png_bytes(name: str, size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    photo(name).resize(size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_tar(path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_tar_with_prompts_from_txt_and_json(tmp_path):
+    _write_tar(tmp_path / "shard-0.tar", {
+        "a.png": _png_bytes("coffee"), "a.txt": b"a cup of coffee",
+        "b.png": _png_bytes("chelsea"), "b.json": json.dumps({"caption": "a cat", "aesthetic": 6}).encode(),
+        "c.png": b"not a png",
+    })
+    items = read_images([tmp_path / "shard-0.tar"])
+    records = [record for record, _ in items]
+    assert [r.id for r in records] == ["shard-0.tar/a.png", "shard-0.tar/b.png", "shard-0.tar/c.png"]
+    assert [r.prompt for r in records] == ["a cup of coffee", "a cat", None]
+    assert records[1].metadata == {"aesthetic": 6}
+    assert isinstance(items[0][1], bytes)
+
+
+def test_truncated_tar_is_reported_not_fatal(tmp_path):
+    _write_tar(tmp_path / "full.tar", {"a.png": _png_bytes("coffee"), "b.png": _png_bytes("camera")})
+    data = (tmp_path / "full.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2 + 100])
+    skipped = SkipLog()
+    items = read_images([tmp_path / "cut.tar"], skipped)
+    assert len(items) <= 1 and "truncated or corrupt" in skipped.entries[0][1]
+
+
+def test_hugging_face_parquet_image_column(tmp_path):
+    import datasets
+
+    data = datasets.Dataset.from_dict({"image": [photo("coffee"), photo("camera")], "text": ["coffee", "camera"]})
+    data = data.cast_column("image", datasets.Image())
+    data.to_parquet(str(tmp_path / "train.parquet"))
+    items = read_images([tmp_path / "train.parquet"])
+    assert [r.id for r, _ in items] == ["train.parquet#0", "train.parquet#1"]
+    assert [r.prompt for r, _ in items] == ["coffee", "camera"] and isinstance(items[0][1], bytes)
+
+
+def test_parquet_binary_column_with_ids_and_missing_image_column(tmp_path):
+    pq.write_table(pa.table({"id": ["x", "y"], "jpg": [_png_bytes("coffee"), _png_bytes("rocket")]}), tmp_path / "b.parquet")
+    assert [r.id for r, _ in read_images([tmp_path / "b.parquet"])] == ["x", "y"]
+    pq.write_table(pa.table({"n": [1]}), tmp_path / "bad.parquet")
+    with pytest.raises(VisrewardError, match=r"bad\.parquet: no image column"):
+        read_images([tmp_path / "bad.parquet"])
+
+
+def test_path_list_file(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    photo("coffee").save(tmp_path / "imgs" / "a.png")
+    photo("camera").save(tmp_path / "imgs" / "b.png")
+    (tmp_path / "list.txt").write_text("# my images\nimgs/b.png\n\nimgs/a.png\n")
+    assert [r.id for r, _ in read_images([tmp_path / "list.txt"])] == ["imgs/b.png", "imgs/a.png"]
+
+
+def test_shards_are_deterministic_and_include_containers_inside_folders(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(5):
+        photo("coffee").resize((16, 16)).save(root / f"{i}.png")
+    _write_tar(root / "z.tar", {"k.png": _png_bytes("camera")})
+    shards = list(iter_shards([root], SkipLog(), shard_size=2))
+    assert [s.index for s in shards] == [0, 1, 2, 3] and [s.name for s in shards] == ["000000", "000001", "000002", "000003"]
+    assert [[r.id for r, _ in s.open()] for s in shards] == [
+        ["data/0.png", "data/1.png"], ["data/2.png", "data/3.png"], ["data/4.png"], ["data/z.tar/k.png"]]
+    again = list(iter_shards([root], SkipLog(), shard_size=2))
+    assert [[r.id for r, _ in s.open()] for s in again][1] == ["data/2.png", "data/3.png"]

@@ -1,0 +1,98 @@
+"""Any diffusers text-to-image pipeline as a visreward generator (SD 1.x/2.x, SDXL, SD3, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..atomic import atomic_dir
+from ..errors import VisrewardError
+from ..images import tensor_to_pil
+from .base import GeneratedSample, sample_seeds
+
+SETTINGS_FILE = "visreward_generator.json"
+
+
+class DiffusersGenerator:
+    """Every sample gets its own torch.Generator, so `generate([prompt], 1, seed)` reproduces it."""
+
+    def __init__(self, pipeline, num_inference_steps: int = 30, guidance_scale: float | None = None,
+                 height: int | None = None, width: int | None = None):
+        self.pipeline = pipeline
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.height, self.width = height, width
+        pipeline.set_progress_bar_config(disable=True)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | None = None,
+                        dtype: torch.dtype | None = None, **settings) -> "DiffusersGenerator":
+        from diffusers import DiffusionPipeline
+
+        location = Path(path_or_id)
+        saved = json.loads((location / SETTINGS_FILE).read_text()) if (location / SETTINGS_FILE).exists() else {}
+        try:
+            pipeline = DiffusionPipeline.from_pretrained(str(path_or_id), torch_dtype=dtype, safety_checker=None,
+                                                         requires_safety_checker=False)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VisrewardError(f"{path_or_id}: cannot load a diffusers pipeline ({first})") from None
+        return cls(pipeline, **{**saved, **settings}).to(device or "cpu")
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.device
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(height, width) of the images it generates and trains on."""
+        pipe = self.pipeline
+        module = getattr(pipe, "unet", None) or pipe.transformer
+        default = (getattr(pipe, "default_sample_size", None) or module.config.sample_size) * pipe.vae_scale_factor
+        return self.height or default, self.width or default
+
+    def to(self, device) -> "DiffusersGenerator":
+        self.pipeline.to(device)
+        return self
+
+    def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
+                         batch_size: int = 8) -> tuple[torch.Tensor, list[str], list[int]]:
+        """([B,3,H,W] in [0,1], prompts, seeds) in prompt-major order."""
+        expanded = [p for p in prompts for _ in range(n_per_prompt)]
+        seeds = sample_seeds(len(prompts), n_per_prompt, seed)
+        extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
+                                    ("width", self.width)) if v is not None}
+        chunks = []
+        for i in range(0, len(expanded), batch_size):
+            generators = [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]]
+            with torch.no_grad():
+                output = self.pipeline(prompt=expanded[i : i + batch_size], generator=generators,
+                                       num_inference_steps=self.num_inference_steps, output_type="pt", **extra)
+            chunks.append(output.images.float().cpu())
+        return torch.cat(chunks).clamp(0, 1), expanded, seeds
+
+    def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
+        images, expanded, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
+        return [GeneratedSample(tensor_to_pil(image), prompt, s) for image, prompt, s in zip(images, expanded, seeds)]
+
+    def denoiser(self):
+        from ..post_training.denoisers import DiffusersDenoiser
+
+        return DiffusersDenoiser(self.pipeline, self.resolution)
+
+    def with_module(self, module: torch.nn.Module) -> "DiffusersGenerator":
+        """The same generator with its UNet/transformer replaced (after fine-tuning)."""
+        name = "unet" if getattr(self.pipeline, "unet", None) is not None else "transformer"
+        setattr(self.pipeline, name, module)
+        return self
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        with atomic_dir(directory) as tmp:
+            self.pipeline.save_pretrained(tmp)
+            (tmp / SETTINGS_FILE).write_text(json.dumps({
+                "num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                "height": self.height, "width": self.width}, indent=2))

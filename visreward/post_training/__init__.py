@@ -1,0 +1,10 @@
+"""Using a reward: Best-of-N, preference pairs, SFT, Diffusion-DPO, and the GAN-RM rounds loop."""
+
+from .best_of_n import BestOfNConfig, run_best_of_n
+from .dpo import DPOConfig, dpo_loss_terms, run_dpo
+from .pairs import PairsConfig, build_pairs, read_pairs, run_make_pairs, write_pairs
+from .rounds import RoundsConfig, run_rounds
+from .sft import SFTConfig, run_sft
+
+__all__ = ["BestOfNConfig", "DPOConfig", "PairsConfig", "RoundsConfig", "SFTConfig", "build_pairs", "dpo_loss_terms",
+           "read_pairs", "run_best_of_n", "run_dpo", "run_make_pairs", "run_rounds", "run_sft", "write_pairs"]

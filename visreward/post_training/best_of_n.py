@@ -1,0 +1,103 @@
+"""Best-of-N: sample N per prompt, score the output tensors directly, keep the best (and worst).
+
+    visreward best-of-n --generator digits --reward rm/ --prompts prompts.txt --n 16 --output bon/
+
+Output folder:
+  best/           imagefolder of the kept samples (top --keep per group): what `sft --data bon/` reads
+  worst/          the bottom --keep-bottom per group, when asked for
+  samples/        every sample, metadata.jsonl with prompt, seed, score, rank, group
+  scores.parquet  one row per sample: id, path, prompt, group, seed, score, rank (make-pairs reads it)
+Every sample's seed is recorded: `generate([prompt], 1, seed)` reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from ..atomic import atomic_dir
+from ..config import option
+from ..encoders import BACKENDS, PRECISIONS
+from ..formats import write_table
+from ..images import tensor_to_pil
+
+
+@dataclass
+class BestOfNConfig:
+    generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
+    reward: str = option("rm", "reward model folder")
+    prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
+    output: str = option("bon", "run folder: best/, samples/, scores.parquet")
+    n: int = option(16, "samples per group")
+    repeats: int = option(1, "independent best-of-N groups per prompt (more selected samples per prompt)")
+    keep: int = option(1, "samples kept per group (top-k)")
+    keep_bottom: int = option(0, "also keep the k lowest-scored samples per group in worst/")
+    seed: int = option(0, "sample k uses seed + k")
+    batch_size: int = option(64, "samples generated and scored per batch")
+    device: str = option("cpu", "torch device")
+    backend: str = option("auto", "reward encoder runtime", choices=BACKENDS)
+    precision: str = option("fp32", "reward encoder precision", choices=PRECISIONS)
+    progress: bool = option(True, "show a progress bar")
+
+
+def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: int, batch_size: int = 64,
+                     progress: bool = False) -> tuple[torch.Tensor, list[str], list[int], torch.Tensor]:
+    """(images [len(prompts)*n,3,H,W], prompts, seeds, scores), prompt-major: group g is rows g*n .. g*n+n-1."""
+    from tqdm.auto import tqdm
+
+    images, expanded, seeds, scores = [], [], [], []
+    groups_per_batch = max(1, batch_size // n)
+    for start in tqdm(range(0, len(prompts), groups_per_batch), desc="best-of-n", disable=not progress):
+        chunk = prompts[start : start + groups_per_batch]
+        batch, batch_prompts, batch_seeds = generator.generate_tensors(chunk, n, seed + start * n)
+        images.append(batch)
+        expanded += batch_prompts
+        seeds += batch_seeds
+        scores.append(reward_model.score(batch, batch_prompts if reward_model.head.uses_text else None))
+    return torch.cat(images), expanded, seeds, torch.cat(scores)
+
+
+def rank_within_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Rank (0 = best) of every sample inside its group of n consecutive samples."""
+    order = torch.argsort(scores.view(-1, n), dim=1, descending=True)
+    return torch.argsort(order, dim=1).flatten()
+
+
+def run_best_of_n(config: BestOfNConfig) -> dict:
+    from ..cli import read_prompts
+    from ..discriminative import DiscriminativeRewardModel
+    from ..generators import load_generator
+
+    instances = [p for p in read_prompts(config.prompts) for _ in range(config.repeats)]
+    generator = load_generator(config.generator, device=config.device)
+    reward = DiscriminativeRewardModel.from_pretrained(config.reward, device=config.device, backend=config.backend,
+                                                       precision=config.precision)
+    images, prompts, seeds, scores = sample_and_score(generator, reward, instances, config.n, config.seed,
+                                                      config.batch_size, config.progress)
+    ranks = rank_within_groups(scores, config.n)
+    output = Path(config.output)
+    rows = []
+    with atomic_dir(output) as tmp:
+        folders = {"samples": [], "best": [], "worst": []}
+        for i, (image, prompt, seed, score, rank) in enumerate(zip(images, prompts, seeds, scores.tolist(), ranks.tolist())):
+            name = f"{i:06d}.png"
+            row = {"file_name": name, "prompt": prompt, "seed": seed, "score": score, "rank": rank, "group": i // config.n}
+            pil = tensor_to_pil(image)
+            targets = ["samples"] + ["best"] * (rank < config.keep) + ["worst"] * (rank >= config.n - config.keep_bottom)
+            for folder in targets:
+                (tmp / folder).mkdir(exist_ok=True)
+                pil.save(tmp / folder / name)
+                folders[folder].append(row)
+            rows.append({"id": f"samples/{name}", "path": str(output / "samples" / name), **row})
+        for folder, folder_rows in folders.items():
+            if folder_rows:
+                (tmp / folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in folder_rows))
+        table = pa.Table.from_pylist([{k: r[k] for k in ("id", "path", "prompt", "group", "seed", "score", "rank")} for r in rows])
+        write_table(table, tmp / "scores.parquet")
+    best = scores.view(-1, config.n).max(dim=1).values
+    return {"samples": len(rows), "groups": len(instances), "mean_score": float(scores.mean()),
+            "mean_best_score": float(best.mean())}

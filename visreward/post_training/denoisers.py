@@ -1,0 +1,162 @@
+"""What SFT and Diffusion-DPO need from a generator: its denoiser and its training objective.
+
+A `Denoiser` turns images into the model's clean inputs x0 (VAE latents, or pixels for the
+bundled generator), prompts into conditioning, and predicts the training target from a noisy
+input. `Objective` draws timesteps and noise and gives the target for the three prediction
+types: epsilon, v-prediction (DDPM-family schedulers) and flow matching (velocity
+noise - x0, as in SD3/FLUX's FlowMatchEulerDiscreteScheduler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..digits_data import parse_digit
+from ..errors import VisrewardError
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+
+
+@dataclass
+class NoisyBatch:
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+
+
+class Objective:
+    """Forward noising and regression target of one prediction type."""
+
+    def __init__(self, prediction_type: str, num_train_timesteps: int = 1000,
+                 alphas_cumprod: torch.Tensor | None = None):
+        if prediction_type not in PREDICTION_TYPES:
+            raise VisrewardError(f"unsupported prediction type {prediction_type!r} (have: {', '.join(PREDICTION_TYPES)})")
+        if prediction_type != "flow" and alphas_cumprod is None:
+            raise ValueError("DDPM-family objectives need the scheduler's alphas_cumprod")
+        self.prediction_type = prediction_type
+        self.num_train_timesteps = num_train_timesteps
+        self.alphas_cumprod = alphas_cumprod
+
+    @classmethod
+    def from_scheduler(cls, scheduler) -> "Objective":
+        config = scheduler.config
+        if "FlowMatch" in type(scheduler).__name__:
+            return cls("flow", config.num_train_timesteps)
+        from diffusers import DDPMScheduler
+
+        # Any DDPM-family scheduler shares the training noise schedule its config describes.
+        ddpm = DDPMScheduler.from_config(config)
+        return cls(config.get("prediction_type", "epsilon"), config.num_train_timesteps, ddpm.alphas_cumprod)
+
+    def noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> NoisyBatch:
+        """Noisy inputs and targets for given noise and integer timesteps in [0, T)."""
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        if self.prediction_type == "flow":
+            sigma = (timesteps.float() / self.num_train_timesteps).view(shape).to(x0.dtype)
+            return NoisyBatch((1 - sigma) * x0 + sigma * noise, timesteps.float(), noise - x0)
+        alpha_bar = self.alphas_cumprod.to(x0.device)[timesteps].view(shape).to(x0.dtype)
+        noisy = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        target = noise if self.prediction_type == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+        return NoisyBatch(noisy, timesteps, target)
+
+    def sample(self, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        timesteps = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        return self.noise(x0, noise, timesteps)
+
+
+class Denoiser:
+    """The trainable part of a generator (`module`) with everything around it frozen."""
+
+    module: nn.Module
+    objective: Objective
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in [0,1] -> clean model inputs x0 (no gradient)."""
+        raise NotImplementedError
+
+    def condition(self, prompts: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+    def predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any) -> torch.Tensor:
+        """`module` is passed in so a wrapped (LoRA, DDP) or frozen reference copy can be used."""
+        raise NotImplementedError
+
+    def select(self, condition: Any, index: torch.Tensor) -> Any:
+        """Rows `index` of a condition (tensors, or dicts/tuples of tensors)."""
+        if isinstance(condition, torch.Tensor):
+            return condition[index]
+        if isinstance(condition, dict):
+            return {k: self.select(v, index) for k, v in condition.items()}
+        return type(condition)(self.select(v, index) for v in condition)
+
+
+class DigitsDenoiser(Denoiser):
+    """The bundled generator: pixels are the model's input, the prompt's digit is its class label."""
+
+    def __init__(self, generator):
+        from diffusers import DDPMScheduler
+
+        self.module = generator.unet
+        self.objective = Objective.from_scheduler(DDPMScheduler.from_config(generator.scheduler.config))
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.mean(dim=1, keepdim=True) * 2 - 1
+
+    def condition(self, prompts: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([parse_digit(p) for p in prompts])
+
+    def predict(self, module, noisy, timesteps, condition):
+        return module(noisy, timesteps, class_labels=condition.to(noisy.device)).sample
+
+
+class DiffusersDenoiser(Denoiser):
+    """UNet (SD 1.x/2.x, SDXL) or transformer (SD3) of a diffusers pipeline; VAE and text encoders frozen."""
+
+    def __init__(self, pipeline, resolution: tuple[int, int]):
+        self.pipeline = pipeline
+        self.resolution = resolution
+        self.module = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
+        if self.module is None:
+            raise VisrewardError(f"{type(pipeline).__name__}: no unet or transformer to fine-tune")
+        self.kind = type(pipeline).__name__
+        if "Flux" in self.kind:
+            raise VisrewardError("FLUX pipelines pack latents and embed guidance; SFT/DPO support them in a later version")
+        for part in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            component = getattr(pipeline, part, None)
+            if component is not None:
+                component.requires_grad_(False)
+        self.objective = Objective.from_scheduler(pipeline.scheduler)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.sample()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def condition(self, prompts: Sequence[str]) -> Any:
+        device = self.module.device
+        prompts = list(prompts)
+        if "StableDiffusion3" in self.kind:
+            embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, prompts, prompts, device=device,
+                                                                do_classifier_free_guidance=False)
+            return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+        if "XL" in self.kind:
+            embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+            height, width = self.resolution
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=embeds.dtype).repeat(len(prompts), 1)
+            return {"encoder_hidden_states": embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+        embeds, _ = self.pipeline.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                do_classifier_free_guidance=False)
+        return {"encoder_hidden_states": embeds}
+
+    def predict(self, module, noisy, timesteps, condition):
+        if "StableDiffusion3" in self.kind:
+            return module(hidden_states=noisy, timestep=timesteps, **condition).sample
+        return module(noisy, timesteps, **condition).sample

@@ -1,0 +1,199 @@
+"""The fine-tuning loop SFT and Diffusion-DPO share: accelerate, LoRA, checkpoints, resume, logs.
+
+Runs unchanged on one process or many:
+
+    visreward dpo --generator digits --pairs pairs/ --output gen-dpo/
+    accelerate launch --num_processes 8 -m visreward.cli dpo --generator ... --device cuda
+    torchrun --nproc_per_node 2 -m visreward.cli sft ...          # CPU: add ACCELERATE_USE_CPU=1
+
+Each step's batch, noise and timesteps come from a generator seeded by (seed, step, rank),
+so a resumed run continues exactly where a killed one stopped. The output folder holds
+`generator/` (the fine-tuned generator, LoRA merged; `adapter/` too with --lora),
+`checkpoints/`, tensorboard `logs/`, `training_config.json` and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import write_text
+from ..config import option, save_config
+from ..errors import VisrewardError
+from ..images import decode_image
+from .denoisers import Denoiser
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class FineTuneConfig:
+    generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
+    output: str = option("finetuned", "run folder: generator/, checkpoints/, logs/, metrics.json")
+    steps: int = option(200, "optimizer steps")
+    batch_size: int = option(32, "examples (SFT images, DPO pairs) per step and process")
+    lr: float = option(1e-4, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping")
+    gradient_accumulation: int = option(1, "micro-steps per optimizer step")
+    mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
+    lora: bool = option(False, "train LoRA adapters (peft) instead of all denoiser weights")
+    lora_rank: int = option(8, "LoRA rank")
+    lora_alpha: float = option(8.0, "LoRA alpha")
+    lora_targets: list[str] = option(["to_q", "to_k", "to_v", "to_out.0"], "module names LoRA adapts")
+    checkpoint_every: int = option(100, "save a resumable checkpoint every this many steps")
+    log_every: int = option(10, "log (tensorboard, metrics.json) every this many steps")
+    seed: int = option(0, "seed for batches, noise and timesteps")
+    device: str = option("cpu", "cpu, or cuda (one GPU per process under accelerate/torchrun)")
+    progress: bool = option(True, "show a progress bar")
+
+
+@dataclass
+class TrainingImages:
+    """Decoded training images (uint8, generator resolution) with their prompts."""
+
+    images: torch.Tensor
+    prompts: list[str]
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def decode_for_training(blobs: list[bytes], names: list[str], size: tuple[int, int]) -> torch.Tensor:
+    """Encoded images -> uint8 [N,3,H,W] at the generator's resolution (resize shortest edge, centre crop)."""
+    from PIL import Image
+
+    height, width = size
+    out = torch.empty(len(blobs), 3, height, width, dtype=torch.uint8)
+    for i, (blob, name) in enumerate(zip(blobs, names)):
+        image = decode_image(blob, name)
+        scale = max(height / image.height, width / image.width)
+        resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BICUBIC)
+        left, top = (resized.width - width) // 2, (resized.height - height) // 2
+        out[i] = torch.from_numpy(np.array(resized.crop((left, top, left + width, top + height)))).permute(2, 0, 1)
+    return out
+
+
+def _with_lora(module: nn.Module, config: FineTuneConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in module.named_modules()} | {name for name, _ in module.named_modules()}
+    targets = [t for t in config.lora_targets if t in names or any(n.endswith(t) for n in names)]
+    if not targets:
+        raise VisrewardError(f"--lora-targets {' '.join(config.lora_targets)}: no such modules in the denoiser")
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=targets, init_lora_weights="gaussian")
+    return get_peft_model(module, lora)
+
+
+LossFunction = Callable[[Denoiser, nn.Module, Callable, dict, torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: LossFunction, needs_reference: bool,
+             draw: Callable[[TrainingImages, int, torch.Generator], dict]) -> dict:
+    """Run the loop on `generator` (loaded from config.generator); returns the metrics in `output/metrics.json`."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    output = Path(config.output)
+    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.gradient_accumulation,
+                              log_with="tensorboard", project_dir=str(output / "logs"))
+    denoiser = generator.to(accelerator.device).denoiser()
+    torch.manual_seed(config.seed)
+    module = denoiser.module.to(accelerator.device)
+    frozen_reference = None
+    if config.lora:
+        module = _with_lora(module, config)
+    elif needs_reference:
+        frozen_reference = copy.deepcopy(module).requires_grad_(False).eval()
+    module.train()
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    module, optimizer = accelerator.prepare(module, optimizer)
+
+    def reference(noisy, timesteps, condition):
+        with torch.no_grad():
+            if frozen_reference is not None:
+                return denoiser.predict(frozen_reference, noisy, timesteps, condition)
+            with accelerator.unwrap_model(module).disable_adapter():
+                return denoiser.predict(accelerator.unwrap_model(module), noisy, timesteps, condition)
+
+    checkpoints = output / "checkpoints"
+    start_step, history = _resume(accelerator, checkpoints)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        save_config(config, output / "training_config.json")
+        accelerator.init_trackers("visreward")
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
+               disable=not (config.progress and accelerator.is_main_process))
+    started = time.time()
+    running: dict[str, list[float]] = {}
+    for step in bar:
+        for micro in range(config.gradient_accumulation):
+            rng = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 64 + micro) * 1024 + accelerator.process_index)
+            batch = draw(data, config.batch_size, rng)
+            with accelerator.accumulate(module):
+                loss, logs = loss_fn(denoiser, module, reference, batch, rng)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            for key, value in {"loss": float(loss.detach()), **logs}.items():
+                running.setdefault(key, []).append(value)
+        if not all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:]):
+            raise VisrewardError(f"loss became {running['loss'][-1]} at step {step}: lower --lr (or --beta for DPO)")
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
+                   "seconds_per_step": (time.time() - started) / (step + 1 - start_step)}
+            running = {}
+            history.append(row)
+            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step + 1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "implicit_accuracy")})
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            _checkpoint(accelerator, checkpoints, step + 1, history)
+    accelerator.wait_for_everyone()
+    metrics = {"steps": config.steps, "history": history, "world_size": accelerator.num_processes,
+               "seconds_per_step": (time.time() - started) / max(1, config.steps - start_step)}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(module)
+        if config.lora:
+            final.save_pretrained(str(output / "adapter"))
+            final = final.merge_and_unload()
+        generator.with_module(final.eval()).save_pretrained(output / "generator")
+        write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    accelerator.end_training()
+    return metrics
+
+
+def _checkpoint(accelerator, checkpoints: Path, step: int, history: list[dict]) -> None:
+    target = checkpoints / f"step-{step:08d}"
+    accelerator.save_state(str(target))
+    if accelerator.is_main_process:
+        # written last: a checkpoint without it is incomplete and ignored on resume
+        write_text(target / "visreward_step.json", json.dumps({"step": step, "history": history}))
+        for old in sorted(checkpoints.glob("step-*"))[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _resume(accelerator, checkpoints: Path) -> tuple[int, list[dict]]:
+    complete = sorted(p for p in checkpoints.glob("step-*") if (p / "visreward_step.json").exists())
+    if not complete:
+        return 0, []
+    accelerator.load_state(str(complete[-1]))
+    state = json.loads((complete[-1] / "visreward_step.json").read_text())
+    accelerator.print(f"resuming from {complete[-1]} (step {state['step']})")
+    return state["step"], state["history"]

@@ -1,0 +1,125 @@
+"""The GAN-RM multi-round loop.
+
+    visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --n 8 --method dpo --output run/
+
+Round t, starting from generator G_t:
+  1. negatives/ and pool/: fresh samples of G_t (seeds never reused across rounds or steps)
+  2. rm/:         GAN-RM trained on the fixed target set vs negatives/, bootstrapped on pool/
+  3. bon/:        N samples per prompt group scored by rm/, best and worst kept
+  4. pairs/:      best vs worst per group (trl format)
+  5. finetune/:   SFT on bon/best or Diffusion-DPO on pairs/ (reference = G_t) -> G_{t+1}
+Each step writes its own folder atomically and is skipped when a rerun finds it complete,
+so an interrupted run resumes at the last finished step (and fine-tuning at its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_text
+from ..config import option, save_config
+from ..discriminative import RewardTrainingConfig, train_reward_model
+from ..encoders import BACKENDS, PRECISIONS
+from ..formats import read_table
+from ..generators import load_generator, save_samples
+from .best_of_n import BestOfNConfig, run_best_of_n
+from .dpo import DPOConfig, run_dpo
+from .pairs import build_pairs, write_pairs
+from .sft import SFTConfig, run_sft
+
+METHODS = ("dpo", "sft")
+_SEED_STRIDE = 10_000_000  # seeds of different rounds and steps never overlap
+
+
+@dataclass
+class RoundsConfig:
+    generator: str = option("digits", "starting generator G_0")
+    target: list[str] = option([], "the fixed target images (folders or files)")
+    prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
+    output: str = option("run", "run folder: round-1/, round-2/, ... and rounds.json")
+    rounds: int = option(3, "number of rounds")
+    method: str = option("dpo", "fine-tuning per round", choices=METHODS)
+    n: int = option(8, "best-of-N samples per group")
+    repeats: int = option(4, "best-of-N groups per prompt per round")
+    negatives_per_prompt: int = option(40, "fresh generator samples per prompt the reward model trains against")
+    pool_per_prompt: int = option(20, "further samples per prompt for rank-based bootstrapping (0: none)")
+    steps: int = option(200, "fine-tuning steps per round")
+    lr: float = option(1e-4, "fine-tuning learning rate")
+    batch_size: int = option(32, "fine-tuning batch size (images or pairs)")
+    beta: float = option(5000.0, "DPO beta (see `visreward dpo --help`)")
+    lora: bool = option(False, "fine-tune LoRA adapters instead of all weights")
+    seed: int = option(0, "base seed")
+    device: str = option("cpu", "torch device")
+    backend: str = option("auto", "reward encoder runtime", choices=BACKENDS)
+    precision: str = option("fp32", "reward encoder precision", choices=PRECISIONS)
+    cache_dir: str | None = option(None, "feature cache folder")
+    progress: bool = option(True, "show progress bars")
+
+
+def _done(folder: Path, marker: str) -> bool:
+    return (folder / marker).exists()
+
+
+def run_rounds(config: RoundsConfig) -> list[dict]:
+    from ..cli import read_prompts
+
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "rounds_config.json")
+    prompts = read_prompts(config.prompts)
+    generator_spec = config.generator
+    summary: list[dict] = []
+    for index in range(1, config.rounds + 1):
+        folder = output / f"round-{index}"
+        folder.mkdir(exist_ok=True)
+        seed = config.seed + index * 10 * _SEED_STRIDE
+        info: dict = {"round": index, "generator": generator_spec}
+        generator = None
+        for name, per_prompt, offset in (("negatives", config.negatives_per_prompt, 0), ("pool", config.pool_per_prompt, 1)):
+            if per_prompt and not _done(folder / name, "metadata.jsonl"):
+                generator = generator or load_generator(generator_spec, device=config.device)
+                save_samples(generator.generate(prompts, per_prompt, seed + offset * _SEED_STRIDE), folder / name)
+        del generator
+
+        if not _done(folder / "rm", "metrics.json"):
+            train_reward_model(RewardTrainingConfig(
+                target=config.target, generated=[str(folder / "negatives")],
+                unlabeled=[str(folder / "pool")] if config.pool_per_prompt else [], output=str(folder / "rm"),
+                seed=config.seed + index, device=config.device, cache_dir=config.cache_dir, progress=config.progress))
+        info["rm_heldout"] = json.loads((folder / "rm" / "metrics.json").read_text())["heldout"]
+
+        if not _done(folder / "bon", "scores.parquet"):
+            run_best_of_n(BestOfNConfig(
+                generator=generator_spec, reward=str(folder / "rm"), prompts=prompts, output=str(folder / "bon"),
+                n=config.n, repeats=config.repeats, keep=1, keep_bottom=1, seed=seed + 2 * _SEED_STRIDE,
+                device=config.device, backend=config.backend, precision=config.precision, progress=config.progress))
+        rows = read_table(folder / "bon" / "scores.parquet").to_pylist()
+        info["mean_reward"] = sum(r["score"] for r in rows) / len(rows)
+        info["mean_best_reward"] = sum(r["score"] for r in rows if r["rank"] == 0) / sum(r["rank"] == 0 for r in rows)
+
+        if config.method == "dpo" and not _done(folder / "pairs", "metadata.jsonl"):
+            write_pairs(build_pairs(rows, group_by="group"), folder / "pairs", "trl")
+
+        finetune_dir = folder / "finetune"
+        if not _done(finetune_dir, "metrics.json"):
+            common = dict(generator=generator_spec, output=str(finetune_dir), steps=config.steps, lr=config.lr,
+                          batch_size=config.batch_size, lora=config.lora, seed=config.seed + index,
+                          device=config.device, progress=config.progress)
+            if config.method == "dpo":
+                run_dpo(DPOConfig(pairs=str(folder / "pairs"), beta=config.beta, **common))
+            else:
+                run_sft(SFTConfig(data=[str(folder / "bon" / "best")], **common))
+        history = json.loads((finetune_dir / "metrics.json").read_text())["history"]
+        info["finetune_last"] = history[-1] if history else {}
+        generator_spec = str(finetune_dir / "generator")
+        info["next_generator"] = generator_spec
+        summary.append(info)
+        write_text(output / "rounds.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def round_generators(run: str | Path) -> list[str]:
+    """G_1, G_2, ... of a finished run (for evaluation)."""
+    return [r["next_generator"] for r in json.loads(Path(run, "rounds.json").read_text())]
