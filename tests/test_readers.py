@@ -47,7 +47,8 @@ def test_truncated_tar_is_reported_not_fatal(tmp_path):
     (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2 + 100])
     skipped = SkipLog()
     items = read_images([tmp_path / "cut.tar"], skipped)
-    assert len(items) <= 1 and "truncated or corrupt" in skipped.entries[0][1]
+    assert [r.id for r, _ in items] == ["cut.tar/a.png"]
+    assert skipped.entries[0][0].endswith("cut.tar/b.png") and "truncated in the tar file" in skipped.entries[0][1]
 
 
 def test_hugging_face_parquet_image_column(tmp_path):
