@@ -43,8 +43,10 @@ def test_webdataset_tar_with_prompts_from_txt_and_json(tmp_path):
 
 def test_truncated_tar_is_reported_not_fatal(tmp_path):
     _write_tar(tmp_path / "full.tar", {"a.png": _png_bytes("coffee"), "b.png": _png_bytes("camera")})
+    with tarfile.open(tmp_path / "full.tar") as archive:
+        second = archive.getmember("b.png")
     data = (tmp_path / "full.tar").read_bytes()
-    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2 + 100])
+    (tmp_path / "cut.tar").write_bytes(data[: second.offset_data + second.size // 2])  # cut inside b.png
     skipped = SkipLog()
     items = read_images([tmp_path / "cut.tar"], skipped)
     assert [r.id for r, _ in items] == ["cut.tar/a.png"]
