@@ -49,8 +49,8 @@ def test_truncated_tar_is_reported_not_fatal(tmp_path):
     (tmp_path / "cut.tar").write_bytes(data[: second.offset_data + second.size // 2])  # cut inside b.png
     skipped = SkipLog()
     items = read_images([tmp_path / "cut.tar"], skipped)
-    assert [r.id for r, _ in items] == ["cut.tar/a.png"]
-    assert skipped.entries[0][0].endswith("cut.tar/b.png") and "truncated in the tar file" in skipped.entries[0][1]
+    assert [r.id for r, _ in items] == ["cut.tar/a.png"]  # what came before the cut is kept
+    assert len(skipped) == 1 and skipped.entries[0][0].endswith("cut.tar") and "truncated or corrupt" in skipped.entries[0][1]
 
 
 def test_hugging_face_parquet_image_column(tmp_path):
