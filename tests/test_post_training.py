@@ -244,3 +244,32 @@ def test_diffusers_pipeline_generates_per_sample_seeds_and_trains(tiny_sd_dir, r
     run_sft(SFTConfig(generator=str(tmp_path / "gen"), data=[str(tmp_path / "bon")], output=str(tmp_path / "sft"),
                       steps=2, batch_size=2, lora=True, progress=False))
     assert (tmp_path / "sft" / "generator" / "model_index.json").exists()
+
+
+def test_rounds_loop_saves_every_step_and_resumes(digit_folders, tiny_generator_dir, tmp_path, monkeypatch):
+    from visreward.post_training import RoundsConfig, run_rounds
+    from visreward.post_training import rounds as rounds_module
+
+    config = RoundsConfig(generator=str(tiny_generator_dir), target=[str(digit_folders["target"])],
+                          prompts=[digit_prompt(1), digit_prompt(7)], output=str(tmp_path / "run"), rounds=2,
+                          method="dpo", n=2, repeats=2, negatives_per_prompt=6, pool_per_prompt=3, steps=2,
+                          batch_size=2, progress=False)
+    summary = run_rounds(config)
+    round_two = tmp_path / "run" / "round-2"
+    assert {p.name for p in round_two.iterdir()} == {"negatives", "pool", "rm", "bon", "pairs", "finetune"}
+    assert summary[1]["generator"] == summary[0]["next_generator"]  # round 2 starts from round 1's result
+    assert json.loads((tmp_path / "run" / "rounds.json").read_text())[1]["next_generator"].endswith("round-2/finetune/generator")
+    negatives_seeds = {json.loads(l)["seed"] for l in (tmp_path / "run" / "round-1" / "negatives" / "metadata.jsonl").read_text().splitlines()}
+    pool_seeds = {json.loads(l)["seed"] for l in (tmp_path / "run" / "round-1" / "pool" / "metadata.jsonl").read_text().splitlines()}
+    assert not negatives_seeds & pool_seeds
+
+    import shutil
+
+    shutil.rmtree(round_two / "finetune")  # as if killed during round 2's fine-tuning
+    calls = []
+    monkeypatch.setattr(rounds_module, "train_reward_model", lambda *a, **k: calls.append("rm"))
+    monkeypatch.setattr(rounds_module, "run_best_of_n", lambda *a, **k: calls.append("bon"))
+    real_dpo = rounds_module.run_dpo
+    monkeypatch.setattr(rounds_module, "run_dpo", lambda c: calls.append("dpo") or real_dpo(c))
+    run_rounds(config)
+    assert calls == ["dpo"]  # only the unfinished step ran again

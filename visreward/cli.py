@@ -11,6 +11,7 @@
     visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 1000]
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
     visreward demo
+    visreward report demo_out
 """
 
 from __future__ import annotations
@@ -152,6 +153,12 @@ def _rounds(config) -> None:
               f"{info['mean_reward']:+.3f}, mean best-of-{config.n} {info['mean_best_reward']:+.3f} -> {info['next_generator']}")
 
 
+def _report(config) -> None:
+    from .report import write_report
+
+    print(f"wrote {write_report(config.run)}")
+
+
 def _demo(config) -> None:
     from .demo import run_demo
 
@@ -163,6 +170,7 @@ def _commands():
     from .discriminative import RewardTrainingConfig
     from .evaluation.evaluate import EvalConfig
     from .post_training import BestOfNConfig, DPOConfig, PairsConfig, RoundsConfig, SFTConfig
+    from .report import ReportConfig
     from .scoring import MergeConfig, ScoreConfig
 
     return {
@@ -176,6 +184,7 @@ def _commands():
         "sft": (SFTConfig, _sft, "fine-tune a generator on selected samples"),
         "dpo": (DPOConfig, _dpo, "Diffusion-DPO fine-tuning on preference pairs"),
         "rounds": (RoundsConfig, _rounds, "the GAN-RM multi-round loop (reward model -> best-of-N -> SFT/DPO)"),
+        "report": (ReportConfig, _report, "write the self-contained HTML report of a demo run"),
         "demo": (DemoConfig, _demo, "the whole GAN-RM pipeline on the bundled generator and real digits"),
     }
 

@@ -1,10 +1,15 @@
-"""`make demo`: GAN-RM end to end on the bundled digits generator and real digits.
+"""`make demo`: the GAN-RM paper in miniature, on the bundled digits generator and real digits.
 
-1. load (or train once and cache) the bundled class-conditional diffusion generator;
-2. write real target digits (the `reward` split, never seen by the generator) and the
-   generator's ordinary outputs as imagefolders, plus an unlabeled pool for bootstrapping;
-3. train the reward model (frozen EfficientNet-Lite0 + MLP head, one bootstrap round);
-4. evaluate on held-out real digits vs fresh generator samples and print the figures.
+1. the bundled class-conditional diffusion generator (trained on first use, then cached);
+2. 400 real target digits from the `reward` split (the generator never saw them);
+3. the GAN-RM loop twice from the same base generator, 2 rounds of SFT and 2 of DPO:
+   each round trains a reward model on the targets vs fresh samples (with bootstrapping),
+   takes best/worst of N per prompt group, fine-tunes;
+4. every row evaluated on the same prompts and seeds: Frechet distance to held-out real
+   digits (encoder features), an independent digit classifier's accuracy on the requested
+   digit, mean reward under a fixed judge (the round-1 reward model, trained on base
+   samples), and within-prompt diversity;
+5. a table on stdout, demo_metrics.json, and report.html.
 """
 
 from __future__ import annotations
@@ -15,101 +20,141 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .atomic import write_text
 from .config import option, save_config
 from .digits_data import digit_image, digit_prompt, real_digits
-from .generators import GeneratedSample, load_bundled_generator, save_samples
+from .generators import GeneratedSample, load_bundled_generator, load_generator, save_samples
+
+JUDGE = "rounds-dpo/round-1/rm"
 
 
 @dataclass
 class DemoConfig:
-    output: str = option("demo_out", "folder for the demo's images, reward model and metrics")
-    n_target: int = option(400, "real target digits the reward model trains on")
-    n_heldout: int = option(100, "held-out real digits, and as many fresh generated ones, for evaluation")
-    n_generated: int = option(400, "generator outputs the reward model trains on")
-    n_unlabeled: int = option(200, "further generator outputs ranked for bootstrapping")
-    seed: int = option(0, "seed for sampling and training")
+    output: str = option("demo_out", "folder for images, reward models, generators, metrics and report.html")
+    n_target: int = option(400, "real target digits (the `reward` split)")
+    eval_per_digit: int = option(16, "evaluation samples per digit for every table row")
+    rounds: int = option(2, "rounds of the GAN-RM loop, for SFT and for DPO")
+    n: int = option(8, "best-of-N samples per group inside the loop")
+    repeats: int = option(8, "best-of-N groups per digit per round (80 SFT images / DPO pairs per round)")
+    steps: int = option(100, "fine-tuning steps per round")
+    lr: float = option(1e-5, "fine-tuning learning rate")
+    beta: float = option(5000.0, "DPO beta")
+    seed: int = option(0, "base seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")
 
 
-def _write_real(images: np.ndarray, labels: np.ndarray, folder: Path) -> None:
-    samples = [GeneratedSample(digit_image(image), digit_prompt(int(label)), -1) for image, label in zip(images, labels)]
-    save_samples(samples, folder)
+def _write_targets(out: Path, n: int) -> Path:
+    images, labels = real_digits("reward")
+    if n > len(images):
+        raise ValueError(f"the reward split has {len(images)} digits; --n-target must not exceed it")
+    samples = [GeneratedSample(digit_image(image), digit_prompt(int(label)), -1) for image, label in zip(images[:n], labels[:n])]
+    return save_samples(samples, out / "target")
 
 
-def _sample(generator, n: int, seed: int, folder: Path) -> None:
-    per_digit = max(1, n // 10)
-    save_samples(generator.generate([digit_prompt(d) for d in range(10)], per_digit, seed), folder)
+def _evaluate(images: torch.Tensor, prompts: list[str], judge, reference: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    from .evaluation.generation import digit_accuracy, frechet_distance, within_prompt_diversity
+    from .features import encode_tensors
+
+    features = encode_tensors(judge.encoder, images)
+    scores = judge.score_features(features)
+    return {"frechet_distance": frechet_distance(features, reference), "classifier_accuracy": digit_accuracy(images, prompts),
+            "mean_reward": float(scores.mean()), "diversity": within_prompt_diversity(features, prompts)}, scores
 
 
-def _histogram(values: list[float], lo: float, hi: float, bins: int = 12, width: int = 30) -> list[str]:
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    top = max(counts.max(), 1)
-    return [f"{edges[i]:+7.2f} {'#' * round(width * c / top):<{width}} {c}" for i, c in enumerate(counts)]
+def _table(rows: list[dict]) -> str:
+    header = f"| {'generator':<14} | {'Frechet dist. (lower)':>21} | {'classifier acc.':>15} | {'mean reward':>11} | {'diversity':>9} |"
+    lines = [header, "|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|"]
+    for row in rows:
+        lines.append(f"| {row['name']:<14} | {row['frechet_distance']:>21.2f} | {row['classifier_accuracy']:>15.3f} | "
+                     f"{row['mean_reward']:>+11.3f} | {row['diversity']:>9.2f} |")
+    return "\n".join(lines)
 
 
 def run_demo(config: DemoConfig) -> dict:
-    from .discriminative import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-    from .evaluation.evaluate import EvalConfig, evaluate_reward_model
-    from .images import SkipLog
+    from .discriminative import DiscriminativeRewardModel
+    from .evaluation.metrics import binary_metrics
+    from .features import encode_tensors
+    from .post_training.best_of_n import sample_and_score
+    from .post_training.rounds import RoundsConfig, run_rounds
+    from .report import save_grid, write_report
 
     started = time.time()
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "assets").mkdir(parents=True, exist_ok=True)
     save_config(config, out / "demo_config.json")
 
     print("1/4 bundled generator (trained on the first run, then cached)")
-    generator = load_bundled_generator(config.cache_dir)
+    base = load_bundled_generator(config.cache_dir)
+    target = _write_targets(out, config.n_target)
+    prompts = [digit_prompt(d) for d in range(10)]
 
-    print("2/4 writing real target digits and generator samples")
-    images, labels = real_digits("reward")
-    if config.n_target + config.n_heldout > len(images):
-        raise ValueError(f"the reward split has {len(images)} digits; n_target + n_heldout must not exceed it")
-    _write_real(images[: config.n_target], labels[: config.n_target], out / "target")
-    _write_real(images[config.n_target : config.n_target + config.n_heldout],
-                labels[config.n_target : config.n_target + config.n_heldout], out / "heldout_target")
-    # Disjoint seed ranges: training, bootstrapping pool and held-out samples never share a seed.
-    _sample(generator, config.n_generated, config.seed, out / "generated")
-    _sample(generator, config.n_unlabeled, config.seed + 1_000_000, out / "unlabeled")
-    _sample(generator, config.n_heldout, config.seed + 2_000_000, out / "heldout_generated")
+    print(f"2/4 GAN-RM loop: {config.rounds} rounds of DPO, then {config.rounds} of SFT, from the same base generator")
+    runs = {}
+    for method in ("dpo", "sft"):
+        runs[method] = run_rounds(RoundsConfig(
+            generator="digits", target=[str(target)], prompts=prompts, output=str(out / f"rounds-{method}"),
+            rounds=config.rounds, method=method, n=config.n, repeats=config.repeats, steps=config.steps, lr=config.lr,
+            beta=config.beta, seed=config.seed, cache_dir=config.cache_dir, progress=False))
+        for info in runs[method]:
+            print(f"   {method} round {info['round']}: reward model held-out AUC {info['rm_heldout']['auc']:.3f}, "
+                  f"mean best-of-{config.n} reward {info['mean_best_reward']:+.2f}")
 
-    print("3/4 training the reward model")
-    training = RewardTrainingConfig(
-        target=[str(out / "target")], generated=[str(out / "generated")], unlabeled=[str(out / "unlabeled")],
-        output=str(out / "rm"), seed=config.seed, cache_dir=config.cache_dir, bootstrap_rounds=1,
-    )
-    _, train_metrics = train_reward_model(training)
+    print("3/4 evaluating every generator on the same prompts and seeds")
+    judge = DiscriminativeRewardModel.from_pretrained(out / JUDGE, backend="auto", cache_dir=config.cache_dir)
+    real_images, real_labels = real_digits("evaluation")
+    real = torch.from_numpy(real_images).unsqueeze(1).expand(-1, 3, -1, -1)
+    reference = encode_tensors(judge.encoder, real)
+    eval_prompts = [p for p in prompts for _ in range(config.eval_per_digit)]
+    eval_seed = config.seed + 900_000_000
+    rows, grids = [], {}
 
-    print("4/4 evaluating on held-out real digits vs fresh generator samples")
-    model = DiscriminativeRewardModel.from_pretrained(out / "rm")
-    evaluation, target_scores, generated_scores = evaluate_reward_model(
-        model, EvalConfig(target=[str(out / "heldout_target")], generated=[str(out / "heldout_generated")],
-                          cache_dir=config.cache_dir),
-        SkipLog(strict=True),
-    )
-    results = {"training": {k: v for k, v in train_metrics.items() if k != "rounds"},
-               "bootstrap_rounds": [{k: v for k, v in r.items() if k != "history"} for r in train_metrics["rounds"]],
-               "evaluation": {k: v for k, v in evaluation.items() if k != "roc"},
-               "seconds": time.time() - started}
+    images16, _, seeds16, scores16 = sample_and_score(base, judge, eval_prompts, 16, eval_seed)
+    groups = images16.view(len(eval_prompts), 16, *images16.shape[1:])
+    group_scores = scores16.view(len(eval_prompts), 16)
+    base_images = groups[:, 0]
+    row, base_scores = _evaluate(base_images, eval_prompts, judge, reference)
+    rows.append({"name": "base", **row})
+    grids["base"] = base_images
+    for n in (4, 16):
+        best = group_scores[:, :n].argmax(dim=1)
+        chosen = groups[torch.arange(len(eval_prompts)), best]
+        rows.append({"name": f"Best-of-{n}", **_evaluate(chosen, eval_prompts, judge, reference)[0]})
+        grids[f"best-of-{n}"] = chosen
+    # the same first seed of each group as the base row, for side-by-side grids
+    first_seeds = seeds16[::16]
+    for method, name in (("sft", "SFT"), ("dpo", "DPO")):
+        for info in runs[method]:
+            tuned = load_generator(info["next_generator"])
+            images = torch.cat([tuned.generate_tensors([p], 1, s)[0] for p, s in zip(eval_prompts, first_seeds)])
+            rows.append({"name": f"{name} round {info['round']}", **_evaluate(images, eval_prompts, judge, reference)[0]})
+            grids[f"{method}-round-{info['round']}"] = images
+
+    print("4/4 report")
+    shown = list(range(0, len(eval_prompts), config.eval_per_digit))[:10]
+    for name, images in grids.items():
+        save_grid(images[[i + j for i in shown for j in range(4)]], 10, out / "assets" / f"grid-{name}.png")
+    order = torch.argsort(scores16, descending=True)
+    save_grid(images16[order[:40]], 4, out / "assets" / "highest-scored.png")
+    save_grid(images16[order[-40:]], 4, out / "assets" / "lowest-scored.png")
+    real_scores = judge.score_features(reference)
+    results = {
+        "rows": rows,
+        "judge": JUDGE,
+        "judge_on_evaluation_split": {k: v for k, v in binary_metrics(real_scores, base_scores, curve=True).items()},
+        "histograms": {"real": real_scores.tolist(), "generated": base_scores.tolist()},
+        "rounds": runs,
+        "seconds": time.time() - started,
+    }
     write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
+    write_report(out)
 
     print()
-    for r in train_metrics["rounds"]:
-        held = r["heldout"]
-        print(f"round {r['round']}: {r['n_train']} training images, split held-out AUC {held['auc']:.4f}, "
-              f"accuracy {held['accuracy']:.4f}, head trained in {r['head_seconds']:.2f}s")
-    print(f"independent held-out set: AUC {evaluation['auc']:.4f}, accuracy {evaluation['accuracy']:.4f} "
-          f"({evaluation['n_positive']} real, {evaluation['n_negative']} generated)")
-    print("\nreward (logit) distribution on the held-out set:")
-    print(f"{'':10s} {'mean':>7s} {'std':>6s} {'p5':>7s} {'p50':>7s} {'p95':>7s}")
-    for side, name in (("target", "real"), ("generated", "generated")):
-        s = evaluation[f"{side}_scores"]
-        print(f"{name:10s} {s['mean']:+7.2f} {s['std']:6.2f} {s['p5']:+7.2f} {s['p50']:+7.2f} {s['p95']:+7.2f}")
-    target_scores, generated_scores = target_scores.tolist(), generated_scores.tolist()
-    lo, hi = min(target_scores + generated_scores), max(target_scores + generated_scores)
-    for name, values in (("real", target_scores), ("generated", generated_scores)):
-        print(f"\n{name} digits:")
-        print("\n".join(_histogram(values, lo, hi)))
-    print(f"\nreward model: {out / 'rm'}/   metrics: {out / 'demo_metrics.json'}   ({results['seconds']:.0f}s)")
+    print(_table(rows))
+    judged = results["judge_on_evaluation_split"]
+    print(f"\njudge (round-1 reward model) on held-out real vs base samples: AUC {judged['auc']:.3f}")
+    print(f"{len(eval_prompts)} samples per row; Frechet distance in {judge.encoder.name} feature space vs "
+          f"{len(real)} held-out real digits; diversity = mean pairwise feature distance within a digit")
+    print(f"\nreport: {out / 'report.html'}   metrics: {out / 'demo_metrics.json'}   ({results['seconds']:.0f}s)")
     return results

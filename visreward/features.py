@@ -157,6 +157,12 @@ def iter_features(
     bar.close()
 
 
+def encode_tensors(encoder: ImageEncoder, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Features of a [B,3,H,W] batch in [0,1] (a generator's output), through the same 8-bit path as files."""
+    return torch.cat([encoder.encode_pixels(encoder.preprocessing.quantized(chunk))
+                      for chunk in quantize(images).split(batch_size)])
+
+
 def extract_features(
     items: Iterable[tuple[ImageRecord, ImageInput | bytes]], encoder: ImageEncoder, **kwargs
 ) -> tuple[list[ImageRecord], torch.Tensor]:

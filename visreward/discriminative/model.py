@@ -14,8 +14,8 @@ from torch import nn
 from ..atomic import atomic_path
 from ..encoders import ImageEncoder, load_encoder
 from ..errors import VisrewardError
-from ..features import FeatureCache, extract_features
-from ..images import ImageInput, as_records, quantize
+from ..features import FeatureCache, encode_tensors, extract_features
+from ..images import ImageInput, as_records
 from .head import RewardHead
 
 MODEL_TYPE = "visreward-gan-rm"
@@ -88,9 +88,7 @@ class DiscriminativeRewardModel(nn.Module):
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             if prompts is not None and len(prompts) != len(images):
                 raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
-            features = torch.cat([self.encoder.encode_pixels(self.encoder.preprocessing.quantized(chunk))
-                                  for chunk in quantize(images).split(batch_size)])
-            return self.score_features(features, prompts, prob)
+            return self.score_features(encode_tensors(self.encoder, images, batch_size), prompts, prob)
         items = as_records(images, prompts)
         _, features = extract_features(items, self.encoder, cache=cache, batch_size=batch_size,
                                        num_workers=num_workers, progress=progress)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_dir, write_text
 from ..config import option, save_config
-from ..encoders import DEFAULT_ENCODER, load_encoder
+from ..encoders import BACKENDS, DEFAULT_ENCODER, PRECISIONS, load_encoder
 from ..errors import VisrewardError
 from ..evaluation import binary_metrics
 from ..features import FeatureCache, extract_features
@@ -56,6 +56,8 @@ class RewardTrainingConfig:
     m: int = option(64, "how many top- and bottom-ranked unlabeled images join per round")
     seed: int = option(0, "random seed (split, initialisation, batches)")
     device: str = option("cpu", "torch device for the encoder and head")
+    backend: str = option("auto", "encoder runtime for feature extraction: auto (onnx on CPU), torch, onnx", choices=BACKENDS)
+    precision: str = option("fp32", "encoder precision for feature extraction (bf16/fp16 drift slightly)", choices=PRECISIONS)
     encode_batch_size: int = option(32, "images per encoder forward pass")
     num_workers: int = option(4, "threads reading and decoding images")
     cache_dir: str | None = option(None, "feature cache folder (default: $VISREWARD_CACHE or ~/.cache/visreward)")
@@ -177,7 +179,7 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     skipped = SkipLog(strict=config.strict)
-    encoder = load_encoder(config.encoder, device=config.device)
+    encoder = load_encoder(config.encoder, config.device, config.backend, config.precision, config.cache_dir)
     model = DiscriminativeRewardModel.create(encoder, config.hidden_dim, config.dropout, config.text_conditioning)
     cache = None if config.no_cache else FeatureCache(config.cache_dir)
 

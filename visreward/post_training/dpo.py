@@ -8,9 +8,11 @@ each prediction type's own target (epsilon, v, or flow velocity).
 
     visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 5000]
 
-beta: 5000 is the paper's value for Stable Diffusion latents (4x64x64). The bundled 8x8
-digits generator has ~250x fewer values per sample, whose mean squared error differences
-are correspondingly noisier; beta 500-2000 suits it (the demo uses 1000).
+beta: 5000 is the paper's value for Stable Diffusion latents (4x64x64). On the bundled 8x8
+digits generator (full fine-tuning, lr 1e-5, 100 steps of 32 pairs), a clear synthetic
+preference (the brighter image of each pair) moved unseen samples' brightness from 0.313 to
+0.360 with beta 5000 and to 0.339 with beta 1000; lr 1e-4 over-optimised within 30 steps
+(chosen-image loss rising with the rejected one). The demo uses beta 5000, lr 1e-5.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .pairs import read_pairs
 @dataclass
 class DPOConfig(FineTuneConfig):
     pairs: str = option("pairs", "preference pairs: make-pairs output (trl) or Pick-a-Pic parquet")
-    beta: float = option(5000.0, "DPO KL strength (5000 for Stable Diffusion; ~1000 for the bundled digits)")
+    beta: float = option(5000.0, "DPO KL strength (the paper's 5000 for Stable Diffusion; also the bundled digits' best)")
 
 
 def dpo_loss_terms(model_error: torch.Tensor, reference_error: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
@@ -38,11 +40,12 @@ def dpo_loss_terms(model_error: torch.Tensor, reference_error: torch.Tensor, bet
     ref_w, ref_l = reference_error.chunk(2)
     inside = -0.5 * beta * ((model_w - model_l) - (ref_w - ref_l))
     loss = -F.logsigmoid(inside).mean()
+    inside, model_w, model_l = inside.detach(), model_w.detach(), model_l.detach()
     return loss, {
-        "implicit_accuracy": float((inside > 0).float().mean()),
-        "reward_margin": float(inside.mean()),
-        "model_loss_chosen": float(model_w.mean()), "model_loss_rejected": float(model_l.mean()),
-        "reference_loss": float(reference_error.mean()),
+        "implicit_accuracy": (inside > 0).float().mean().item(),
+        "reward_margin": inside.mean().item(),
+        "model_loss_chosen": model_w.mean().item(), "model_loss_rejected": model_l.mean().item(),
+        "reference_loss": reference_error.mean().item(),
     }
 
 

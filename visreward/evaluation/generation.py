@@ -1,0 +1,50 @@
+"""How good a generator's samples are: Frechet distance, a digit classifier, diversity."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from ..digits_data import parse_digit, real_digits
+
+
+def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (FID's formula, any encoder)."""
+    a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(root).all():
+        offset = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
+
+
+def within_prompt_diversity(features: torch.Tensor, prompts: list[str]) -> float:
+    """Mean pairwise feature distance between samples of the same prompt, averaged over prompts."""
+    values = []
+    for prompt in sorted(set(prompts)):
+        group = features[[i for i, p in enumerate(prompts) if p == prompt]]
+        if len(group) > 1:
+            distances = torch.cdist(group, group)
+            values.append(float(distances.sum() / (len(group) * (len(group) - 1))))
+    return float(np.mean(values)) if values else 0.0
+
+
+@lru_cache(maxsize=1)
+def digit_classifier():
+    """An SVM on raw pixels of the `evaluation` split: digits neither the generator nor a reward model saw."""
+    from sklearn.svm import SVC
+
+    images, labels = real_digits("evaluation")
+    return SVC(gamma=0.001 * 256).fit(images.reshape(len(images), -1), labels)
+
+
+def digit_accuracy(images: torch.Tensor, prompts: list[str]) -> float:
+    """Fraction of [B,3,8,8] samples in [0,1] the classifier reads as the digit their prompt asked for."""
+    pixels = (images.float().mean(dim=1) * 255).round() / 255  # as saved to 8-bit files
+    predicted = digit_classifier().predict(pixels.reshape(len(pixels), -1).numpy())
+    return float((predicted == np.array([parse_digit(p) for p in prompts])).mean())
