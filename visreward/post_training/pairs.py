@@ -105,6 +105,7 @@ class PreferencePair:
     prompt: str
     chosen: bytes
     rejected: bytes
+    rationale: str | None = None  # why chosen is better, for chain-of-thought targets
 
 
 def read_pairs(source: str | os.PathLike) -> list[PreferencePair]:
@@ -119,7 +120,7 @@ def read_pairs(source: str | os.PathLike) -> list[PreferencePair]:
             if not {"prompt", "chosen_file_name", "rejected_file_name"} <= set(row):
                 raise VisrewardError(f"{source / 'metadata.jsonl'}: line {line_no} lacks prompt/chosen_file_name/rejected_file_name")
             pairs.append(PreferencePair(row["prompt"], (source / row["chosen_file_name"]).read_bytes(),
-                                        (source / row["rejected_file_name"]).read_bytes()))
+                                        (source / row["rejected_file_name"]).read_bytes(), row.get("rationale")))
         return pairs
     parquet = source / PICKAPIC_FILE if source.is_dir() else source
     if not parquet.exists():
@@ -129,11 +130,13 @@ def read_pairs(source: str | os.PathLike) -> list[PreferencePair]:
     if missing:
         raise VisrewardError(f"{parquet}: not Pick-a-Pic format (missing {', '.join(sorted(missing))})")
     pairs = []
-    for caption, first, second, label in zip(*(table[c].to_pylist() for c in ("caption", "jpg_0", "jpg_1", "label_0"))):
+    rationales = table["rationale"].to_pylist() if "rationale" in table.column_names else [None] * table.num_rows
+    columns = (table[c].to_pylist() for c in ("caption", "jpg_0", "jpg_1", "label_0"))
+    for (caption, first, second, label), rationale in zip(zip(*columns), rationales):
         if label == 0.5:
             continue  # ties carry no preference
         chosen, rejected = (first, second) if label > 0.5 else (second, first)
-        pairs.append(PreferencePair(caption, chosen, rejected))
+        pairs.append(PreferencePair(caption, chosen, rejected, rationale))
     return pairs
 
 

@@ -1,0 +1,223 @@
+"""RewardDance-style generative reward: a vision-language model's P("yes").
+
+    rm = GenerativeRewardModel.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct")   # or a local folder
+    r = rm.score(images, prompts)                          # pointwise: does the image satisfy the prompt?
+    r = rm.score(images, prompts, references=refs)         # pairwise vs reference(s), both orders averaged
+    r = rm.score(images, prompts, instruction="Judge text-image alignment and aesthetics.")
+    r, info = rm.score_with_info(images, prompts, cot="reason-first")   # rationales in info
+
+Any transformers image-text-to-text model with a chat template works (Qwen2/2.5/3-VL,
+InternVL, Idefics3/SmolVLM, LLaVA). The reward is read at the first answer position:
+the probability of the "yes" tokens, normalised over "yes" and "no" by default
+(`full_vocabulary=True`: over the whole vocabulary). Yes/no tokens are found in the
+tokenizer (every single-token spelling of yes/Yes/YES, with or without a leading space).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import VisrewardError
+from ..images import ImageInput, load_image, tensor_to_pil
+from .templates import ANSWER_CUE, COT_MODES, TEMPLATE_VERSION, question, user_message
+
+SETTINGS_FILE = "visreward_vlm.json"
+YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes")
+NO_SPELLINGS = ("no", "No", "NO", " no", " No")
+
+
+def _image_only(processor_cls):
+    """The processor without its video half: visreward feeds images only, and video processors
+    need torchvision, which CPU installs lack."""
+
+    class ImageOnlyProcessor(processor_cls):
+        @classmethod
+        def get_attributes(cls):
+            return [a for a in super().get_attributes() if a != "video_processor"]
+
+    ImageOnlyProcessor.__name__ = processor_cls.__name__
+    return ImageOnlyProcessor
+
+
+def load_processor(location: str):
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    try:
+        return AutoProcessor.from_pretrained(location, trust_remote_code=False)
+    except (ImportError, ValueError, TypeError, AttributeError, OSError) as first_error:
+        import transformers
+
+        model_type = AutoConfig.from_pretrained(location).model_type
+        name = PROCESSOR_MAPPING_NAMES.get(model_type)
+        if name is None:
+            raise VisrewardError(f"{location}: cannot load its processor ({first_error})") from None
+        settings = {}
+        if (Path(location) / "processor_config.json").exists():
+            settings = json.loads((Path(location) / "processor_config.json").read_text())
+        nested = settings.get("image_processor")  # transformers 5 keeps it inside processor_config.json
+        if isinstance(nested, dict) and nested.get("image_processor_type"):
+            image_processor = getattr(transformers, nested["image_processor_type"]).from_dict(nested)
+        else:
+            image_processor = AutoImageProcessor.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        cls = _image_only(getattr(transformers, name))
+        extra = {k: v for k, v in settings.items() if k in cls.__init__.__code__.co_varnames and k != "chat_template"}
+        extra.pop("image_processor", None)
+        return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template, **extra)
+
+
+def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of every single-token spelling of yes and of no; an error if either has none."""
+    def single(spellings):
+        ids = []
+        for text in spellings:
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) == 1 and encoded[0] != tokenizer.unk_token_id and encoded[0] not in ids:
+                ids.append(encoded[0])
+        return ids
+
+    yes, no = single(YES_SPELLINGS), single(NO_SPELLINGS)
+    if not yes or not no:
+        raise VisrewardError("this model's tokenizer has no single-token 'yes' and 'no': it cannot be a yes/no judge")
+    return yes, no
+
+
+def yes_probability(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int], full_vocabulary: bool = False) -> torch.Tensor:
+    """P(yes) from next-token logits [B,V]: over yes+no spellings, or over the whole vocabulary."""
+    logits = logits.float()
+    yes = torch.logsumexp(logits[:, yes_ids], dim=-1)
+    if full_vocabulary:
+        return torch.exp(yes - torch.logsumexp(logits, dim=-1))
+    no = torch.logsumexp(logits[:, no_ids], dim=-1)
+    return torch.sigmoid(yes - no)
+
+
+def _pil(image: ImageInput):
+    if isinstance(image, torch.Tensor):
+        return tensor_to_pil(image)
+    return load_image(image)
+
+
+class GenerativeRewardModel:
+    """A VLM judge; `score` returns P(yes) in [0,1] per image (pairwise: P(candidate better))."""
+
+    def __init__(self, model, processor, settings: dict | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"  # the first answer position is the last column for every row
+        self.settings = {"template_version": TEMPLATE_VERSION, **(settings or {})}
+        self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | None = None,
+                        dtype: torch.dtype | None = None) -> "GenerativeRewardModel":
+        from transformers import AutoModelForImageTextToText
+
+        location = str(path_or_id)
+        location = os.path.abspath(location) if os.path.isdir(location) else location
+        settings = json.loads((Path(location) / SETTINGS_FILE).read_text()) if (Path(location) / SETTINGS_FILE).exists() else {}
+        try:
+            if (Path(location) / "adapter_config.json").exists():
+                from peft import PeftModel
+
+                base = json.loads((Path(location) / "adapter_config.json").read_text())["base_model_name_or_path"]
+                model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=dtype), location)
+            else:
+                model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, trust_remote_code=False)
+            processor = load_processor(location)
+        except OSError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VisrewardError(f"vlm:{path_or_id}: cannot load the model ({first})") from None
+        if device:
+            model.to(device)
+        return cls(model, processor, settings)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: list[str], images: list[list]) -> dict:
+        batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def chat_text(self, text: str, n_images: int) -> str:
+        return self.processor.apply_chat_template(user_message(text, n_images), add_generation_prompt=True, tokenize=False)
+
+    @torch.no_grad()
+    def _yes(self, texts: list[str], images: list[list], full_vocabulary: bool) -> torch.Tensor:
+        logits = self.model(**self.encode(texts, images)).logits[:, -1]
+        return yes_probability(logits, self.yes_ids, self.no_ids, full_vocabulary).cpu()
+
+    @torch.no_grad()
+    def _rationales(self, texts: list[str], images: list[list], max_new_tokens: int) -> list[str]:
+        batch = self.encode(texts, images)
+        generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _judge(self, queries: list[tuple[str, list]], batch_size: int, cot: str | None, full_vocabulary: bool,
+               max_new_tokens: int) -> tuple[torch.Tensor, list[str]]:
+        """P(yes) for (question, images) queries, batched; with chain-of-thought, also the rationales."""
+        probabilities, rationales = [], []
+        for start in range(0, len(queries), batch_size):
+            chunk = queries[start : start + batch_size]
+            texts = [self.chat_text(text, len(imgs)) for text, imgs in chunk]
+            images = [imgs for _, imgs in chunk]
+            if cot == "reason-first":
+                reasons = self._rationales(texts, images, max_new_tokens)
+                texts = [t + r.strip() + ANSWER_CUE for t, r in zip(texts, reasons)]
+                rationales += reasons
+            probabilities.append(self._yes(texts, images, full_vocabulary))
+            if cot == "decision-first":
+                decided = ["yes" if p > 0.5 else "no" for p in probabilities[-1]]
+                rationales += self._rationales([t + d + ". Because" for t, d in zip(texts, decided)], images, max_new_tokens)
+        return torch.cat(probabilities), rationales
+
+    def score_with_info(self, images: Sequence[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None,
+                        references: Sequence | None = None, instruction: str | None = None, cot: str | None = None,
+                        full_vocabulary: bool = False, batch_size: int = 8, max_new_tokens: int = 64) -> tuple[torch.Tensor, dict]:
+        """(rewards [B], info). references: one image per candidate, or a list of k per candidate."""
+        if cot is not None and cot not in COT_MODES:
+            raise VisrewardError(f"cot must be one of {', '.join(COT_MODES)}")
+        candidates = [_pil(image) for image in images]
+        prompts = list(prompts) if prompts is not None else [None] * len(candidates)
+        if len(prompts) != len(candidates):
+            raise VisrewardError(f"{len(candidates)} images but {len(prompts)} prompts")
+        instruction = instruction or self.settings.get("instruction")
+        info: dict = {"template_version": TEMPLATE_VERSION}
+        if references is None:
+            queries = [(question(p, instruction, False, cot), [c]) for c, p in zip(candidates, prompts)]
+            scores, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
+        else:
+            if len(references) != len(candidates):
+                raise VisrewardError(f"{len(candidates)} images but {len(references)} reference entries")
+            refs = [[_pil(r) for r in (ref if isinstance(ref, (list, tuple)) else [ref])] for ref in references]
+            queries, owner = [], []
+            for i, (candidate, prompt, ref_list) in enumerate(zip(candidates, prompts, refs)):
+                text = question(prompt, instruction, True, cot)
+                for ref in ref_list:  # both orders remove the judge's position bias
+                    queries += [(text, [candidate, ref]), (text, [ref, candidate])]
+                    owner += [i, i]
+            probabilities, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
+            forward, backward = probabilities[0::2], probabilities[1::2]
+            pairwise = (forward + (1 - backward)) / 2
+            owners = torch.tensor(owner[0::2])
+            scores = torch.zeros(len(candidates)).index_add_(0, owners, pairwise) / torch.bincount(owners, minlength=len(candidates))
+            info["order_bias"] = float((forward - (1 - backward)).mean())
+        if cot:
+            info["rationales"] = rationales
+        return scores, info
+
+    def score(self, images, prompts=None, references=None, **kwargs) -> torch.Tensor:
+        return self.score_with_info(images, prompts, references, **kwargs)[0]
+
+    def reward_fn(self, images, prompts=None, metadata=None) -> tuple[torch.Tensor, dict]:
+        """RL-trainer convention: (rewards [B], info with the mean and spread)."""
+        scores, info = self.score_with_info(images, prompts)
+        return scores, {**info, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()) if len(scores) > 1 else 0.0}

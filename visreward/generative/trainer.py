@@ -1,0 +1,193 @@
+"""Training a VLM judge on preference pairs (RewardDance), and the Bradley-Terry baseline.
+
+    visreward train-vlm-rm --model PATH_OR_ID --pairs pairs/ --output vlm-rm/ [--lora] [--cot decision-first]
+
+Examples from each pair (prompt, chosen, rejected):
+  pairwise   "is image 1 better than image 2?" with (chosen, rejected) -> yes and (rejected, chosen) -> no
+  pointwise  "does this image satisfy the prompt?" chosen -> yes, rejected -> no
+The loss is cross-entropy on the answer: the decision token, or with --cot the decision and
+the pair's `rationale` (decision-first) or the rationale then the decision (reason-first).
+Held-out pairs are scored in both orders every epoch (pairwise accuracy).
+
+--bradley-terry trains the baseline instead: a linear head on the same backbone's last hidden
+state at the answer position, loss -log sigmoid(r_chosen - r_rejected).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..atomic import atomic_dir, write_text
+from ..config import option, save_config
+from ..errors import VisrewardError
+from ..post_training.pairs import PreferencePair, read_pairs
+from .model import SETTINGS_FILE, GenerativeRewardModel
+from .templates import ANSWER_CUE, COT_MODES, TEMPLATE_VERSION, question
+
+MODES = ("pairwise", "pointwise", "both")
+
+
+@dataclass
+class VLMTrainingConfig:
+    model: str = option("", "VLM to start from: a local folder or hub id")
+    pairs: list[str] = option([], "preference pairs: make-pairs output (trl), Pick-a-Pic parquet")
+    output: str = option("vlm-rm", "folder written: the adapter (or model), processor, settings, metrics")
+    mode: str = option("pairwise", "training examples made from each pair", choices=MODES)
+    cot: str | None = option(None, "chain-of-thought targets from each pair's rationale", choices=(None,) + COT_MODES)
+    instruction: str | None = option(None, "task instruction (criteria) placed in every question")
+    bradley_terry: bool = option(False, "train the regression-head + Bradley-Terry baseline instead")
+    lora: bool = option(False, "train LoRA adapters (peft) instead of all weights")
+    lora_rank: int = option(16, "LoRA rank")
+    lora_targets: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "module names LoRA adapts")
+    epochs: int = option(3, "passes over the training pairs")
+    batch_size: int = option(8, "examples per step")
+    lr: float = option(1e-4, "AdamW learning rate")
+    holdout: float = option(0.2, "fraction of pairs held out for pairwise accuracy")
+    seed: int = option(0, "seed for the split and the example order")
+    device: str = option("cpu", "torch device")
+    progress: bool = option(True, "show progress bars")
+
+
+def _image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: str | None) -> list[tuple[str, list, str]]:
+    """(question, images, answer) training examples of one pair."""
+    chosen, rejected = _image(pair.chosen), _image(pair.rejected)
+    reason = (pair.rationale or "").strip()
+    if cot and not reason:
+        raise VisrewardError("--cot needs a `rationale` for every pair")
+
+    def answer(decision: str) -> str:
+        if cot == "decision-first":
+            return f"{decision}. {reason}"
+        if cot == "reason-first":
+            return f"{reason}{ANSWER_CUE} {decision}"
+        return decision
+
+    out = []
+    if mode in ("pairwise", "both"):
+        text = question(pair.prompt, instruction, True, cot)
+        out += [(text, [chosen, rejected], answer("yes")), (text, [rejected, chosen], answer("no"))]
+    if mode in ("pointwise", "both"):
+        text = question(pair.prompt, instruction, False, cot)
+        out += [(text, [chosen], answer("yes")), (text, [rejected], answer("no"))]
+    return out
+
+
+def _batch(judge: GenerativeRewardModel, examples: list[tuple[str, list, str]]) -> tuple[dict, torch.Tensor]:
+    """Inputs for prompt+answer sequences (left-padded) and labels covering only the answer tokens."""
+    answers = [judge.tokenizer.encode(a, add_special_tokens=False) for _, _, a in examples]
+    texts = [judge.chat_text(q, len(imgs)) + a for (q, imgs, a) in examples]
+    batch = judge.encode(texts, [imgs for _, imgs, _ in examples])
+    labels = torch.full_like(batch["input_ids"], -100)
+    for row, answer in enumerate(answers):
+        labels[row, -len(answer):] = batch["input_ids"][row, -len(answer):]
+    return batch, labels
+
+
+def decision_loss(judge: GenerativeRewardModel, examples) -> torch.Tensor:
+    batch, labels = _batch(judge, examples)
+    logits = judge.model(**batch).logits[:, :-1]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+class BradleyTerryHead(torch.nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+
+    def forward(self, judge: GenerativeRewardModel, prompts: list[str | None], images: list, instruction: str | None) -> torch.Tensor:
+        texts = [judge.chat_text(question(p, instruction, False), 1) for p in prompts]
+        output = judge.model(**judge.encode(texts, [[image] for image in images]), output_hidden_states=True)
+        return self.linear(output.hidden_states[-1][:, -1].float()).squeeze(-1)
+
+
+def _pairwise_accuracy(judge, pairs: list[PreferencePair], instruction, head: BradleyTerryHead | None) -> float:
+    if not pairs:
+        return float("nan")
+    with torch.no_grad():
+        if head is not None:
+            prompts = [p.prompt for p in pairs]
+            chosen = head(judge, prompts, [_image(p.chosen) for p in pairs], instruction)
+            rejected = head(judge, prompts, [_image(p.rejected) for p in pairs], instruction)
+            return float((chosen > rejected).float().mean())
+        scores = judge.score([_image(p.chosen) for p in pairs], [p.prompt for p in pairs],
+                             references=[_image(p.rejected) for p in pairs], instruction=instruction)
+        return float((scores > 0.5).float().mean())
+
+
+def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    if not config.model:
+        raise VisrewardError("no model given (--model PATH_OR_ID)")
+    pairs = [pair for source in config.pairs for pair in read_pairs(source)]
+    if len(pairs) < 2:
+        raise VisrewardError(f"{len(pairs)} preference pair(s): need at least 2 (one to hold out)")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    rng.shuffle(pairs)
+    n_held = max(1, round(len(pairs) * config.holdout)) if config.holdout > 0 else 0
+    held, train = pairs[:n_held], pairs[n_held:]
+    judge = GenerativeRewardModel.from_pretrained(config.model, device=config.device)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        judge.model = get_peft_model(judge.model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
+                                                              target_modules=config.lora_targets))
+    head = None
+    if config.bradley_terry:
+        head = BradleyTerryHead(judge.model.config.get_text_config().hidden_size).to(judge.device)
+        examples = train
+    else:
+        examples = [e for pair in train for e in examples_of(pair, config.mode, config.instruction, config.cot)]
+    parameters = [p for p in judge.model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr)
+    history = [{"epoch": 0, "heldout_pairwise_accuracy": _pairwise_accuracy(judge, held, config.instruction, head)}]
+    started = time.time()
+    for epoch in range(1, config.epochs + 1):
+        judge.model.train()
+        rng.shuffle(examples)
+        losses = []
+        for start in tqdm(range(0, len(examples), config.batch_size), desc=f"epoch {epoch}", disable=not config.progress):
+            chunk = examples[start : start + config.batch_size]
+            if head is not None:
+                prompts = [p.prompt for p in chunk]
+                margin = (head(judge, prompts, [_image(p.chosen) for p in chunk], config.instruction)
+                          - head(judge, prompts, [_image(p.rejected) for p in chunk], config.instruction))
+                loss = -F.logsigmoid(margin).mean()
+            else:
+                loss = decision_loss(judge, chunk)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        judge.model.eval()
+        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
+                        "heldout_pairwise_accuracy": _pairwise_accuracy(judge, held, config.instruction, head)})
+    metrics = {"n_train": len(train), "n_heldout": len(held), "history": history, "seconds": time.time() - started,
+               "heldout_pairwise_accuracy": history[-1]["heldout_pairwise_accuracy"],
+               "method": "bradley-terry" if head is not None else "yes-probability"}
+    with atomic_dir(config.output) as tmp:
+        judge.model.save_pretrained(tmp)
+        judge.processor.save_pretrained(tmp)
+        if head is not None:
+            from safetensors.torch import save_file
+
+            save_file(head.state_dict(), str(tmp / "bradley_terry_head.safetensors"))
+        write_text(tmp / SETTINGS_FILE, json.dumps({"template_version": TEMPLATE_VERSION, "instruction": config.instruction,
+                                                    "trained_mode": config.mode, "cot": config.cot}, indent=2))
+        save_config(config, tmp / "training_config.json")
+        write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
