@@ -273,3 +273,19 @@ def test_rounds_loop_saves_every_step_and_resumes(digit_folders, tiny_generator_
     monkeypatch.setattr(rounds_module, "run_dpo", lambda c: calls.append("dpo") or real_dpo(c))
     run_rounds(config)
     assert calls == ["dpo"]  # only the unfinished step ran again
+
+
+def test_refl_backpropagates_the_reward_and_logs_its_spread(rm_dir, tiny_generator_dir, tmp_path):
+    from visreward.generators import load_generator
+    from visreward.post_training import ReFLConfig, run_refl
+
+    metrics = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(tmp_path / "refl"),
+                                  prompts=[digit_prompt(2), digit_prompt(6)], steps=3, batch_size=4, num_inference_steps=4,
+                                  last_steps=2, lr=1e-3, log_every=1, progress=False))
+    history = metrics["history"]
+    assert [row["step"] for row in history] == [1, 2, 3]
+    assert all({"reward_mean", "reward_std", "reward_std_ratio"} <= set(row) for row in history)
+    assert history[0]["loss"] == pytest.approx(-history[0]["reward_mean"], abs=1e-5)
+    before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(2)], 1, 0)[0]
+    after = load_generator(str(tmp_path / "refl")).generate_tensors([digit_prompt(2)], 1, 0)[0]
+    assert not torch.equal(before, after)

@@ -22,7 +22,7 @@ QWEN_TEMPLATE = (
 
 def _vocabulary(special: list[str]) -> dict[str, int]:
     text = " ".join([templates.DEFAULT_INSTRUCTION, templates.POINTWISE, templates.PAIRWISE, templates.REASON_FIRST,
-                     templates.ANSWER_CUE, "a handwritten digit none yes no because it shows the digit"])
+                     templates.ANSWER_CUE, "a handwritten digit none yes no because it shows the digit user assistant"])
     words = sorted({w for w in re.findall(r"\w+|[^\w\s]", text.lower())} | set("0123456789"))
     return {w: i for i, w in enumerate(special + ["[UNK]"] + words)}
 
@@ -43,7 +43,7 @@ def _tokenizer(special: list[str], extra: dict | None = None):
     return fast, vocab
 
 
-def save_tiny_qwen2_5_vl(directory: Path, hidden: int = 64) -> Path:
+def save_tiny_qwen2_5_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Path:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
 
     from visreward.generative.model import _image_only
@@ -52,9 +52,9 @@ def save_tiny_qwen2_5_vl(directory: Path, hidden: int = 64) -> Path:
     tokenizer, vocab = _tokenizer(special)
     torch.manual_seed(0)
     config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        text_config=dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]}),
+                         rope_scaling={"type": "mrope", "mrope_section": [hidden // 16, hidden // 32, hidden // 32]}),
         vision_config=dict(depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=2, out_hidden_size=hidden,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
         image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],

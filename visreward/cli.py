@@ -9,6 +9,9 @@
     visreward make-pairs --scores bon/scores.parquet --output pairs/ --format trl|pickapic
     visreward sft --generator digits --data bon/ --output gen-sft/ [--lora]
     visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 1000]
+    visreward refl --generator digits --reward rm/ --prompts prompts.txt --output gen-refl/
+    visreward train-vlm-rm --model PATH_OR_ID --pairs pairs/ --output vlm-rm/ [--lora] [--cot decision-first]
+    visreward score --model vlm:PATH_OR_ID --output scores.parquet IMAGES...
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
     visreward demo
     visreward report demo_out
@@ -145,6 +148,21 @@ def _dpo(config) -> None:
     _finetune_summary(run_dpo(config), config.output)
 
 
+def _refl(config) -> None:
+    from .post_training import run_refl
+
+    _finetune_summary(run_refl(config), config.output)
+
+
+def _train_vlm_rm(config) -> None:
+    from .generative import train_vlm_reward_model
+
+    metrics = train_vlm_reward_model(config)
+    curve = " -> ".join(f"{h['heldout_pairwise_accuracy']:.3f}" for h in metrics["history"])
+    print(f"{metrics['method']}: held-out pairwise accuracy by epoch {curve} ({metrics['n_heldout']} pairs, chance 0.5); "
+          f"wrote {config.output}/")
+
+
 def _rounds(config) -> None:
     from .post_training import run_rounds
 
@@ -169,7 +187,8 @@ def _commands():
     from .demo import DemoConfig
     from .discriminative import RewardTrainingConfig
     from .evaluation.evaluate import EvalConfig
-    from .post_training import BestOfNConfig, DPOConfig, PairsConfig, RoundsConfig, SFTConfig
+    from .generative import VLMTrainingConfig
+    from .post_training import BestOfNConfig, DPOConfig, PairsConfig, ReFLConfig, RoundsConfig, SFTConfig
     from .report import ReportConfig
     from .scoring import MergeConfig, ScoreConfig
 
@@ -183,6 +202,8 @@ def _commands():
         "make-pairs": (PairsConfig, _make_pairs, "preference pairs (trl or Pick-a-Pic format) from a score table"),
         "sft": (SFTConfig, _sft, "fine-tune a generator on selected samples"),
         "dpo": (DPOConfig, _dpo, "Diffusion-DPO fine-tuning on preference pairs"),
+        "refl": (ReFLConfig, _refl, "reward-gradient fine-tuning (ReFL) through the last denoising step and decoder"),
+        "train-vlm-rm": (VLMTrainingConfig, _train_vlm_rm, "train a vision-language judge (RewardDance) on preference pairs"),
         "rounds": (RoundsConfig, _rounds, "the GAN-RM multi-round loop (reward model -> best-of-N -> SFT/DPO)"),
         "report": (ReportConfig, _report, "write the self-contained HTML report of a demo run"),
         "demo": (DemoConfig, _demo, "the whole GAN-RM pipeline on the bundled generator and real digits"),

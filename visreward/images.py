@@ -130,6 +130,12 @@ def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None =
     return decode_image(read_bytes(source), str(source), draft_size)
 
 
+def clamp_unit(images: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0,1] going forward, pass gradients through unchanged going back (straight-through):
+    a hard clamp would silence reward gradients wherever a generator overshoots."""
+    return images + (images.clamp(0, 1) - images).detach()
+
+
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """[3,H,W] or [B,3,H,W] float in [0,1] (1 channel allowed) to uint8 RGB, as saving to PNG would."""
     if images.ndim not in (3, 4) or images.shape[-3] not in (1, 3):

@@ -24,6 +24,7 @@ import torch
 from .atomic import atomic_path
 from .config import option
 from .discriminative import DiscriminativeRewardModel
+from .rewards import is_generative, load_reward_model
 from .distributed import placement_from_env
 from .encoders import BACKENDS, PRECISIONS
 from .errors import VisrewardError
@@ -38,7 +39,7 @@ PART_GLOB = "part-*.parquet"
 @dataclass
 class ScoreConfig:
     inputs: list[str] = option([], "image folders, files, lists (.txt), WebDataset .tar, parquet", positional=True)
-    model: str = option("rm", "reward model folder")
+    model: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID for a vision-language judge")
     output: str = option("scores.parquet", "FILE.parquet (parts merged when done) or a FOLDER of parquet parts")
     prob: bool = option(False, "also write the probability column (sigmoid of the logit)")
     batch_size: int = option(64, "images per encoder forward pass")
@@ -63,6 +64,30 @@ def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: 
                                          batch_size=batch_size, num_workers=num_workers, progress=progress):
         prompts = [r.prompt for r in batch] if model.head.uses_text else None
         yield batch, model.score_features(features, prompts)
+
+
+def iter_judge_scores(judge, items: Iterable[Item], skipped: SkipLog, batch_size: int = 8,
+                      progress: bool = False) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
+    """(records, P(yes)) per batch for a vision-language judge; unreadable images go to `skipped`."""
+    from tqdm.auto import tqdm
+
+    from .images import ImageLoadError, decode_image, read_bytes
+    from .readers import chunked
+
+    bar = tqdm(desc="judging", unit="img", disable=not progress)
+    for chunk in chunked(items, batch_size):
+        kept, images = [], []
+        for record, source in chunk:
+            try:
+                data = source if isinstance(source, bytes) else read_bytes(source)
+                images.append(decode_image(data, record.path or record.id))
+                kept.append(record)
+            except ImageLoadError as e:
+                skipped.skip(e.source, e.reason)
+        bar.update(len(chunk))
+        if kept:
+            yield kept, judge.score(images, [r.prompt for r in kept], batch_size=batch_size)
+    bar.close()
 
 
 def parts_folder(output: str | Path) -> Path:
@@ -102,9 +127,9 @@ class ScoreRun:
 def run_score(config: ScoreConfig) -> ScoreRun:
     placement = placement_from_env(rank=config.rank, world_size=config.world_size)
     device = f"cuda:{placement.local_rank}" if config.device == "cuda" else config.device
-    model = DiscriminativeRewardModel.from_pretrained(config.model, device=device, backend=config.backend,
-                                                      precision=config.precision, cache_dir=config.cache_dir)
-    cache = None if config.no_cache else FeatureCache(config.cache_dir)
+    model = load_reward_model(config.model, device, config.backend, config.precision, config.cache_dir)
+    generative = is_generative(config.model)
+    cache = None if config.no_cache or generative else FeatureCache(config.cache_dir)
     parts = parts_folder(config.output)
     parts.mkdir(parents=True, exist_ok=True)
     skipped = SkipLog(strict=config.strict)
@@ -119,15 +144,18 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         shard_skipped = SkipLog(strict=config.strict)
         kept: list[ImageRecord] = []
         logits: list[torch.Tensor] = []
-        for batch, scores in iter_scores(model, shard.open(), cache, shard_skipped, config.batch_size,
-                                         config.num_workers, config.progress):
+        batches = (iter_judge_scores(model, shard.open(), shard_skipped, config.batch_size, config.progress) if generative
+                   else iter_scores(model, shard.open(), cache, shard_skipped, config.batch_size, config.num_workers,
+                                    config.progress))
+        for batch, scores in batches:
             kept.extend(batch)
             logits.append(scores)
         scores = torch.cat(logits) if logits else torch.empty(0)
         if len(shard_skipped):
             shard_skipped.write(parts / f"part-{shard.name}.skipped.txt")
             skipped.entries.extend(shard_skipped.entries)
-        table = score_table(kept, scores.tolist(), torch.sigmoid(scores).tolist() if config.prob else None)
+        probs = (scores if generative else torch.sigmoid(scores)).tolist() if config.prob else None
+        table = score_table(kept, scores.tolist(), probs)
         write_table(table, part)  # last: an existing part means the shard is complete
         rows += len(kept)
         done += 1

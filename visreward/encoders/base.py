@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import VisrewardError
-from ..images import to_rgb
+from ..images import clamp_unit, to_rgb
 
 # Bump when the way features are computed changes, so cached features from before are not reused.
 FEATURE_VERSION = 2
@@ -72,7 +72,7 @@ class Preprocessing:
         if self.crop:
             top, left = (height - self.crop) // 2, (width - self.crop) // 2
             x = x[..., top : top + self.crop, left : left + self.crop]
-        return self._normalise(x.clamp(0, 1))
+        return self._normalise(clamp_unit(x))
 
 
 class ImageEncoder(torch.nn.Module):

@@ -44,8 +44,8 @@ def _image_only(processor_cls):
     return ImageOnlyProcessor
 
 
-def load_processor(location: str):
-    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+def load_processor(location: str, model_type: str):
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     try:
@@ -53,7 +53,6 @@ def load_processor(location: str):
     except (ImportError, ValueError, TypeError, AttributeError, OSError) as first_error:
         import transformers
 
-        model_type = AutoConfig.from_pretrained(location).model_type
         name = PROCESSOR_MAPPING_NAMES.get(model_type)
         if name is None:
             raise VisrewardError(f"{location}: cannot load its processor ({first_error})") from None
@@ -131,7 +130,7 @@ class GenerativeRewardModel:
                 model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=dtype), location)
             else:
                 model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, trust_remote_code=False)
-            processor = load_processor(location)
+            processor = load_processor(location, model.config.model_type)
         except OSError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise VisrewardError(f"vlm:{path_or_id}: cannot load the model ({first})") from None

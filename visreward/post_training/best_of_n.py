@@ -22,6 +22,7 @@ import torch
 from ..atomic import atomic_dir
 from ..config import option
 from ..encoders import BACKENDS, PRECISIONS
+from ..errors import VisrewardError
 from ..formats import write_table
 from ..images import tensor_to_pil
 
@@ -29,7 +30,8 @@ from ..images import tensor_to_pil
 @dataclass
 class BestOfNConfig:
     generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
-    reward: str = option("rm", "reward model folder")
+    reward: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID")
+    references: str | None = option(None, "vlm rewards: top-K = pointwise pass, then pairwise rerank against the group's top K")
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     output: str = option("bon", "run folder: best/, samples/, scores.parquet")
     n: int = option(16, "samples per group")
@@ -57,8 +59,22 @@ def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: 
         images.append(batch)
         expanded += batch_prompts
         seeds += batch_seeds
-        scores.append(reward_model.score(batch, batch_prompts if reward_model.head.uses_text else None))
+        scores.append(reward_model.score(batch, batch_prompts))
     return torch.cat(images), expanded, seeds, torch.cat(scores)
+
+
+def rerank_with_references(judge, images: torch.Tensor, prompts: list[str], pointwise: torch.Tensor, n: int,
+                           k: int) -> torch.Tensor:
+    """RewardDance's Best-of-N: the top-k of the pointwise pass become references; every sample is
+    then scored pairwise (both orders) against the references other than itself."""
+    scores = torch.empty_like(pointwise)
+    for group in range(len(pointwise) // n):
+        rows = torch.arange(group * n, (group + 1) * n)
+        top = rows[torch.argsort(pointwise[rows], descending=True)[:k]].tolist()
+        for row in rows.tolist():
+            references = [images[r] for r in top if r != row] or [images[top[0]]]
+            scores[row] = judge.score([images[row]], [prompts[row]], references=[references])[0]
+    return scores
 
 
 def rank_within_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -69,15 +85,18 @@ def rank_within_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 def run_best_of_n(config: BestOfNConfig) -> dict:
     from ..cli import read_prompts
-    from ..discriminative import DiscriminativeRewardModel
     from ..generators import load_generator
+    from ..rewards import is_generative, load_reward_model
 
     instances = [p for p in read_prompts(config.prompts) for _ in range(config.repeats)]
     generator = load_generator(config.generator, device=config.device)
-    reward = DiscriminativeRewardModel.from_pretrained(config.reward, device=config.device, backend=config.backend,
-                                                       precision=config.precision)
+    reward = load_reward_model(config.reward, config.device, config.backend, config.precision)
     images, prompts, seeds, scores = sample_and_score(generator, reward, instances, config.n, config.seed,
                                                       config.batch_size, config.progress)
+    if config.references:
+        if not is_generative(config.reward) or not config.references.startswith("top-"):
+            raise VisrewardError("--references top-K needs a vlm: reward (pairwise judging)")
+        scores = rerank_with_references(reward, images, prompts, scores, config.n, int(config.references[len("top-"):]))
     ranks = rank_within_groups(scores, config.n)
     output = Path(config.output)
     rows = []

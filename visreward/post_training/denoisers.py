@@ -17,6 +17,7 @@ from torch import nn
 
 from ..digits_data import parse_digit
 from ..errors import VisrewardError
+from ..images import clamp_unit
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 
@@ -63,6 +64,30 @@ class Objective:
         target = noise if self.prediction_type == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
         return NoisyBatch(noisy, timesteps, target)
 
+    def predict_x0(self, noisy: torch.Tensor, prediction: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The clean input implied by a model prediction at `timesteps` (differentiable)."""
+        shape = (-1,) + (1,) * (noisy.ndim - 1)
+        if self.prediction_type == "flow":
+            return noisy - (timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype) * prediction
+        alpha_bar = self.alphas_cumprod.to(noisy.device)[timesteps.long()].view(shape).to(noisy.dtype)
+        if self.prediction_type == "epsilon":
+            return (noisy - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+        return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * prediction
+
+    def step(self, noisy: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor, next_timesteps: torch.Tensor) -> torch.Tensor:
+        """A deterministic sampler step (DDIM for DDPM-family models, Euler for flow) from t to an earlier t'."""
+        shape = (-1,) + (1,) * (noisy.ndim - 1)
+        if self.prediction_type == "flow":
+            sigma = (timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
+            sigma_next = (next_timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
+            return x0 + sigma_next / sigma.clamp_min(1e-6) * (noisy - x0)
+        alphas = self.alphas_cumprod.to(noisy.device)
+        alpha_bar = alphas[timesteps.long()].view(shape).to(noisy.dtype)
+        alpha_next = torch.where(next_timesteps >= 0, alphas[next_timesteps.clamp_min(0).long()], torch.ones_like(alphas[:1]))
+        alpha_next = alpha_next.view(shape).to(noisy.dtype)
+        noise = (noisy - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        return alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * noise
+
     def sample(self, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         timesteps = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
@@ -80,6 +105,13 @@ class Denoiser:
         raise NotImplementedError
 
     def condition(self, prompts: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Clean model inputs -> [B,3,H,W] images in [0,1], differentiably (for reward gradients)."""
+        raise NotImplementedError
+
+    def latent_shape(self, batch_size: int) -> tuple[int, ...]:
         raise NotImplementedError
 
     def predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any) -> torch.Tensor:
@@ -106,6 +138,12 @@ class DigitsDenoiser(Denoiser):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return images.mean(dim=1, keepdim=True) * 2 - 1
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        return clamp_unit((x0 + 1) / 2).expand(-1, 3, -1, -1)
+
+    def latent_shape(self, batch_size: int) -> tuple[int, ...]:
+        return (batch_size, 1, 8, 8)
 
     def condition(self, prompts: Sequence[str]) -> torch.Tensor:
         return torch.tensor([parse_digit(p) for p in prompts])
@@ -138,6 +176,16 @@ class DiffusersDenoiser(Denoiser):
         latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.sample()
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        vae = self.pipeline.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        images = vae.decode((x0 / vae.config.scaling_factor + shift).to(vae.dtype)).sample
+        return clamp_unit((images.float() + 1) / 2)
+
+    def latent_shape(self, batch_size: int) -> tuple[int, ...]:
+        factor = self.pipeline.vae_scale_factor
+        return (batch_size, self.module.config.in_channels, self.resolution[0] // factor, self.resolution[1] // factor)
 
     @torch.no_grad()
     def condition(self, prompts: Sequence[str]) -> Any:

@@ -47,6 +47,7 @@ class FineTuneConfig:
     max_grad_norm: float = option(1.0, "gradient clipping")
     gradient_accumulation: int = option(1, "micro-steps per optimizer step")
     mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, more time)")
     lora: bool = option(False, "train LoRA adapters (peft) instead of all denoiser weights")
     lora_rank: int = option(8, "LoRA rank")
     lora_alpha: float = option(8.0, "LoRA alpha")
@@ -112,6 +113,8 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     denoiser = generator.to(accelerator.device).denoiser()
     torch.manual_seed(config.seed)
     module = denoiser.module.to(accelerator.device)
+    if config.gradient_checkpointing:
+        module.enable_gradient_checkpointing()
     frozen_reference = None
     if config.lora:
         module = _with_lora(module, config)

@@ -1,0 +1,146 @@
+"""RewardDance on tiny random VLMs (toys that prove the code, not the quality: no real VLM weights offline)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from visreward.digits_data import digit_image, digit_prompt, real_digits
+from visreward.errors import VisrewardError
+from visreward.generative import GenerativeRewardModel, VLMTrainingConfig, train_vlm_reward_model, yes_probability
+from visreward.post_training.pairs import Pair, write_pairs
+
+from tiny_vlms import save_tiny_internvl, save_tiny_qwen2_5_vl
+
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "internvl"])
+def judge(request, tmp_path_factory):
+    builder = save_tiny_qwen2_5_vl if request.param == "qwen2_5_vl" else save_tiny_internvl
+    return GenerativeRewardModel.from_pretrained(builder(tmp_path_factory.mktemp("vlm") / request.param))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = real_digits("reward")
+    return [digit_image(images[i]) for i in range(6)], [digit_prompt(int(labels[i])) for i in range(6)]
+
+
+def test_yes_probability_on_literal_logits():
+    logits = torch.tensor([[2.0, 0.0, 1.0, -1.0]])  # tokens: yes, no, Yes, other
+    normalised = yes_probability(logits, yes_ids=[0, 2], no_ids=[1])
+    expected = (np.exp(2) + np.exp(1)) / (np.exp(2) + np.exp(1) + np.exp(0))
+    assert normalised.item() == pytest.approx(expected, rel=1e-6)
+    full = yes_probability(logits, [0, 2], [1], full_vocabulary=True)
+    assert full.item() == pytest.approx((np.exp(2) + np.exp(1)) / np.exp(logits[0].numpy()).sum(), rel=1e-6)
+
+
+def test_score_is_p_yes_at_the_first_answer_position(judge, digits):
+    images, prompts = digits
+    score = judge.score(images[:1], prompts[:1])
+    from visreward.generative.templates import question
+
+    batch = judge.encode([judge.chat_text(question(prompts[0], None, False), 1)], [[images[0]]])
+    with torch.no_grad():
+        logits = judge.model(**batch).logits[0, -1]
+    yes = torch.logsumexp(logits[judge.yes_ids], 0)
+    no = torch.logsumexp(logits[judge.no_ids], 0)
+    assert score.item() == pytest.approx(torch.sigmoid(yes - no).item(), abs=1e-5)
+    assert type(judge.processor).__name__ in ("Qwen2_5_VLProcessor", "InternVLProcessor")
+
+
+def test_batching_gives_the_same_scores_as_one_at_a_time(judge, digits):
+    images, prompts = digits
+    batched = judge.score(images, prompts, batch_size=6)
+    alone = torch.cat([judge.score([image], [prompt]) for image, prompt in zip(images, prompts)])
+    assert torch.allclose(batched, alone, atol=1e-4)
+    tensors = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255).permute(2, 0, 1) for im in images])
+    assert torch.allclose(judge.score(tensors, prompts), batched, atol=1e-4)
+
+
+def test_pairwise_scores_average_both_orders(judge, digits):
+    images, prompts = digits
+    a_over_b, info = judge.score_with_info(images[:3], prompts[:3], references=images[3:])
+    b_over_a = judge.score(images[3:], prompts[:3], references=images[:3])
+    assert torch.allclose(a_over_b + b_over_a, torch.ones(3), atol=1e-5)  # order-averaging makes it antisymmetric
+    assert "order_bias" in info
+    several = judge.score(images[:1], prompts[:1], references=[[images[3], images[4]]])
+    single = [judge.score(images[:1], prompts[:1], references=[images[k]]) for k in (3, 4)]
+    assert several.item() == pytest.approx((single[0] + single[1]).item() / 2, abs=1e-5)
+
+
+def test_instruction_and_chain_of_thought(judge, digits):
+    images, prompts = digits
+    plain = judge.score(images[:2], prompts[:2])
+    instructed = judge.score(images[:2], prompts[:2], instruction="Judge only the sharpness of the strokes.")
+    assert not torch.allclose(plain, instructed)
+    for mode in ("reason-first", "decision-first"):
+        scores, info = judge.score_with_info(images[:2], prompts[:2], cot=mode, max_new_tokens=4)
+        assert scores.shape == (2,) and len(info["rationales"]) == 2 and all(isinstance(r, str) for r in info["rationales"])
+    with pytest.raises(VisrewardError, match="cot must be one of"):
+        judge.score(images[:1], prompts[:1], cot="always")
+    rewards, reward_info = judge.reward_fn(images[:2], prompts[:2], [{}, {}])
+    assert rewards.shape == (2,) and {"reward_mean", "reward_std"} <= set(reward_info)
+
+
+@pytest.fixture(scope="module")
+def noisy_digit_pairs(tmp_path_factory):
+    """A synthetic preference from real images: the clean digit over the same digit buried in noise."""
+    root = tmp_path_factory.mktemp("vlm-pairs")
+    images, labels = real_digits("reward")
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(150):
+        clean, noisy = images[i], np.clip(images[i] + rng.normal(0, 0.5, images[i].shape), 0, 1)
+        digit_image(clean).save(root / f"{i}-clean.png")
+        digit_image(noisy).save(root / f"{i}-noisy.png")
+        pairs.append(Pair(digit_prompt(int(labels[i])), str(root / f"{i}-clean.png"), str(root / f"{i}-noisy.png"), 1.0, 0.0))
+    return write_pairs(pairs, root / "pairs")
+
+
+@pytest.mark.parametrize("bradley_terry, epochs", [(False, 12), (True, 4)])
+def test_training_a_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, tmp_path, bradley_terry, epochs):
+    model = save_tiny_qwen2_5_vl(tmp_path / "base")
+    metrics = train_vlm_reward_model(VLMTrainingConfig(
+        model=str(model), pairs=[str(noisy_digit_pairs)], output=str(tmp_path / "rm"), epochs=epochs, lr=1e-3,
+        batch_size=16, bradley_terry=bradley_terry, progress=False))
+    assert metrics["n_heldout"] == 30
+    assert metrics["heldout_pairwise_accuracy"] >= 0.8  # chance is 0.5
+    saved = json.loads((tmp_path / "rm" / "visreward_vlm.json").read_text())
+    assert saved["template_version"] == "visreward-rewarddance-v1"
+    if not bradley_terry:
+        judge = GenerativeRewardModel.from_pretrained(tmp_path / "rm")
+        clean = [str(Path(noisy_digit_pairs).parent / f"{i}-clean.png") for i in range(3)]
+        noisy = [str(Path(noisy_digit_pairs).parent / f"{i}-noisy.png") for i in range(3)]
+        assert (judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy) > 0.5).all()
+
+
+def test_lora_training_saves_an_adapter_that_loads(noisy_digit_pairs, tmp_path):
+    model = save_tiny_qwen2_5_vl(tmp_path / "base")
+    train_vlm_reward_model(VLMTrainingConfig(model=str(model), pairs=[str(noisy_digit_pairs)], output=str(tmp_path / "rm"),
+                                             epochs=1, lora=True, progress=False, mode="both"))
+    assert (tmp_path / "rm" / "adapter_config.json").exists()
+    judge = GenerativeRewardModel.from_pretrained(tmp_path / "rm")
+    assert judge.score([str(Path(noisy_digit_pairs).parent / "0-clean.png")], ["a handwritten digit 0"]).shape == (1,)
+
+
+def test_cli_scores_with_a_vlm_and_best_of_n_uses_references(tmp_path, tiny_generator_dir):
+    import pyarrow.parquet as pq
+
+    from visreward.cli import main
+
+    model = save_tiny_internvl(tmp_path / "vlm")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    images, _ = real_digits("reward")
+    for i in range(3):
+        digit_image(images[i]).save(folder / f"{i}.png")
+    assert main(["score", "--model", f"vlm:{model}", "--output", str(tmp_path / "s.parquet"), "--no-progress", str(folder)]) == 0
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert table.num_rows == 3 and all(0 < s < 1 for s in table["score"].to_pylist())
+    assert main(["best-of-n", "--generator", str(tiny_generator_dir), "--reward", f"vlm:{model}", "--prompts",
+                 "a handwritten digit 4", "--n", "3", "--references", "top-2", "--output", str(tmp_path / "bon"),
+                 "--no-progress"]) == 0
+    assert pq.read_table(tmp_path / "bon" / "scores.parquet").num_rows == 3
+    assert main(["refl", "--reward", f"vlm:{model}", "--prompts", "a handwritten digit 4"]) == 2

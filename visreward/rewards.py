@@ -1,0 +1,27 @@
+"""One loader for both reward kinds; each has `score(images, prompts)` and `reward_fn`.
+
+    rm/                  a GAN-RM folder (visreward train-rm)
+    vlm:PATH_OR_ID       a vision-language judge (RewardDance); a train-vlm-rm folder also works as vlm:FOLDER
+"""
+
+from __future__ import annotations
+
+from .errors import VisrewardError
+
+
+def is_generative(spec: str) -> bool:
+    return spec.startswith("vlm:")
+
+
+def load_reward_model(spec: str, device: str | None = None, backend: str = "torch", precision: str = "fp32",
+                      cache_dir=None):
+    if not spec:
+        raise VisrewardError("no reward model given")
+    if is_generative(spec):
+        from .generative import GenerativeRewardModel
+
+        return GenerativeRewardModel.from_pretrained(spec[len("vlm:"):], device=device)
+    from .discriminative import DiscriminativeRewardModel
+
+    return DiscriminativeRewardModel.from_pretrained(spec, device=device, backend=backend, precision=precision,
+                                                     cache_dir=cache_dir)
