@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.digits_data import digit_image, real_digits
-from visreward.images import SkipLog, load_image
+from visreward.images import load_image
 from visreward.readers import read_images
 from visreward.scoring import ScoreConfig, run_score
 
@@ -75,12 +75,20 @@ def replicate(source: Path, folder: Path, n: int) -> Path:
 
 
 def naive_rate(model: DiscriminativeRewardModel, paths: list[str]) -> float:
+    """How popular reward packages score: PIL open/resize/crop, torch normalise, one image per eager forward."""
     encoder, head = model.encoder, model.head
+    recipe = encoder.preprocessing
+    mean, std = torch.tensor(recipe.mean).view(3, 1, 1), torch.tensor(recipe.std).view(3, 1, 1)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.no_grad():
         for path in paths:
-            pixels = encoder.preprocessing(load_image(path))[None]
-            head(encoder.embed_pixels(pixels))
+            image = Image.open(path).convert("RGB")
+            scale = recipe.resize / min(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+            left, top = (image.width - recipe.crop) // 2, (image.height - recipe.crop) // 2
+            image = image.crop((left, top, left + recipe.crop, top + recipe.crop))
+            pixels = (torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1) - mean) / std
+            head(encoder.embed_pixels(pixels[None]))
     return len(paths) / (time.perf_counter() - start)
 
 
