@@ -34,7 +34,6 @@ from scipy.stats import spearmanr
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.digits_data import digit_image, real_digits
 from visreward.images import load_image
-from visreward.readers import read_images
 from visreward.scoring import ScoreConfig, run_score
 
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.discriminative.trainer import (LabeledFeatures, bootstrap_set, class_balanced_weights, labeled,
+from visreward.discriminative.trainer import (bootstrap_set, class_balanced_weights, labeled,
                                               split_holdout)
 from visreward.encoders import load_encoder
 from visreward.errors import VisrewardError

@@ -143,4 +143,30 @@ def test_cli_scores_with_a_vlm_and_best_of_n_uses_references(tmp_path, tiny_gene
                  "a handwritten digit 4", "--n", "3", "--references", "top-2", "--output", str(tmp_path / "bon"),
                  "--no-progress"]) == 0
     assert pq.read_table(tmp_path / "bon" / "scores.parquet").num_rows == 3
-    assert main(["refl", "--reward", f"vlm:{model}", "--prompts", "a handwritten digit 4"]) == 2
+
+
+def test_differentiable_path_matches_the_processor_and_carries_gradients(judge, digits):
+    images, prompts = digits
+    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255).permute(2, 0, 1) for im in images[:2]])
+    from visreward.generative.templates import question
+
+    batch = judge.encode([judge.chat_text(question(p, None, False), 1) for p in prompts[:2]], [[im] for im in images[:2]])
+    ours = judge.pixel_values(pixels, batch)
+    assert ours.shape == batch["pixel_values"].shape
+    assert (ours - batch["pixel_values"]).abs().mean() < 0.05  # torch vs PIL resampling of the same pixels
+    pixels.requires_grad_()
+    rewards = judge(pixels, prompts[:2])
+    assert torch.allclose(rewards.detach(), judge.score(images[:2], prompts[:2]), atol=0.02)
+    rewards.sum().backward()
+    assert pixels.grad.abs().sum() > 0
+
+
+def test_refl_with_a_vlm_reward(tmp_path, tiny_generator_dir):
+    from visreward.post_training import ReFLConfig, run_refl
+
+    model = save_tiny_internvl(tmp_path / "vlm")
+    metrics = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=f"vlm:{model}", output=str(tmp_path / "refl"),
+                                  prompts=["a handwritten digit 4"], steps=2, batch_size=2, num_inference_steps=3,
+                                  last_steps=1, lr=1e-3, log_every=1, progress=False))
+    assert all(0 < row["reward_mean"] < 1 for row in metrics["history"])
+    assert (tmp_path / "refl" / "generator" / "generator.json").exists()

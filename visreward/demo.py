@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .atomic import write_text
@@ -74,7 +73,7 @@ def _table(rows: list[dict]) -> str:
 
 def run_demo(config: DemoConfig) -> dict:
     from .discriminative import DiscriminativeRewardModel
-    from .evaluation.metrics import binary_metrics
+    from .evaluation.metrics import binary_metrics, score_summary
     from .features import encode_tensors
     from .post_training.best_of_n import sample_and_score
     from .post_training.rounds import RoundsConfig, run_rounds
@@ -153,7 +152,12 @@ def run_demo(config: DemoConfig) -> dict:
     print()
     print(_table(rows))
     judged = results["judge_on_evaluation_split"]
-    print(f"\njudge (round-1 reward model) on held-out real vs base samples: AUC {judged['auc']:.3f}")
+    print(f"\njudge (round-1 reward model) on held-out real vs base samples: AUC {judged['auc']:.3f}, "
+          f"accuracy {judged['accuracy']:.3f}; reward (logit) distribution:")
+    print(f"{'':18s} {'mean':>7s} {'std':>6s} {'p5':>7s} {'p50':>7s} {'p95':>7s}")
+    for name, values in (("held-out real", real_scores), ("base generated", base_scores)):
+        q = score_summary(values)
+        print(f"{name:18s} {q['mean']:+7.2f} {q['std']:6.2f} {q['p5']:+7.2f} {q['p50']:+7.2f} {q['p95']:+7.2f}")
     print(f"{len(eval_prompts)} samples per row; Frechet distance in {judge.encoder.name} feature space vs "
           f"{len(real)} held-out real digits; diversity = mean pairwise feature distance within a digit")
     print(f"\nreport: {out / 'report.html'}   metrics: {out / 'demo_metrics.json'}   ({results['seconds']:.0f}s)")

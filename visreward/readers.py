@@ -15,7 +15,6 @@ holds more than one shard's file names in memory, whatever the number of images.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import VisrewardError
-from ..images import ImageInput, load_image, tensor_to_pil
+from ..images import ImageInput, clamp_unit, load_image, tensor_to_pil
 from .templates import ANSWER_CUE, COT_MODES, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
@@ -212,6 +212,49 @@ class GenerativeRewardModel:
         if cot:
             info["rationales"] = rationales
         return scores, info
+
+    def pixel_values(self, images: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Differentiable twin of the processor's pixel_values for [B,3,H,W] images in [0,1].
+
+        Resize (bicubic, antialiased) to the size the processor chose, normalise with its mean and
+        std, and lay the pixels out as the model expects: per-image tensors (InternVL, LLaVA, ...) or
+        Qwen-VL's flattened merge-window patches.
+        """
+        import torch.nn.functional as F
+
+        settings = self.processor.image_processor
+        mean = torch.tensor(settings.image_mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(settings.image_std, device=images.device).view(1, 3, 1, 1)
+        target = batch["pixel_values"]
+        if "image_grid_thw" in batch:
+            patch, merge, temporal = settings.patch_size, settings.merge_size, settings.temporal_patch_size
+            flat = []
+            for image, (_, grid_h, grid_w) in zip(images, batch["image_grid_thw"].tolist()):
+                x = F.interpolate(image[None], size=(grid_h * patch, grid_w * patch), mode="bicubic", antialias=True)
+                x = ((clamp_unit(x) - mean) / std)[0]
+                x = x.reshape(3, grid_h // merge, merge, patch, grid_w // merge, merge, patch).permute(1, 4, 2, 5, 0, 3, 6)
+                x = x[:, :, :, :, :, None].expand(*x.shape[:5], temporal, patch, patch)
+                flat.append(x.reshape(grid_h * grid_w, 3 * temporal * patch * patch))
+            return torch.cat(flat).to(target.dtype)
+        if target.ndim != 4 or target.shape[0] != len(images):
+            raise VisrewardError(f"{type(self.processor).__name__}: tiled image inputs have no differentiable path yet")
+        x = F.interpolate(images, size=tuple(target.shape[-2:]), mode="bicubic", antialias=True)
+        return ((clamp_unit(x) - mean) / std).to(target.dtype)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Differentiable pointwise P(yes) for [B,3,H,W] images in [0,1] (for reward-gradient training)."""
+        prompts = list(prompts) if prompts is not None else [None] * len(images)
+        texts = [self.chat_text(question(p, self.settings.get("instruction"), False), 1) for p in prompts]
+        batch = self.encode(texts, [[_pil(image)] for image in images])
+        batch["pixel_values"] = self.pixel_values(images.to(self.device).float(), batch)
+        logits = self.model(**batch).logits[:, -1]
+        return yes_probability(logits, self.yes_ids, self.no_ids)
+
+    __call__ = forward
+
+    def requires_grad_(self, requires_grad: bool = True) -> "GenerativeRewardModel":
+        self.model.requires_grad_(requires_grad)
+        return self
 
     def score(self, images, prompts=None, references=None, **kwargs) -> torch.Tensor:
         return self.score_with_info(images, prompts, references, **kwargs)[0]

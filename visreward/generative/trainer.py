@@ -20,7 +20,6 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

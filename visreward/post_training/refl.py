@@ -8,8 +8,8 @@ for latent models) and maximises the reward of the decoded images. The reward's 
 spread (std) across each batch are logged; a spread that collapses to a fraction of its
 starting value is the reward-hacking signal RewardDance watches for, and is warned about.
 
-Rewards: a GAN-RM folder (its encoder's differentiable path). Vision-language judges have no
-differentiable image path yet (their processors resize in numpy); ReFL refuses them clearly.
+Rewards: a GAN-RM folder (its encoder's differentiable path) or vlm:PATH_OR_ID (the judge's
+pointwise P(yes), with the processor's resize/normalise/patchify redone differentiably).
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from ..config import option
-from ..errors import VisrewardError
 from .finetune import FineTuneConfig, TrainingImages, finetune
 
 
 @dataclass
 class ReFLConfig(FineTuneConfig):
-    reward: str = option("rm", "reward model folder (GAN-RM)")
+    reward: str = option("rm", "reward model: a GAN-RM folder or vlm:PATH_OR_ID")
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     num_inference_steps: int = option(20, "sampler steps from noise to image")
     last_steps: int = option(5, "the gradient step is drawn from the last this-many sampler steps")
@@ -56,7 +55,7 @@ def make_refl_loss(reward_model, config: ReFLConfig):
                 x0 = objective.predict_x0(x, denoiser.predict(module, x, at(i), condition), at(i))
                 x = objective.step(x, x0, at(i), at(i + 1))
         x0 = objective.predict_x0(x, denoiser.predict(module, x, at(stop), condition), at(stop))
-        rewards = reward_model(denoiser.decode(x0), prompts if reward_model.head.uses_text else None)
+        rewards = reward_model(denoiser.decode(x0), prompts)
         spread = rewards.detach().std().item() if len(rewards) > 1 else 0.0
         if len(baseline) < 5:
             baseline.append(spread)
@@ -74,10 +73,8 @@ def make_refl_loss(reward_model, config: ReFLConfig):
 def run_refl(config: ReFLConfig) -> dict:
     from ..cli import read_prompts
     from ..generators import load_generator
-    from ..rewards import is_generative, load_reward_model
+    from ..rewards import load_reward_model
 
-    if is_generative(config.reward):
-        raise VisrewardError("ReFL needs a differentiable reward: use a GAN-RM folder (vlm: judges have no differentiable image path)")
     reward_model = load_reward_model(config.reward, device=None if config.device == "cpu" else config.device)
     reward_model.requires_grad_(False)
     prompts = read_prompts(config.prompts)

@@ -1,0 +1,69 @@
+"""Seconds per Diffusion-DPO (and SFT) step on this machine: the bundled digits generator and a
+tiny Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA.
+
+    python benchmarks/training.py          # ~2 minutes on a 2-core CPU
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from tiny_pipelines import save_tiny_stable_diffusion  # noqa: E402
+
+from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
+from visreward.digits_data import digit_image, digit_prompt, real_digits  # noqa: E402
+from visreward.generators import DiffusersGenerator, load_bundled_generator, save_samples  # noqa: E402
+from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n,  # noqa: E402
+                                     run_dpo, run_sft, write_pairs)
+from visreward.generators.base import GeneratedSample  # noqa: E402
+
+
+def pairs_for(generator: str, reward: Path, work: Path, prompts: list[str]) -> Path:
+    bon = work / f"bon-{Path(generator).name}"
+    run_best_of_n(BestOfNConfig(generator=generator, reward=str(reward), prompts=prompts, n=4, repeats=4, keep_bottom=1,
+                                output=str(bon), progress=False))
+    return write_pairs(build_pairs(pq.read_table(bon / "scores.parquet").to_pylist(), group_by="group"), work / f"pairs-{bon.name}")
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp())
+    prompts = [digit_prompt(d) for d in range(10)]
+    images, labels = real_digits("reward")
+    save_samples([GeneratedSample(digit_image(i), digit_prompt(int(l)), -1) for i, l in zip(images[:60], labels[:60])], work / "target")
+    generator = load_bundled_generator(progress=False)
+    save_samples(generator.generate(prompts, 6, seed=0), work / "generated")
+    train_reward_model(RewardTrainingConfig(target=[str(work / "target")], generated=[str(work / "generated")],
+                                            output=str(work / "rm"), progress=False))
+    sd = save_tiny_stable_diffusion(work / "sd")
+    DiffusersGenerator.from_pretrained(sd, num_inference_steps=4).save_pretrained(work / "sd-gen")
+    rows = []
+    for name, spec, batch in (("bundled digits generator (2.8M-param UNet, 8x8)", "digits", 32),
+                              ("tiny SD pipeline (UNet2DCondition + VAE + CLIP text, 16x16)", str(work / "sd-gen"), 8)):
+        pairs = pairs_for(spec, work / "rm", work, prompts)
+        for method, lora in (("DPO", False), ("DPO", True), ("SFT", False)):
+            common = dict(generator=spec, output=str(work / f"{method}-{lora}-{batch}"), steps=12, batch_size=batch,
+                          log_every=12, lora=lora, progress=False)
+            if method == "DPO":
+                metrics = run_dpo(DPOConfig(pairs=str(pairs), **common))
+            else:
+                metrics = run_sft(SFTConfig(data=[str(work / f"bon-{Path(spec).name}")], **common))
+            rows.append((name, f"{method}{' LoRA' if lora else ''}", batch, metrics["seconds_per_step"]))
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| generator | method | batch (pairs / images) | seconds per step |")
+    print("|---|---|---|---|")
+    for name, method, batch, seconds in rows:
+        print(f"| {name} | {method} | {batch} | {seconds:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""A tiny Stable Diffusion pipeline built from configs (random weights), saved to a folder."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+
+def _tiny_clip_tokenizer(directory: Path):
+    from transformers import CLIPTokenizer
+
+    # printable ASCII maps to itself in CLIP's byte-level alphabet: characters (and word ends) suffice
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.printable[:94]:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77), len(vocab)
+
+
+def save_tiny_stable_diffusion(root: Path, prediction_type: str = "epsilon") -> Path:
+    """16x16 images, 8x8x4 latents, a 2-level UNet; returns the pipeline folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                                num_attention_heads=4, max_position_embeddings=77, bos_token_id=0,
+                                                eos_token_id=1, pad_token_id=1))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"))
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=False)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
