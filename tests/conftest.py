@@ -68,6 +68,17 @@ def digit_folders(tmp_path_factory, tiny_generator) -> dict[str, Path]:
     return folders
 
 
+@pytest.fixture(scope="session")
+def rm_dir(digit_folders, tmp_path_factory) -> Path:
+    """A small GAN-RM (real target digits vs the tiny generator's samples) for tests that need a reward."""
+    from visreward import RewardTrainingConfig, train_reward_model
+
+    output = tmp_path_factory.mktemp("rm") / "rm"
+    train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
+                                            output=str(output), progress=False, epochs=10))
+    return output
+
+
 TINY_WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + "a handwritten digit photo of 0 1 2 3 4 5 6 7 8 9".split()
 
 

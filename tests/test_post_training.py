@@ -65,16 +65,6 @@ def test_pairs_best_vs_worst_and_margin():
 # --- on the bundled generator ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def rm_dir(digit_folders, tmp_path_factory):
-    from visreward import RewardTrainingConfig, train_reward_model
-
-    output = tmp_path_factory.mktemp("post") / "rm"
-    train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
-                                            output=str(output), progress=False, epochs=10))
-    return output
-
-
-@pytest.fixture(scope="module")
 def bon_dir(rm_dir, tiny_generator_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("bon") / "bon"
     run_best_of_n(BestOfNConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(output),

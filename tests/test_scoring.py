@@ -13,16 +13,6 @@ from conftest import photo
 
 
 @pytest.fixture(scope="module")
-def rm_dir(digit_folders, tmp_path_factory):
-    from visreward import RewardTrainingConfig, train_reward_model
-
-    output = tmp_path_factory.mktemp("scoring") / "rm"
-    train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
-                                            output=str(output), progress=False, epochs=5))
-    return output
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("score-images") / "imgs"
     folder.mkdir()

@@ -6,7 +6,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy import linalg
 
 from ..digits_data import parse_digit, real_digits
 
@@ -16,11 +15,10 @@ def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Te
     a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
     mean_a, mean_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():
-        offset = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
+    # tr sqrt(A B) from the eigenvalues of A B (real, >= 0 for covariance matrices): stable when, with
+    # fewer samples than dimensions, the covariances are singular and sqrtm is not.
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real.clip(min=0)
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(eigenvalues).sum())
 
 
 def within_prompt_diversity(features: torch.Tensor, prompts: list[str]) -> float:
