@@ -30,6 +30,6 @@ def test_digit_classifier_reads_real_held_out_digits():
 
 
 def test_auc_counts_ties_half_and_accuracy_uses_the_threshold():
-    assert roc_auc(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(0.875)
+    assert roc_auc(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(2.5 / 4)  # (1>0)+(2>0)+tie/2
     metrics = binary_metrics([1.0, -1.0], [-2.0, 0.5], curve=True)
     assert metrics["accuracy"] == 0.5 and metrics["roc"]["tpr"][-1] == 1.0
