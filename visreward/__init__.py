@@ -1,20 +1,23 @@
 """visreward: reward models for visual generative models, and the post-training that uses them.
 
     import visreward
-    rm = visreward.DiscriminativeRewardModel.from_pretrained("rm/")
+    rm = visreward.DiscriminativeRewardModel.from_pretrained("rm/")          # GAN-RM
     scores = rm.score(images=["a.png", "b.jpg"])
+    judge = visreward.GenerativeRewardModel.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct")   # RewardDance
+    generator = visreward.load_generator("digits")                            # or a diffusers pipeline
 """
+
+from ._lazy import lazy_exports
+from .errors import VisrewardError
 
 __version__ = "0.1.0"
 
-from .discriminative import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model  # noqa: E402
-from .encoders import available_encoders, load_encoder  # noqa: E402
-from .errors import VisrewardError  # noqa: E402
-from .features import FeatureCache  # noqa: E402
-from .images import load_image  # noqa: E402
-from .readers import find_images, read_images  # noqa: E402
-
-__all__ = [
-    "DiscriminativeRewardModel", "FeatureCache", "RewardTrainingConfig", "VisrewardError",
-    "available_encoders", "find_images", "load_encoder", "load_image", "read_images", "train_reward_model",
-]
+_EXPORTS = {
+    "DiscriminativeRewardModel": "discriminative", "RewardTrainingConfig": "discriminative",
+    "train_reward_model": "discriminative", "GenerativeRewardModel": "generative", "VLMTrainingConfig": "generative",
+    "train_vlm_reward_model": "generative", "available_encoders": "encoders", "load_encoder": "encoders",
+    "FeatureCache": "features", "load_generator": "generators", "load_image": "images", "find_images": "readers",
+    "read_images": "readers", "load_reward_model": "rewards",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS) + ["VisrewardError"]

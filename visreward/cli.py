@@ -92,22 +92,10 @@ class GenerateConfig:
     seed: int = option(0, "sample k uses seed + k")
 
 
-def read_prompts(values: list[str]) -> list[str]:
-    if len(values) == 1 and values[0].endswith(".txt"):
-        path = Path(values[0])
-        if not path.is_file():
-            raise VisrewardError(f"{path}: no such prompts file")
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompts:
-            raise VisrewardError(f"{path}: no prompts in the file")
-        return prompts
-    if not values:
-        raise VisrewardError("no prompts given (--prompts)")
-    return values
-
-
 def _generate(config) -> None:
     from .generators import load_generator, save_samples
+
+    from .prompts import read_prompts
 
     generator = load_generator(config.generator)
     samples = generator.generate(read_prompts(config.prompts), config.n, config.seed)

@@ -133,7 +133,8 @@ def run_demo(config: DemoConfig) -> dict:
     print("4/4 report")
     shown = list(range(0, len(eval_prompts), config.eval_per_digit))[:10]
     for name, images in grids.items():
-        save_grid(images[[i + j for i in shown for j in range(4)]], 10, out / "assets" / f"grid-{name}.png")
+        # row j holds the j-th sample of every digit: one digit per column
+        save_grid(images[[i + j for j in range(4) for i in shown]], 10, out / "assets" / f"grid-{name}.png")
     order = torch.argsort(scores16, descending=True)
     save_grid(images16[order[:40]], 4, out / "assets" / "highest-scored.png")
     save_grid(images16[order[-40:]], 4, out / "assets" / "lowest-scored.png")

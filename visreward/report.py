@@ -128,7 +128,8 @@ def write_report(run: str | Path) -> Path:
                 (int(name.split()[-1]), r[metric]) for name, r in by_name.items() if name.startswith(f"{method} round")]
             series[method] = points
         curves.append(line_chart(series, f"{label} per round", "round (0 = base)", label))
-    series = {method.upper(): [(r["round"], r["rm_heldout"]["auc"]) for r in metrics["rounds"][method]] for method in metrics["rounds"]}
+    series = {method.upper(): [(r["round"], r["rm_heldout"]["auc"]) for r in metrics["rounds"][method]]
+              for method in ("sft", "dpo") if method in metrics["rounds"]}
     curves.append(line_chart(series, "reward model held-out AUC per round", "round", "AUC"))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>visreward demo report</title>

@@ -25,6 +25,7 @@ from ..encoders import BACKENDS, PRECISIONS
 from ..errors import VisrewardError
 from ..formats import write_table
 from ..images import tensor_to_pil
+from ..prompts import read_prompts
 
 
 @dataclass
@@ -84,7 +85,6 @@ def rank_within_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def run_best_of_n(config: BestOfNConfig) -> dict:
-    from ..cli import read_prompts
     from ..generators import load_generator
     from ..rewards import is_generative, load_reward_model
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import option
+from ..prompts import read_prompts
 from .finetune import FineTuneConfig, TrainingImages, finetune
 
 
@@ -71,7 +72,6 @@ def make_refl_loss(reward_model, config: ReFLConfig):
 
 
 def run_refl(config: ReFLConfig) -> dict:
-    from ..cli import read_prompts
     from ..generators import load_generator
     from ..rewards import load_reward_model
 

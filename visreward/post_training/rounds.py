@@ -24,6 +24,7 @@ from ..discriminative import RewardTrainingConfig, train_reward_model
 from ..encoders import BACKENDS, PRECISIONS
 from ..formats import read_table
 from ..generators import load_generator, save_samples
+from ..prompts import read_prompts
 from .best_of_n import BestOfNConfig, run_best_of_n
 from .dpo import DPOConfig, run_dpo
 from .pairs import build_pairs, write_pairs
@@ -63,7 +64,6 @@ def _done(folder: Path, marker: str) -> bool:
 
 
 def run_rounds(config: RoundsConfig) -> list[dict]:
-    from ..cli import read_prompts
 
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -118,8 +118,3 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
         summary.append(info)
         write_text(output / "rounds.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def round_generators(run: str | Path) -> list[str]:
-    """G_1, G_2, ... of a finished run (for evaluation)."""
-    return [r["next_generator"] for r in json.loads(Path(run, "rounds.json").read_text())]
