@@ -114,9 +114,13 @@ def ceiling_rate(model: DiscriminativeRewardModel, paths: list[str], batch_size:
 
 
 def peak_rss_mb(model_dir: Path, folder: Path, output: Path, extra: list[str]) -> float:
-    """Peak RSS of a fresh `visreward score` process."""
-    code = ("import resource, sys; from visreward.cli import main; code = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    """Peak RSS of a fresh `visreward score` process.
+
+    Read from /proc/self/status (VmHWM, reset at exec): ru_maxrss would include this big
+    parent process's footprint, which a forked child carries across exec.
+    """
+    code = ("import sys; from visreward.cli import main; code = main(sys.argv[1:]); "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, "score", "--model", str(model_dir), "--output", str(output),
                              "--no-progress", *extra, str(folder)], capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1]) / 1024

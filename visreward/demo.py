@@ -24,6 +24,7 @@ import torch
 from .atomic import write_text
 from .config import option, save_config
 from .digits_data import digit_image, digit_prompt, real_digits
+from .errors import VisrewardError
 from .generators import GeneratedSample, load_bundled_generator, load_generator, save_samples
 
 JUDGE = "rounds-dpo/round-1/rm"
@@ -47,7 +48,7 @@ class DemoConfig:
 def _write_targets(out: Path, n: int) -> Path:
     images, labels = real_digits("reward")
     if n > len(images):
-        raise ValueError(f"the reward split has {len(images)} digits; --n-target must not exceed it")
+        raise VisrewardError(f"--n-target {n}: the reward split has only {len(images)} real digits")
     samples = [GeneratedSample(digit_image(image), digit_prompt(int(label)), -1) for image, label in zip(images[:n], labels[:n])]
     return save_samples(samples, out / "target")
 
