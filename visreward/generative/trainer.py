@@ -139,7 +139,10 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
     rng.shuffle(pairs)
     n_held = max(1, round(len(pairs) * config.holdout)) if config.holdout > 0 else 0
     held, train = pairs[:n_held], pairs[n_held:]
-    judge = GenerativeRewardModel.from_pretrained(config.model, device=config.device)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    judge = GenerativeRewardModel.from_pretrained(config.model, device=str(accelerator.device))
     if config.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -153,13 +156,25 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
         examples = [e for pair in train for e in examples_of(pair, config.mode, config.instruction, config.cot)]
     parameters = [p for p in judge.model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     optimizer = torch.optim.AdamW(parameters, lr=config.lr)
-    history = [{"epoch": 0, "heldout_pairwise_accuracy": _pairwise_accuracy(judge, held, config.instruction, head)}]
+    judge.model, optimizer = accelerator.prepare(judge.model, optimizer)
+    trained_model = judge.model
+    # each process trains on its own slice of every epoch; accelerate averages the gradients
+    examples = examples[accelerator.process_index :: accelerator.num_processes]
+
+    def heldout_accuracy() -> float:
+        judge.model = accelerator.unwrap_model(trained_model)
+        accuracy = _pairwise_accuracy(judge, held, config.instruction, head)
+        judge.model = trained_model
+        return accuracy
+
+    history = [{"epoch": 0, "heldout_pairwise_accuracy": heldout_accuracy()}]
     started = time.time()
     for epoch in range(1, config.epochs + 1):
         judge.model.train()
         rng.shuffle(examples)
         losses = []
-        for start in tqdm(range(0, len(examples), config.batch_size), desc=f"epoch {epoch}", disable=not config.progress):
+        for start in tqdm(range(0, len(examples), config.batch_size), desc=f"epoch {epoch}",
+                          disable=not (config.progress and accelerator.is_main_process)):
             chunk = examples[start : start + config.batch_size]
             if head is not None:
                 prompts = [p.prompt for p in chunk]
@@ -169,15 +184,19 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
             else:
                 loss = decision_loss(judge, chunk)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             optimizer.step()
             losses.append(loss.item())
         judge.model.eval()
         history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
-                        "heldout_pairwise_accuracy": _pairwise_accuracy(judge, held, config.instruction, head)})
+                        "heldout_pairwise_accuracy": heldout_accuracy()})
+    judge.model = accelerator.unwrap_model(trained_model)
     metrics = {"n_train": len(train), "n_heldout": len(held), "history": history, "seconds": time.time() - started,
-               "heldout_pairwise_accuracy": history[-1]["heldout_pairwise_accuracy"],
+               "heldout_pairwise_accuracy": history[-1]["heldout_pairwise_accuracy"], "world_size": accelerator.num_processes,
                "method": "bradley-terry" if head is not None else "yes-probability"}
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return metrics
     with atomic_dir(config.output) as tmp:
         judge.model.save_pretrained(tmp)
         judge.processor.save_pretrained(tmp)
