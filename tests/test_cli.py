@@ -47,11 +47,14 @@ def test_score_skips_and_reports_corrupt_files_or_fails_in_strict_mode(rm_dir, t
     for i in range(3):
         photo("coffee").save(folder / f"good{i}.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.txt").write_text("not an image")
     output = tmp_path / "scores.parquet"
     assert main(["score", "--model", str(rm_dir), "--output", str(output), "--no-progress", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "wrote 3 scores" in out and "skipped 1 unreadable file(s): broken.png" in out
-    assert "broken.png" in (tmp_path / "scores.parquet.skipped.txt").read_text()
+    assert "wrote 3 scores" in out and "skipped 2 unreadable file(s): " in out
+    log = (tmp_path / "scores.parquet.skipped.txt").read_text()
+    assert "broken.png" in log and "notes.txt" in log
+    (folder / "notes.txt").unlink()  # strict mode stops at the first bad file: let it be the broken image
     assert main(["score", "--model", str(rm_dir), "--output", str(tmp_path / "strict.parquet"), "--strict",
                  "--no-progress", str(folder)]) == 2
     err = capsys.readouterr().err.strip()

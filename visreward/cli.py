@@ -52,7 +52,7 @@ def _score(config) -> None:
     if run.output.is_dir() and config.output.endswith(".parquet"):
         print(f"other processes may still be writing: merge with `visreward merge-scores {run.output} --output {config.output}`")
     if len(run.skipped):
-        print(run.skipped.summary(f"{run.output}.skipped.txt" if run.output.suffix == ".parquet" else f"{run.output}/part-*.skipped.txt"))
+        print(run.skipped.summary(f"{run.output}.skipped.txt" if run.output.suffix == ".parquet" else f"{run.output}/*.skipped.txt"))
 
 
 def _merge_scores(config) -> None:

@@ -108,7 +108,7 @@ def merge_parts(parts: Path, output: Path) -> int:
                 table = pq.read_table(file)
                 writer.write_table(table)
                 rows += table.num_rows
-    skipped_logs = sorted(parts.glob("part-*.skipped.txt"))
+    skipped_logs = sorted(parts.glob("*.skipped.txt"))
     if skipped_logs:
         with atomic_path(f"{output}.skipped.txt") as tmp:
             tmp.write_text("".join(log.read_text() for log in skipped_logs))
@@ -132,9 +132,10 @@ def run_score(config: ScoreConfig) -> ScoreRun:
     cache = None if config.no_cache or generative else FeatureCache(config.cache_dir)
     parts = parts_folder(config.output)
     parts.mkdir(parents=True, exist_ok=True)
-    skipped = SkipLog(strict=config.strict)
+    skipped = SkipLog(strict=config.strict)  # everything skipped this run, for the summary
+    read_skipped = SkipLog(strict=config.strict)  # what the readers skip: non-images, broken containers
     rows = done = resumed = 0
-    for shard in iter_shards(config.inputs, skipped, config.shard_size):
+    for shard in iter_shards(config.inputs, read_skipped, config.shard_size):
         if not placement.owns(shard.index):
             continue
         part = parts / f"part-{shard.name}.parquet"
@@ -159,6 +160,9 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         write_table(table, part)  # last: an existing part means the shard is complete
         rows += len(kept)
         done += 1
+    if len(read_skipped):
+        read_skipped.write(parts / f"read-rank{placement.rank}.skipped.txt")
+        skipped.entries.extend(read_skipped.entries)
     output = parts
     if Path(config.output).suffix == ".parquet" and placement.world_size == 1:
         rows = merge_parts(parts, Path(config.output))
