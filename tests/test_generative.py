@@ -170,3 +170,17 @@ def test_refl_with_a_vlm_reward(tmp_path, tiny_generator_dir):
                                   last_steps=1, lr=1e-3, log_every=1, progress=False))
     assert all(0 < row["reward_mean"] < 1 for row in metrics["history"])
     assert (tmp_path / "refl" / "generator" / "generator.json").exists()
+
+
+def test_two_processes_train_a_vlm_judge_with_gloo(noisy_digit_pairs, tmp_path):
+    import subprocess
+    import sys
+
+    model = save_tiny_qwen2_5_vl(tmp_path / "base")
+    worker = Path(__file__).with_name("vlm_worker.py")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(worker), str(model), str(noisy_digit_pairs), str(tmp_path / "rm")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 of world size 2" in result.stdout and "rank 1 of world size 2" in result.stdout
+    assert json.loads((tmp_path / "rm" / "metrics.json").read_text())["world_size"] == 2

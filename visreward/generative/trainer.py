@@ -158,7 +158,8 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
     optimizer = torch.optim.AdamW(parameters, lr=config.lr)
     judge.model, optimizer = accelerator.prepare(judge.model, optimizer)
     trained_model = judge.model
-    # each process trains on its own slice of every epoch; accelerate averages the gradients
+    # each process trains on its own equal slice (equal step counts keep the gradient all-reduces in step)
+    examples = examples[: len(examples) - len(examples) % accelerator.num_processes]
     examples = examples[accelerator.process_index :: accelerator.num_processes]
 
     def heldout_accuracy() -> float:
