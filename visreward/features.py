@@ -90,7 +90,7 @@ def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEnc
             return _Loaded(record, pixels=preprocess.quantized(quantize(source)[None])[0])
         if isinstance(source, Image.Image):
             return _Loaded(record, pixels=preprocess(source))
-        data = source if isinstance(source, bytes) else read_bytes(source)
+        data = read_bytes(source)
         key = content_key(data)
         cached = cache.get(encoder.cache_key, key) if cache is not None else None
         if cached is not None and cached.shape[0] == encoder.dim:

@@ -117,11 +117,14 @@ def decode_image(data: bytes, source: str, draft_size: int | None = None) -> Ima
         raise ImageLoadError(source, f"corrupt or truncated image ({e})") from None
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def read_bytes(source: str | os.PathLike | bytes) -> bytes:
+    """The encoded bytes of an image: read from a path, or already in hand (tar members, parquet rows)."""
+    if isinstance(source, bytes):
+        return source
     try:
-        return Path(path).read_bytes()
+        return Path(source).read_bytes()
     except OSError as e:
-        raise ImageLoadError(str(path), e.strerror or str(e)) from None
+        raise ImageLoadError(str(source), e.strerror or str(e)) from None
 
 
 def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None = None) -> Image.Image:

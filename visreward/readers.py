@@ -97,7 +97,7 @@ def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path]) -> I
 
 
 def _list_file(path: Path, base: Path) -> Iterator[Item]:
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             image = (path.parent / line) if not os.path.isabs(line) else Path(line)

@@ -79,8 +79,7 @@ def iter_judge_scores(judge, items: Iterable[Item], skipped: SkipLog, batch_size
         kept, images = [], []
         for record, source in chunk:
             try:
-                data = source if isinstance(source, bytes) else read_bytes(source)
-                images.append(decode_image(data, record.path or record.id))
+                images.append(decode_image(read_bytes(source), record.path or record.id))
                 kept.append(record)
             except ImageLoadError as e:
                 skipped.skip(e.source, e.reason)

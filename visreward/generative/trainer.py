@@ -15,7 +15,6 @@ state at the answer position, loss -log sigmoid(r_chosen - r_rejected).
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -28,6 +27,7 @@ from PIL import Image
 from ..atomic import atomic_dir, write_text
 from ..config import option, save_config
 from ..errors import VisrewardError
+from ..images import decode_image
 from ..post_training.pairs import PreferencePair, read_pairs
 from .model import SETTINGS_FILE, GenerativeRewardModel
 from .templates import ANSWER_CUE, COT_MODES, TEMPLATE_VERSION, question
@@ -57,7 +57,7 @@ class VLMTrainingConfig:
 
 
 def _image(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return decode_image(data, "preference pair image")
 
 
 def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: str | None) -> list[tuple[str, list, str]]:

@@ -89,8 +89,9 @@ def decode_for_training(blobs: list[bytes], names: list[str], size: tuple[int, i
 def _with_lora(module: nn.Module, config: FineTuneConfig) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in module.named_modules()} | {name for name, _ in module.named_modules()}
-    targets = [t for t in config.lora_targets if t in names or any(n.endswith(t) for n in names)]
+    names = [name for name, _ in module.named_modules()]
+    # peft's own rule: a target is a module's full name or its last dotted part(s)
+    targets = [t for t in config.lora_targets if any(n == t or n.endswith("." + t) for n in names)]
     if not targets:
         raise VisrewardError(f"--lora-targets {' '.join(config.lora_targets)}: no such modules in the denoiser")
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=targets, init_lora_weights="gaussian")

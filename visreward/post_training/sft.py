@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import option
 from ..errors import VisrewardError
-from ..images import SkipLog
+from ..images import SkipLog, read_bytes
 from ..readers import read_images
 from .finetune import FineTuneConfig, TrainingImages, decode_for_training, finetune
 
@@ -32,7 +32,7 @@ def load_sft_data(sources: list[str], size: tuple[int, int]) -> TrainingImages:
     missing = next((record for record, _ in items if not record.prompt), None)
     if missing is not None:
         raise VisrewardError(f"{missing.path}: no prompt (SFT needs metadata.jsonl prompts)")
-    blobs = [source if isinstance(source, bytes) else open(source, "rb").read() for _, source in items]
+    blobs = [read_bytes(source) for _, source in items]
     return TrainingImages(decode_for_training(blobs, [r.path for r, _ in items], size), [r.prompt for r, _ in items])
 
 
