@@ -33,6 +33,10 @@ def test_every_sample_can_be_regenerated_from_its_seed(tiny_generator):
     again = tiny_generator.generate([samples[4].prompt], 1, seed=samples[4].seed)[0]
     assert np.array_equal(np.asarray(again.image), np.asarray(samples[4].image))
     assert samples[0].image.size == (8, 8)
+    batch, prompts, seeds = tiny_generator.generate_tensors([digit_prompt(3), digit_prompt(8)], 3, seed=100)
+    chosen = [5, 0, 3]  # any recorded samples, in any order, in one batched call
+    again = tiny_generator.generate_from_seeds([prompts[i] for i in chosen], [seeds[i] for i in chosen])
+    assert torch.allclose(again, batch[chosen], atol=1e-5)
     assert not np.array_equal(np.asarray(samples[0].image), np.asarray(samples[1].image))
 
 

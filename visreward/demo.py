@@ -127,7 +127,7 @@ def run_demo(config: DemoConfig) -> dict:
     for method, name in (("sft", "SFT"), ("dpo", "DPO")):
         for info in runs[method]:
             tuned = load_generator(info["next_generator"])
-            images = torch.cat([tuned.generate_tensors([p], 1, s)[0] for p, s in zip(eval_prompts, first_seeds)])
+            images = tuned.generate_from_seeds(eval_prompts, first_seeds)
             rows.append({"name": f"{name} round {info['round']}", **_evaluate(images, eval_prompts, judge, reference)[0]})
             grids[f"{method}-round-{info['round']}"] = images
 

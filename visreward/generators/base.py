@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
+import torch
 from PIL import Image
 
 from ..atomic import atomic_dir
@@ -23,6 +24,9 @@ class GeneratedSample:
 class Generator(Protocol):
     def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
         """n_per_prompt samples per prompt; sample k (prompt-major order) uses seed + k."""
+
+    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """One sample per (prompt, seed), as [B,3,H,W] in [0,1]: any recorded sample, regenerated."""
 
 
 def sample_seeds(n_prompts: int, n_per_prompt: int, seed: int) -> list[int]:

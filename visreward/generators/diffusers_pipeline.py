@@ -59,21 +59,25 @@ class DiffusersGenerator:
         self.pipeline.to(device)
         return self
 
+    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 8) -> torch.Tensor:
+        """One sample per (prompt, seed): [B,3,H,W] in [0,1]."""
+        extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
+                                    ("width", self.width)) if v is not None}
+        chunks = []
+        for i in range(0, len(prompts), batch_size):
+            generators = [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]]
+            with torch.no_grad():
+                output = self.pipeline(prompt=list(prompts[i : i + batch_size]), generator=generators,
+                                       num_inference_steps=self.num_inference_steps, output_type="pt", **extra)
+            chunks.append(output.images.float().cpu())
+        return torch.cat(chunks).clamp(0, 1)
+
     def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
                          batch_size: int = 8) -> tuple[torch.Tensor, list[str], list[int]]:
         """([B,3,H,W] in [0,1], prompts, seeds) in prompt-major order."""
         expanded = [p for p in prompts for _ in range(n_per_prompt)]
         seeds = sample_seeds(len(prompts), n_per_prompt, seed)
-        extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
-                                    ("width", self.width)) if v is not None}
-        chunks = []
-        for i in range(0, len(expanded), batch_size):
-            generators = [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]]
-            with torch.no_grad():
-                output = self.pipeline(prompt=expanded[i : i + batch_size], generator=generators,
-                                       num_inference_steps=self.num_inference_steps, output_type="pt", **extra)
-            chunks.append(output.images.float().cpu())
-        return torch.cat(chunks).clamp(0, 1), expanded, seeds
+        return self.generate_from_seeds(expanded, seeds, batch_size), expanded, seeds
 
     def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
         images, expanded, seeds = self.generate_tensors(prompts, n_per_prompt, seed)

@@ -79,18 +79,19 @@ class DigitsGenerator:
         return ((x.clamp(-1, 1) + 1) / 2).float()
 
     @torch.no_grad()
+    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 500) -> torch.Tensor:
+        """One sample per (prompt, seed): [B,3,8,8] in [0,1]."""
+        labels = torch.tensor([parse_digit(p) for p in prompts])
+        chunks = [self.denoise(self.initial_noise(seeds[i : i + batch_size]), labels[i : i + batch_size])
+                  for i in range(0, len(seeds), batch_size)]
+        return torch.cat(chunks).expand(-1, 3, -1, -1).cpu()
+
     def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
                          batch_size: int = 500) -> tuple[torch.Tensor, list[str], list[int]]:
         """([B,3,8,8] in [0,1], prompts, seeds) in prompt-major order."""
-        labels = [parse_digit(p) for p in prompts]
-        expanded_labels = torch.tensor([d for d in labels for _ in range(n_per_prompt)])
         expanded_prompts = [p for p in prompts for _ in range(n_per_prompt)]
         seeds = sample_seeds(len(prompts), n_per_prompt, seed)
-        chunks = [
-            self.denoise(self.initial_noise(seeds[i : i + batch_size]), expanded_labels[i : i + batch_size])
-            for i in range(0, len(seeds), batch_size)
-        ]
-        return torch.cat(chunks).expand(-1, 3, -1, -1).cpu(), expanded_prompts, seeds
+        return self.generate_from_seeds(expanded_prompts, seeds, batch_size), expanded_prompts, seeds
 
     def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
         images, expanded_prompts, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
