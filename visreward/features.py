@@ -87,16 +87,16 @@ def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEnc
     preprocess = encoder.preprocessing
     try:
         if isinstance(source, torch.Tensor):
-            return _Loaded(record, pixels=preprocess.quantized(quantize(source)[None])[0])
+            return _Loaded(record, pixels=preprocess.resize_crop(quantize(source)[None])[0])
         if isinstance(source, Image.Image):
-            return _Loaded(record, pixels=preprocess(source))
+            return _Loaded(record, pixels=preprocess.pixels(source))
         data = read_bytes(source)
-        key = content_key(data)
-        cached = cache.get(encoder.cache_key, key) if cache is not None else None
+        key = content_key(data) if cache is not None else None
+        cached = cache.get(encoder.cache_key, key) if key is not None else None
         if cached is not None and cached.shape[0] == encoder.dim:
             return _Loaded(record, key=key, features=cached)
         image = decode_image(data, record.path or record.id, draft_size=preprocess.input_size)
-        return _Loaded(record, key=key, pixels=preprocess(image))
+        return _Loaded(record, key=key, pixels=preprocess.pixels(image))
     except ImageLoadError as e:
         return _Loaded(record, error=e)
 
@@ -146,7 +146,8 @@ def iter_features(
                     skipped.skip(item.error.source, item.error.reason)
             misses = [item for item in kept if item.features is None]
             if misses:
-                encoded = encoder.encode_pixels(torch.stack([item.pixels for item in misses])).numpy()
+                pixels = encoder.preprocessing.normalise(torch.stack([item.pixels for item in misses]))
+                encoded = encoder.encode_pixels(pixels).numpy()
                 for item, vector in zip(misses, encoded):
                     item.features, item.pixels = vector, None
                 if cache is not None:

@@ -49,13 +49,17 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """A PIL image (any mode) to a normalised [3,S,S] tensor."""
-        return self.quantized(torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)[None])[0]
+        return self.normalise(self.pixels(image)[None])[0]
 
-    def quantized(self, images: torch.Tensor) -> torch.Tensor:
-        """8-bit [B,3,H,W] pixels (what files hold) -> normalised [B,3,S,S]; the fast no-grad path.
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """A PIL image (any mode) to the encoder's 8-bit [3,S,S] input, not yet normalised."""
+        return self.resize_crop(torch.from_numpy(np.array(to_rgb(image))).permute(2, 0, 1)[None])[0]
 
-        Resizing in uint8 is several times cheaper than in float; files, PIL images and
-        (quantised) tensors all come through here, so an image scores the same however it arrives.
+    def resize_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """8-bit [B,3,H,W] pixels (what files hold) -> 8-bit [B,3,S,S]: resized and centre-cropped.
+
+        Resizing in uint8 is several times cheaper than in float, and an 8-bit crop is a quarter
+        of the memory of a float one: the streaming pipeline holds these until a batch is encoded.
         """
         height, width = self._resized_size(images.shape[-2], images.shape[-1])
         x = F.interpolate(images.contiguous(memory_format=torch.channels_last), size=(height, width),
@@ -63,7 +67,19 @@ class Preprocessing:
         if self.crop:
             top, left = (height - self.crop) // 2, (width - self.crop) // 2
             x = x[..., top : top + self.crop, left : left + self.crop]
-        return self._normalise(x.float().div_(255)).contiguous()
+        return x.contiguous()
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """8-bit [B,3,S,S] -> the normalised float input of the encoder."""
+        return self._normalise(pixels.float().div_(255))
+
+    def quantized(self, images: torch.Tensor) -> torch.Tensor:
+        """8-bit [B,3,H,W] pixels -> normalised [B,3,S,S]; the fast no-grad path.
+
+        Files, PIL images and (quantised) tensors all come through here, so an image scores
+        the same however it arrives.
+        """
+        return self.normalise(self.resize_crop(images))
 
     def tensor(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] tensors in [0,1] -> normalised [B,3,S,S]; differentiable."""
@@ -117,7 +133,7 @@ class ImageEncoder(torch.nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.encode_pixels(torch.stack([self.preprocessing(image) for image in images]))
+        return self.encode_pixels(self.preprocessing.normalise(torch.stack([self.preprocessing.pixels(image) for image in images])))
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
