@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
+from contextlib import ExitStack
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +111,14 @@ def iter_features(
     num_workers: int = 4,
     progress: bool = False,
     total: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
 ) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
     """Yield (records, features [n,dim]) per batch; unreadable images go to `skipped`.
 
     `items` is consumed lazily: at most three batches are in flight (one encoding, two
     being read and decoded by `num_workers` threads), so memory does not grow with the input.
+    A job that calls this once per shard passes one `pool` for all of them: fresh threads per
+    shard get fresh allocator arenas, and peak memory then grows with the number of shards.
     Without a SkipLog an unreadable image raises (an API caller's scores must align with its inputs).
     """
     from tqdm.auto import tqdm
@@ -123,7 +127,9 @@ def iter_features(
         total = len(items)
     bar = tqdm(total=total, desc=f"encoding ({encoder.name})", unit="img", disable=not progress)
     batches = chunked(items, batch_size)
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+    with ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(ThreadPoolExecutor(max(1, num_workers)))
         pending: deque[list[Future]] = deque()
 
         def submit_next() -> None:

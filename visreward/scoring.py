@@ -14,6 +14,7 @@ few batches of pixels are all that is held.
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -57,11 +58,11 @@ class ScoreConfig:
 
 
 def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: FeatureCache | None,
-                skipped: SkipLog, batch_size: int = 64, num_workers: int = 4,
-                progress: bool = False) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
+                skipped: SkipLog, batch_size: int = 64, num_workers: int = 4, progress: bool = False,
+                pool: ThreadPoolExecutor | None = None) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
     """(records, logits) per batch; unreadable images are reported to `skipped`."""
-    for batch, features in iter_features(items, model.encoder, cache=cache, skipped=skipped,
-                                         batch_size=batch_size, num_workers=num_workers, progress=progress):
+    for batch, features in iter_features(items, model.encoder, cache=cache, skipped=skipped, batch_size=batch_size,
+                                         num_workers=num_workers, progress=progress, pool=pool):
         prompts = [r.prompt for r in batch] if model.head.uses_text else None
         yield batch, model.score_features(features, prompts)
 
@@ -134,31 +135,32 @@ def run_score(config: ScoreConfig) -> ScoreRun:
     skipped = SkipLog(strict=config.strict)  # everything skipped this run, for the summary
     read_skipped = SkipLog(strict=config.strict)  # what the readers skip: non-images, broken containers
     rows = done = resumed = 0
-    for shard in iter_shards(config.inputs, read_skipped, config.shard_size):
-        if not placement.owns(shard.index):
-            continue
-        part = parts / f"part-{shard.name}.parquet"
-        if part.exists():
-            resumed += 1
-            continue
-        shard_skipped = SkipLog(strict=config.strict)
-        kept: list[ImageRecord] = []
-        logits: list[torch.Tensor] = []
-        batches = (iter_judge_scores(model, shard.open(), shard_skipped, config.batch_size, config.progress) if generative
-                   else iter_scores(model, shard.open(), cache, shard_skipped, config.batch_size, config.num_workers,
-                                    config.progress))
-        for batch, scores in batches:
-            kept.extend(batch)
-            logits.append(scores)
-        scores = torch.cat(logits) if logits else torch.empty(0)
-        if len(shard_skipped):
-            shard_skipped.write(parts / f"part-{shard.name}.skipped.txt")
-            skipped.entries.extend(shard_skipped.entries)
-        probs = (scores if generative else torch.sigmoid(scores)).tolist() if config.prob else None
-        table = score_table(kept, scores.tolist(), probs)
-        write_table(table, part)  # last: an existing part means the shard is complete
-        rows += len(kept)
-        done += 1
+    with ThreadPoolExecutor(max(1, config.num_workers)) as decoders:  # one pool for every shard of the run
+        for shard in iter_shards(config.inputs, read_skipped, config.shard_size):
+            if not placement.owns(shard.index):
+                continue
+            part = parts / f"part-{shard.name}.parquet"
+            if part.exists():
+                resumed += 1
+                continue
+            shard_skipped = SkipLog(strict=config.strict)
+            kept: list[ImageRecord] = []
+            logits: list[torch.Tensor] = []
+            batches = (iter_judge_scores(model, shard.open(), shard_skipped, config.batch_size, config.progress) if generative
+                       else iter_scores(model, shard.open(), cache, shard_skipped, config.batch_size, config.num_workers,
+                                        config.progress, pool=decoders))
+            for batch, scores in batches:
+                kept.extend(batch)
+                logits.append(scores)
+            scores = torch.cat(logits) if logits else torch.empty(0)
+            if len(shard_skipped):
+                shard_skipped.write(parts / f"part-{shard.name}.skipped.txt")
+                skipped.entries.extend(shard_skipped.entries)
+            probs = (scores if generative else torch.sigmoid(scores)).tolist() if config.prob else None
+            table = score_table(kept, scores.tolist(), probs)
+            write_table(table, part)  # last: an existing part means the shard is complete
+            rows += len(kept)
+            done += 1
     if len(read_skipped):
         read_skipped.write(parts / f"read-rank{placement.rank}.skipped.txt")
         skipped.entries.extend(read_skipped.entries)
