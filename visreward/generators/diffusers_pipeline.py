@@ -8,17 +8,20 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
 
 from ..atomic import atomic_dir
 from ..errors import VisrewardError
 from ..images import tensor_to_pil
-from .base import GeneratedSample, sample_seeds
+from .base import Generator
 
 SETTINGS_FILE = "visreward_generator.json"
 
 
-class DiffusersGenerator:
+class DiffusersGenerator(Generator):
     """Every sample gets its own torch.Generator, so `generate([prompt], 1, seed)` reproduces it."""
+
+    batch_size = 8
 
     def __init__(self, pipeline, num_inference_steps: int = 30, guidance_scale: float | None = None,
                  height: int | None = None, width: int | None = None):
@@ -59,8 +62,9 @@ class DiffusersGenerator:
         self.pipeline.to(device)
         return self
 
-    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 8) -> torch.Tensor:
+    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
         """One sample per (prompt, seed): [B,3,H,W] in [0,1]."""
+        batch_size = batch_size or self.batch_size
         extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
                                     ("width", self.width)) if v is not None}
         chunks = []
@@ -72,16 +76,8 @@ class DiffusersGenerator:
             chunks.append(output.images.float().cpu())
         return torch.cat(chunks).clamp(0, 1)
 
-    def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
-                         batch_size: int = 8) -> tuple[torch.Tensor, list[str], list[int]]:
-        """([B,3,H,W] in [0,1], prompts, seeds) in prompt-major order."""
-        expanded = [p for p in prompts for _ in range(n_per_prompt)]
-        seeds = sample_seeds(len(prompts), n_per_prompt, seed)
-        return self.generate_from_seeds(expanded, seeds, batch_size), expanded, seeds
-
-    def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
-        images, expanded, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
-        return [GeneratedSample(tensor_to_pil(image), prompt, s) for image, prompt, s in zip(images, expanded, seeds)]
+    def to_pil(self, image: torch.Tensor) -> Image.Image:
+        return tensor_to_pil(image)
 
     def denoiser(self):
         from ..post_training.denoisers import DiffusersDenoiser

@@ -19,13 +19,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from PIL import Image
 
 from ..atomic import atomic_dir
 from ..config import option
 from ..digits_data import digit_image, parse_digit, real_digits
 from ..errors import VisrewardError
 from ..paths import default_cache_dir
-from .base import GeneratedSample, sample_seeds
+from .base import Generator
 
 GENERATOR_VERSION = 1
 
@@ -58,8 +59,10 @@ def real_digit_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images).unsqueeze(1) * 2 - 1, torch.from_numpy(labels).long()
 
 
-class DigitsGenerator:
+class DigitsGenerator(Generator):
     """Prompts like 'a handwritten digit 7' -> 8x8 grayscale digits; every sample has its own seed."""
+
+    batch_size = 500
 
     def __init__(self, unet: UNet2DModel, config: DigitsGeneratorConfig):
         self.unet = unet.eval()
@@ -79,26 +82,16 @@ class DigitsGenerator:
         return ((x.clamp(-1, 1) + 1) / 2).float()
 
     @torch.no_grad()
-    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 500) -> torch.Tensor:
+    def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
         """One sample per (prompt, seed): [B,3,8,8] in [0,1]."""
+        batch_size = batch_size or self.batch_size
         labels = torch.tensor([parse_digit(p) for p in prompts])
         chunks = [self.denoise(self.initial_noise(seeds[i : i + batch_size]), labels[i : i + batch_size])
                   for i in range(0, len(seeds), batch_size)]
         return torch.cat(chunks).expand(-1, 3, -1, -1).cpu()
 
-    def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
-                         batch_size: int = 500) -> tuple[torch.Tensor, list[str], list[int]]:
-        """([B,3,8,8] in [0,1], prompts, seeds) in prompt-major order."""
-        expanded_prompts = [p for p in prompts for _ in range(n_per_prompt)]
-        seeds = sample_seeds(len(prompts), n_per_prompt, seed)
-        return self.generate_from_seeds(expanded_prompts, seeds, batch_size), expanded_prompts, seeds
-
-    def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
-        images, expanded_prompts, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
-        return [
-            GeneratedSample(digit_image(image[0].numpy()), prompt, s)
-            for image, prompt, s in zip(images, expanded_prompts, seeds)
-        ]
+    def to_pil(self, image: torch.Tensor) -> Image.Image:
+        return digit_image(image[0].numpy())
 
     @property
     def device(self) -> torch.device:
