@@ -117,8 +117,8 @@ def iter_features(
 
     `items` is consumed lazily: at most three batches are in flight (one encoding, two
     being read and decoded by `num_workers` threads), so memory does not grow with the input.
-    A job that calls this once per shard passes one `pool` for all of them: fresh threads per
-    shard get fresh allocator arenas, and peak memory then grows with the number of shards.
+    A job that calls this once per shard passes one `pool` for all of them (with a fresh pool
+    per shard, peak memory rose at each shard boundary).
     Without a SkipLog an unreadable image raises (an API caller's scores must align with its inputs).
     """
     from tqdm.auto import tqdm
