@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visreward.digits_data import digit_prompt, real_digits
-from visreward.generators import DigitsGeneratorConfig, save_samples, train_digits_generator
-from visreward.generators.base import GeneratedSample
-from visreward.digits_data import digit_image
+from visreward.digits_data import digit_prompt, write_digits_folder
+from visreward.generators import GeneratorTrainingConfig, save_samples, train_generator
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,23 +32,22 @@ def encoder():
 @pytest.fixture(scope="session")
 def tiny_generator_dir(tmp_path_factory) -> Path:
     """The bundled generator's real training code, run briefly, saved and reloaded from disk."""
-    generator = train_digits_generator(DigitsGeneratorConfig(steps=40, channels=32, inference_steps=10), progress=False)
-    directory = tmp_path_factory.mktemp("generator") / "digits"
-    generator.save_pretrained(directory)
-    return directory
+    root = tmp_path_factory.mktemp("generator")
+    data = write_digits_folder(root / "data", "train", range(300))
+    train_generator(GeneratorTrainingConfig(data=[str(data)], output=str(root / "digits"), steps=40, width=32,
+                                            inference_steps=10, progress=False))
+    return root / "digits"
 
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_generator_dir):
-    from visreward.generators import DigitsGenerator
+    from visreward.generators import ConditionalGenerator
 
-    return DigitsGenerator.from_pretrained(tiny_generator_dir)
+    return ConditionalGenerator.from_pretrained(tiny_generator_dir)
 
 
-def write_real_digits(folder: Path, n: int, split: str = "reward", offset: int = 0) -> Path:
-    images, labels = real_digits(split)
-    samples = [GeneratedSample(digit_image(images[i]), digit_prompt(int(labels[i])), -1) for i in range(offset, offset + n)]
-    return save_samples(samples, folder)
+def write_real_digits(folder: Path, n: int, split: str = "train", offset: int = 0) -> Path:
+    return write_digits_folder(folder, split, range(offset, offset + n))
 
 
 @pytest.fixture(scope="session")

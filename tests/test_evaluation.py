@@ -23,7 +23,7 @@ def test_within_prompt_diversity_ignores_other_prompts():
 
 
 def test_digit_classifier_reads_real_held_out_digits():
-    images, labels = real_digits("reward")
+    images, labels = real_digits("train")
     pixels = torch.from_numpy(images).unsqueeze(1).expand(-1, 3, -1, -1)
     assert digit_accuracy(pixels, [digit_prompt(int(d)) for d in labels]) > 0.95
     assert digit_accuracy(pixels, [digit_prompt((int(d) + 1) % 10) for d in labels]) < 0.05

@@ -23,7 +23,7 @@ def judge(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits():
-    images, labels = real_digits("reward")
+    images, labels = real_digits("train")
     return [digit_image(images[i]) for i in range(6)], [digit_prompt(int(labels[i])) for i in range(6)]
 
 
@@ -88,7 +88,7 @@ def test_instruction_and_chain_of_thought(judge, digits):
 def noisy_digit_pairs(tmp_path_factory):
     """A synthetic preference from real images: the clean digit over the same digit buried in noise."""
     root = tmp_path_factory.mktemp("vlm-pairs")
-    images, labels = real_digits("reward")
+    images, labels = real_digits("train")
     rng = np.random.default_rng(0)
     pairs = []
     for i in range(150):
@@ -133,7 +133,7 @@ def test_cli_scores_with_a_vlm_and_best_of_n_uses_references(tmp_path, tiny_gene
     model = save_tiny_internvl(tmp_path / "vlm")
     folder = tmp_path / "imgs"
     folder.mkdir()
-    images, _ = real_digits("reward")
+    images, _ = real_digits("train")
     for i in range(3):
         digit_image(images[i]).save(folder / f"{i}.png")
     assert main(["score", "--model", f"vlm:{model}", "--output", str(tmp_path / "s.parquet"), "--no-progress", str(folder)]) == 0

@@ -6,7 +6,7 @@ import torch
 
 from visreward.digits_data import SPLITS, digit_prompt, parse_digit, real_digits
 from visreward.errors import VisrewardError
-from visreward.generators import DigitsGenerator, save_samples
+from visreward.generators import ConditionalGenerator, save_samples
 from visreward.readers import find_images
 
 
@@ -19,7 +19,7 @@ def test_prompts_name_digits():
 
 def test_real_digit_splits_are_disjoint_and_cover_the_data():
     sizes = {name: len(real_digits(name)[0]) for name in SPLITS}
-    assert sizes == {"generator": 900, "reward": 500, "evaluation": 397}  # all 1797, each index once
+    assert sizes == {"train": 1400, "evaluation": 397}  # all 1797, each index once
     images, labels = zip(*(real_digits(name) for name in SPLITS))
     assert np.concatenate(labels).shape == (1797,) and np.bincount(np.concatenate(labels)).min() > 170
     assert all(0.0 <= part.min() and part.max() <= 1.0 for part in images)
@@ -44,6 +44,11 @@ def test_generated_tensors_match_the_saved_images(tiny_generator, tmp_path):
     images, prompts, seeds = tiny_generator.generate_tensors([digit_prompt(1)], 2, seed=5)
     assert images.shape == (2, 3, 8, 8) and 0 <= images.min() and images.max() <= 1
     folder = save_samples(tiny_generator.generate([digit_prompt(1)], 2, seed=5), tmp_path / "out")
+    from PIL import Image
+
+    saved = np.stack([np.asarray(Image.open(folder / f"00000{i}.png")) for i in range(2)])
+    assert saved.shape == (2, 8, 8)  # grayscale PNGs
+    assert np.abs(saved.astype(int) - (images[:, 0].numpy() * 255).round().astype(int)).max() == 0
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
     assert rows[1] == {"file_name": "000001.png", "prompt": digit_prompt(1), "seed": 6}
     assert [r.prompt for r in find_images([folder])] == [digit_prompt(1)] * 2
@@ -51,9 +56,9 @@ def test_generated_tensors_match_the_saved_images(tiny_generator, tmp_path):
 
 def test_save_and_load_round_trip(tiny_generator, tmp_path):
     tiny_generator.save_pretrained(tmp_path / "g")
-    loaded = DigitsGenerator.from_pretrained(tmp_path / "g")
+    loaded = ConditionalGenerator.from_pretrained(tmp_path / "g")
     a, _, _ = tiny_generator.generate_tensors([digit_prompt(0)], 1, seed=1)
     b, _, _ = loaded.generate_tensors([digit_prompt(0)], 1, seed=1)
     assert torch.equal(a, b)
-    with pytest.raises(VisrewardError, match="not a digits generator folder"):
-        DigitsGenerator.from_pretrained(tmp_path)
+    with pytest.raises(VisrewardError, match="not a generator folder"):
+        ConditionalGenerator.from_pretrained(tmp_path)

@@ -131,9 +131,9 @@ def test_dpo_with_lora_logs_implicit_accuracy_and_merges(bon_dir, tiny_generator
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-3)  # LoRA starts as the reference
     assert {"implicit_accuracy", "reward_margin", "model_loss_chosen", "reference_loss"} <= set(first)
     assert (tmp_path / "dpo" / "adapter" / "adapter_config.json").exists()
-    from visreward.generators import DigitsGenerator
+    from visreward.generators import ConditionalGenerator
 
-    merged = DigitsGenerator.from_pretrained(tmp_path / "dpo" / "generator")
+    merged = ConditionalGenerator.from_pretrained(tmp_path / "dpo" / "generator")
     assert not any("lora" in name for name, _ in merged.unet.named_parameters())
 
 
@@ -231,17 +231,48 @@ def test_rounds_loop_saves_every_step_and_resumes(digit_folders, tiny_generator_
     assert calls == ["dpo"]  # only the unfinished step ran again
 
 
-def test_refl_backpropagates_the_reward_and_logs_its_spread(rm_dir, tiny_generator_dir, tmp_path):
+def test_refl_raises_the_reward_and_logs_the_hacking_monitors(rm_dir, tiny_generator_dir, tmp_path):
     from visreward.generators import load_generator
     from visreward.post_training import ReFLConfig, run_refl
 
-    metrics = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(tmp_path / "refl"),
-                                  prompts=[digit_prompt(2), digit_prompt(6)], steps=3, batch_size=4, num_inference_steps=4,
-                                  last_steps=2, lr=1e-3, log_every=1, progress=False))
+    config = ReFLConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(tmp_path / "refl"),
+                        prompts=[digit_prompt(2), digit_prompt(6)], steps=12, batch_size=8, num_inference_steps=4,
+                        last_steps=1, lr=1e-3, log_every=3, stop_on_hacking=False, progress=False)
+    metrics = run_refl(config)
     history = metrics["history"]
-    assert [row["step"] for row in history] == [1, 2, 3]
-    assert all({"reward_mean", "reward_std", "reward_std_ratio"} <= set(row) for row in history)
-    assert history[0]["loss"] == pytest.approx(-history[0]["reward_mean"], abs=1e-5)
+    assert [row["step"] for row in history] == [3, 6, 9, 12] and metrics["stopped"] is None
+    assert all({"reward_mean", "reward_std", "reward_std_ratio", "above_target", "off_manifold"} <= set(row) for row in history)
+    assert history[-1]["reward_mean"] > history[0]["reward_mean"]  # gradient ascent on the reward works
     before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(2)], 1, 0)[0]
     after = load_generator(str(tmp_path / "refl")).generate_tensors([digit_prompt(2)], 1, 0)[0]
     assert not torch.equal(before, after)
+
+
+def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_generator_dir, tmp_path, capsys):
+    from visreward.cli import main
+    from visreward.generators import load_generator
+
+    assert main(["refl", "--generator", str(tiny_generator_dir), "--reward", str(rm_dir), "--output", str(tmp_path / "refl"),
+                 "--prompts", digit_prompt(2), digit_prompt(6), "--steps", "40", "--batch-size", "8",
+                 "--num-inference-steps", "4", "--last-steps", "1", "--lr", "1e-2", "--log-every", "2",
+                 "--above-target", "0.2", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "refl" / "metrics.json").read_text())
+    stopped = metrics["stopped"]
+    assert stopped is not None and stopped["step"] < 40 and stopped["kept_weights_of_step"] < stopped["step"]
+    assert f"stopped early at step {stopped['step']}" in capsys.readouterr().out
+    if stopped["kept_weights_of_step"] == 0:  # the kept weights are the starting generator's
+        before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(2)], 2, 0)[0]
+        after = load_generator(str(tmp_path / "refl")).generate_tensors([digit_prompt(2)], 2, 0)[0]
+        assert torch.equal(before, after)
+
+
+def test_ddim_sampling_clips_x0_like_the_scheduler():
+    """Near t = T the epsilon-implied x0 divides by ~0; pixel models clip it, as diffusers' DDIM does."""
+    from diffusers import DDPMScheduler
+
+    objective = Objective.from_scheduler(DDPMScheduler(num_train_timesteps=10, clip_sample=True))
+    assert objective.clip_range == 1.0
+    noisy, x0 = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 50.0)
+    stepped = objective.step(noisy, x0, torch.tensor([9]), torch.tensor([-1]))
+    assert stepped.item() == pytest.approx(1.0)  # t' = -1 (alpha 1): the clipped x0 itself
+    assert Objective.from_scheduler(DDPMScheduler(num_train_timesteps=10, clip_sample=False)).clip_range is None

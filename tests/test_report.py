@@ -1,59 +1,73 @@
-"""The HTML report as a person sees it: rendered by headless Chromium, every image loaded."""
+"""The demo end to end on a briefly trained generator, and its HTML report as a person sees it."""
 
 import json
 import shutil
 import subprocess
 
 import pytest
-import torch
 
+from visreward.demo import BEST_OF, DemoConfig, run_demo
 from visreward.errors import VisrewardError
-from visreward.report import save_grid, write_report
+from visreward.probes import PROBES
+from visreward.report import write_report
 
 
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def run_dir(tmp_path, tiny_generator):
-    """A run folder shaped like the demo's, with real generator samples in its grids."""
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    prompts = [f"a handwritten digit {d}" for d in range(10)]
-    images, _, _ = tiny_generator.generate_tensors(prompts, 4, seed=0)
-    for name in ("base", "best-of-16", "dpo-round-1", "sft-round-1"):
-        save_grid(images, 10, assets / f"grid-{name}.png")
-    save_grid(images[:8], 4, assets / "highest-scored.png")
-    save_grid(images[-8:], 4, assets / "lowest-scored.png")
-    row = {"frechet_distance": 20.0, "classifier_accuracy": 0.9, "mean_reward": -1.0, "diversity": 8.0}
-    rows = [{"name": name, **row} for name in ("base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1")]
-    rounds = {m: [{"round": 1, "rm_heldout": {"auc": 0.7}}] for m in ("dpo", "sft")}
-    (tmp_path / "demo_metrics.json").write_text(json.dumps({
-        "rows": rows, "judge": "rounds-dpo/round-1/rm", "seconds": 1.0, "rounds": rounds,
-        "judge_on_evaluation_split": {"auc": 0.75, "roc": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]}},
-        "histograms": {"real": torch.randn(50).tolist(), "generated": (torch.randn(50) - 1).tolist()}}))
-    return tmp_path
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_generator_dir):
+    """`visreward demo` with every stage but tiny sizes, two seeds (so every number has a spread)."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=30, target_sizes=[15, 30],
+                                  eval_per_digit=2, rounds=1, n=2, repeats=1, negatives_per_prompt=3, pool_per_prompt=1,
+                                  sft_steps=2, dpo_steps=2, seeds=2))
+    return out, results
 
 
-def test_report_is_one_self_contained_page(run_dir):
-    page = write_report(run_dir).read_text()
-    assert page.count("<img") == 6 and page.count("data:image/png;base64,") == 6
-    assert "src=\"http" not in page and "<svg" in page and "Best-of-16" in page
+def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
+    out, results = demo_run
+    metrics = json.loads((out / "demo_metrics.json").read_text())
+    assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1"]
+    for row in metrics["rows"].values():
+        assert set(row) == {"ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target"}
+        assert all(len(pair) == 2 and pair[1] >= 0 for pair in row.values())  # [mean, sd over 2 seeds]
+    assert metrics["rows"]["base"]["toward_target"] == [0.0, 0.0]
+    assert [int(n) for n in metrics["best_of_n"]] == list(BEST_OF)
+    assert list(metrics["target_sizes"]) == ["15", "30"]
+    assert set(metrics["probes"]) == {"sft-round-1", "dpo-round-1"}
+    assert all(set(p) == set(PROBES) for p in metrics["probes"].values())
+    assert [run["seed"] for run in metrics["per_seed"]] == [0, 1]
+    assert metrics["per_seed"][0]["rows"]["base"]["ink"] != metrics["per_seed"][1]["rows"]["base"]["ink"]
+    assert 9 < metrics["reference"]["target_ink"] < 40  # a mean of 64 pixels in [0,1], bold digits
+
+
+def test_report_is_one_self_contained_page(demo_run):
+    out, _ = demo_run
+    page = write_report(out).read_text()
+    assert page.count("<img") == 5 and page.count("data:image/png;base64,") == 5  # target, base, Best-of-16, SFT, DPO
+    assert "src=\"http" not in page and page.count("<svg") == 7 and "Best-of-16" in page and "gradient ascent" in page
     with pytest.raises(VisrewardError, match="no demo_metrics.json"):
-        write_report(run_dir / "assets")
+        write_report(out / "assets")
 
 
-def test_report_renders_in_headless_chromium_with_every_image_loaded(run_dir, tmp_path):
+def test_report_renders_in_headless_chromium_with_every_image_loaded(demo_run, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("Debian's chromium is not installed (`make test` installs it where apt-get is allowed)")
-    report = write_report(run_dir)
-    result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120)
+    out, _ = demo_run
+    report = write_report(out)
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    result = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert 'data-images-total="6"' in result.stdout
-    assert 'data-images-loaded="6"' in result.stdout
+    assert 'data-images-total="5"' in result.stdout and 'data-images-loaded="5"' in result.stdout
+    screenshot = tmp_path / "report.png"
+    subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={screenshot}", report.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    from PIL import Image
+
+    picture = Image.open(screenshot).convert("L")
+    assert picture.size == (1280, 2400) and len(set(picture.getdata())) > 20  # a page drawn, not a blank one

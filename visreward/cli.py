@@ -4,6 +4,7 @@
     visreward score --model rm/ --output scores.parquet IMAGES_OR_DIRS...
     visreward merge-scores scores_parts/ --output scores.parquet
     visreward eval-rm --model rm/ --target HELDOUT_TARGET --generated HELDOUT_GENERATED
+    visreward train-generator --data IMAGEFOLDER --output GEN_DIR [--resolution 16]
     visreward generate --prompts "a handwritten digit 7" --n 8 --output samples/
     visreward best-of-n --generator digits --reward rm/ --prompts prompts.txt --n 16 --output bon/
     visreward make-pairs --scores bon/scores.parquet --output pairs/ --format trl|pickapic
@@ -75,6 +76,8 @@ def _eval_rm(config) -> None:
     for side in ("target", "generated"):
         s = metrics[f"{side}_scores"]
         print(f"  {side:9s} score mean {s['mean']:+.3f}  std {s['std']:.3f}  median {s['p50']:+.3f}")
+    for name, probe in metrics.get("probes", {}).items():
+        print(f"  probe {name:16s} max score {probe['max_score']:+8.2f}  above {probe['percentile']:5.1f}% of target images")
     if len(skipped):
         print(skipped.summary())
     if config.output:
@@ -103,6 +106,14 @@ def _generate(config) -> None:
     print(f"wrote {len(samples)} samples to {config.output}/")
 
 
+def _train_generator(config) -> None:
+    from .generators import train_generator
+
+    generator = train_generator(config)
+    print(f"{len(generator.prompts)} prompts, {generator.resolution[0]}px, {generator.channels} channel(s); wrote {config.output}/ "
+          f"(use it as --generator {config.output})")
+
+
 def _best_of_n(config) -> None:
     from .post_training import run_best_of_n
 
@@ -122,6 +133,10 @@ def _finetune_summary(metrics: dict, output: str) -> None:
     details = "  ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
     print(f"{metrics['steps']} steps on {metrics['world_size']} process(es), "
           f"{metrics['seconds_per_step']:.2f} s/step; last: {details}\nwrote {output}/generator/")
+    if metrics.get("stopped"):
+        stopped = metrics["stopped"]
+        print(f"stopped early at step {stopped['step']}: {stopped['reason']}; {output}/generator/ holds the weights of "
+              f"step {stopped['kept_weights_of_step']}")
 
 
 def _sft(config) -> None:
@@ -176,6 +191,7 @@ def _commands():
     from .discriminative import RewardTrainingConfig
     from .evaluation.evaluate import EvalConfig
     from .generative import VLMTrainingConfig
+    from .generators import GeneratorTrainingConfig
     from .post_training import BestOfNConfig, DPOConfig, PairsConfig, ReFLConfig, RoundsConfig, SFTConfig
     from .report import ReportConfig
     from .scoring import MergeConfig, ScoreConfig
@@ -186,6 +202,7 @@ def _commands():
         "merge-scores": (MergeConfig, _merge_scores, "merge the parquet parts of a multi-process score run"),
         "eval-rm": (EvalConfig, _eval_rm, "held-out AUC/accuracy of a reward model"),
         "generate": (GenerateConfig, _generate, "sample a generator into an imagefolder (prompt and seed per image)"),
+        "train-generator": (GeneratorTrainingConfig, _train_generator, "train the small conditional diffusion generator on an imagefolder"),
         "best-of-n": (BestOfNConfig, _best_of_n, "sample N per prompt, keep the best by a reward model"),
         "make-pairs": (PairsConfig, _make_pairs, "preference pairs (trl or Pick-a-Pic format) from a score table"),
         "sft": (SFTConfig, _sft, "fine-tune a generator on selected samples"),

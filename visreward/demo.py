@@ -1,15 +1,22 @@
 """`make demo`: the GAN-RM paper in miniature, on the bundled digits generator and real digits.
 
-1. the bundled class-conditional diffusion generator (trained on first use, then cached);
-2. 400 real target digits from the `reward` split (the generator never saw them);
-3. the GAN-RM loop twice from the same base generator, 2 rounds of SFT and 2 of DPO:
-   each round trains a reward model on the targets vs fresh samples (with bootstrapping),
-   takes best/worst of N per prompt group, fine-tunes;
-4. every row evaluated on the same prompts and seeds: Frechet distance to held-out real
-   digits (encoder features), an independent digit classifier's accuracy on the requested
-   digit, mean reward under a fixed judge (the round-1 reward model, trained on base
-   samples), and within-prompt diversity;
-5. a table on stdout, demo_metrics.json, and report.html.
+The paper's setting: a base generator trained on all the data, and a few hundred target images
+with a look the base produces only sometimes. Here the look is *bold* digits (ink mass in the
+top 30% of their own class); the base generator draws bold digits about a third of the time.
+
+Per seed (sampling, reward training and fine-tuning all depend on it):
+1. the GAN-RM loop from the same base generator, `--rounds` rounds of SFT and of DPO: each round
+   trains a reward model on the targets vs fresh samples, takes best/worst of N per prompt
+   group, fine-tunes;
+2. Best-of-N for N = 1..32 with the round-1 reward model (trained on base samples);
+3. reward models on 50..400 target images: held-out AUC and Best-of-16 gain;
+4. every generator sampled on the same prompts and seeds and judged by measures that share
+   nothing with the reward (pixel space and a classifier trained on held-out real digits):
+   ink mass (the style statistic), digit accuracy, Frechet distance to held-out target digits,
+   diversity within a prompt, and the distance to the nearest target image (copying check);
+5. reward probes: noise, blank, saturated, checkerboard and a gradient-ascent input, placed
+   among the held-out target digits' scores.
+Then the table (mean +- sd over seeds), demo_metrics.json, and report.html.
 """
 
 from __future__ import annotations
@@ -19,148 +26,230 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .atomic import write_text
 from .config import option, save_config
-from .digits_data import digit_image, digit_prompt, real_digits
+from .digits_data import bold_indices, digit_prompt, ink, real_digits, write_digits_folder
 from .errors import VisrewardError
-from .generators import GeneratedSample, load_bundled_generator, load_generator, save_samples
 
-JUDGE = "rounds-dpo/round-1/rm"
+JUDGED = ("ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target")
+BEST_OF = (1, 2, 4, 8, 16, 32)
 
 
 @dataclass
 class DemoConfig:
     output: str = option("demo_out", "folder for images, reward models, generators, metrics and report.html")
-    n_target: int = option(400, "real target digits (the `reward` split)")
-    eval_per_digit: int = option(16, "evaluation samples per digit for every table row")
+    generator: str = option("digits", "the base generator: digits (bundled), or a train-generator folder of digit prompts")
+    look: float = option(0.3, "the target look: digits whose ink mass is in this top fraction of their class")
+    n_target: int = option(400, "target images (bold digits of the training split)")
+    target_sizes: list[int] = option([50, 100, 200, 400], "target-set sizes for the AUC / Best-of-16 curve")
+    eval_per_digit: int = option(16, "evaluation prompts per digit for every table row")
     rounds: int = option(2, "rounds of the GAN-RM loop, for SFT and for DPO")
-    n: int = option(8, "best-of-N samples per group inside the loop")
-    repeats: int = option(8, "best-of-N groups per digit per round (80 SFT images / DPO pairs per round)")
-    steps: int = option(100, "fine-tuning steps per round")
-    lr: float = option(1e-5, "fine-tuning learning rate")
+    n: int = option(16, "best-of-N samples per group inside the loop")
+    repeats: int = option(8, "best-of-N groups per digit per round (SFT images / DPO pairs = 10 x repeats)")
+    negatives_per_prompt: int = option(40, "fresh samples per digit each round's reward model trains against")
+    pool_per_prompt: int = option(20, "further samples per digit for rank-based bootstrapping")
+    sft_steps: int = option(100, "SFT steps per round")
+    sft_lr: float = option(1e-5, "SFT learning rate")
+    dpo_steps: int = option(100, "DPO steps per round")
+    dpo_lr: float = option(2e-6, "DPO learning rate")
     beta: float = option(5000.0, "DPO beta")
-    seed: int = option(0, "base seed")
+    seeds: int = option(1, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
+    seed: int = option(0, "first seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")
 
 
-def _write_targets(out: Path, n: int) -> Path:
-    images, labels = real_digits("reward")
-    if n > len(images):
-        raise VisrewardError(f"--n-target {n}: the reward split has only {len(images)} real digits")
-    samples = [GeneratedSample(digit_image(image), digit_prompt(int(label)), -1) for image, label in zip(images[:n], labels[:n])]
-    return save_samples(samples, out / "target")
+@dataclass
+class References:
+    """What the judges compare with: held-out bold digits, and the target set itself (for copying)."""
+
+    heldout_target: torch.Tensor  # [M,64] pixels of evaluation-split bold digits
+    target: torch.Tensor          # [T,64] pixels of the target set
+    heldout_nearest: float        # median distance of a held-out target digit to its nearest target image
+    base_ink: float | None = None
+
+    @property
+    def target_ink(self) -> float:
+        return float(self.heldout_target.sum(1).mean())
 
 
-def _evaluate(images: torch.Tensor, prompts: list[str], judge, reference: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    from .evaluation.generation import digit_accuracy, frechet_distance, within_prompt_diversity
+def judge(images: torch.Tensor, prompts: list[str], refs: References) -> dict:
+    """Judges independent of every reward model: pixel statistics and a held-out classifier."""
+    from .evaluation.generation import (digit_accuracy, digit_pixels, frechet_distance, nearest_neighbour_distance,
+                                        within_prompt_diversity)
+
+    pixels = digit_pixels(images)
+    mean_ink = float(pixels.sum(1).mean())
+    base = refs.base_ink if refs.base_ink is not None else mean_ink
+    return {"ink": mean_ink, "toward_target": (mean_ink - base) / (refs.target_ink - base),
+            "accuracy": digit_accuracy(images, prompts), "frechet": frechet_distance(pixels, refs.heldout_target),
+            "diversity": within_prompt_diversity(pixels, prompts),
+            "nearest_target": float(nearest_neighbour_distance(pixels, refs.target).median())}
+
+
+def _references(target_indices: np.ndarray, look: float) -> References:
+    from .evaluation.generation import nearest_neighbour_distance
+
+    train_images, _ = real_digits("train")
+    eval_images, _ = real_digits("evaluation")
+    target = torch.from_numpy(train_images[target_indices]).reshape(len(target_indices), -1)
+    heldout = torch.from_numpy(eval_images[bold_indices("evaluation", look)]).reshape(-1, 64)
+    heldout, target = (torch.round(x * 255) / 255 for x in (heldout, target))
+    return References(heldout, target, float(nearest_neighbour_distance(heldout, target).median()))
+
+
+def _honest_auc(model, features: torch.Tensor, heldout_target_features: torch.Tensor) -> float:
+    """AUC of held-out target digits vs fresh base samples: images no reward model trained or stopped on."""
+    from .evaluation.metrics import roc_auc
+
+    return roc_auc(model.score_features(heldout_target_features).numpy(), model.score_features(features).numpy())
+
+
+def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: References, generator_dir: str) -> dict:
+    from .discriminative import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
     from .features import encode_tensors
+    from .generators import load_generator
+    from .post_training.rounds import RoundsConfig, run_rounds
+    from .probes import probe_report
 
-    features = encode_tensors(judge.encoder, images)
-    scores = judge.score_features(features)
-    return {"frechet_distance": frechet_distance(features, reference), "classifier_accuracy": digit_accuracy(images, prompts),
-            "mean_reward": float(scores.mean()), "diversity": within_prompt_diversity(features, prompts)}, scores
+    prompts = [digit_prompt(d) for d in range(10)]
+    runs = {}
+    for method, steps, lr in (("dpo", config.dpo_steps, config.dpo_lr), ("sft", config.sft_steps, config.sft_lr)):
+        print(f"   seed {seed}: {config.rounds} rounds of {method.upper()}")
+        runs[method] = run_rounds(RoundsConfig(
+            generator=generator_dir, target=[str(target)], prompts=prompts, output=str(out / f"rounds-{method}"),
+            rounds=config.rounds, method=method, n=config.n, repeats=config.repeats, steps=steps, lr=lr,
+            negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
+            beta=config.beta, seed=seed, cache_dir=config.cache_dir, progress=False))
+
+    print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
+    base = load_generator(generator_dir)
+    eval_prompts = [p for p in prompts for _ in range(config.eval_per_digit)]
+    images, _, seeds = base.generate_tensors(eval_prompts, max(BEST_OF), 900_000_000 + seed * 1_000_000)
+    groups = images.view(len(eval_prompts), max(BEST_OF), *images.shape[1:])
+    reward = DiscriminativeRewardModel.from_pretrained(out / "rounds-dpo" / "round-1" / "rm", backend="auto",
+                                                       cache_dir=config.cache_dir)
+    features = encode_tensors(reward.encoder, images).view(len(eval_prompts), max(BEST_OF), -1)
+    eval_images, _ = real_digits("evaluation")
+    heldout_rgb = torch.from_numpy(eval_images[bold_indices("evaluation", config.look)]).unsqueeze(1).expand(-1, 3, -1, -1)
+    heldout_features = encode_tensors(reward.encoder, heldout_rgb)
+
+    rows, samples = {}, {}
+    base_row = judge(groups[:, 0], eval_prompts, refs)
+    refs = References(refs.heldout_target, refs.target, refs.heldout_nearest, base_row["ink"])
+    scores = reward.score_features(features.flatten(0, 1)).view(len(eval_prompts), -1)
+    best_of = {}
+    for n in BEST_OF:
+        chosen = groups[torch.arange(len(eval_prompts)), scores[:, :n].argmax(dim=1)]
+        best_of[n] = judge(chosen, eval_prompts, refs)
+        samples[f"Best-of-{n}"] = chosen
+    rows["base"] = best_of[1]
+    samples["base"] = groups[:, 0]
+    rows["Best-of-4"], rows["Best-of-16"] = best_of[4], best_of[16]
+    for method in ("sft", "dpo"):
+        for info in runs[method]:
+            name = f"{method.upper()} round {info['round']}"
+            tuned = load_generator(info["next_generator"]).generate_from_seeds(eval_prompts, seeds[:: max(BEST_OF)])
+            rows[name], samples[name] = judge(tuned, eval_prompts, refs), tuned
+
+    print(f"   seed {seed}: reward models on {', '.join(map(str, config.target_sizes))} target images")
+    sizes = {}
+    for size in config.target_sizes:
+        subset = write_digits_folder(out / "target-size" / f"{size}" / "target", "train", _target_indices(config)[:size])
+        rm, metrics = train_reward_model(RewardTrainingConfig(
+            target=[str(subset)], generated=[str(out / "rounds-dpo" / "round-1" / "negatives")],
+            output=str(out / "target-size" / f"{size}" / "rm"), seed=seed + 1, cache_dir=config.cache_dir, progress=False))
+        chosen = groups[torch.arange(len(eval_prompts)), rm.score_features(features[:, :16].flatten(0, 1)).view(-1, 16).argmax(1)]
+        sizes[size] = {"heldout_auc": _honest_auc(rm, features[:, 0], heldout_features),
+                       "validation_auc": metrics["heldout"]["auc"],
+                       "best_of_16_ink_gain": judge(chosen, eval_prompts, refs)["ink"] - base_row["ink"]}
+
+    probes = {f"{method}-round-{info['round']}": probe_report(
+                  DiscriminativeRewardModel.from_pretrained(Path(info["next_generator"]).parents[1] / "rm", backend="auto",
+                                                            cache_dir=config.cache_dir), heldout_rgb, groups[:8, 0], seed)
+              for method in ("sft", "dpo") for info in runs[method]}
+    return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF}, "target_sizes": sizes,
+            "reward_heldout_auc": _honest_auc(reward, features[:, 0], heldout_features), "probes": probes,
+            "rounds": runs, "samples": samples, "scores": {"heldout_target": reward.score_features(heldout_features).tolist(),
+                                                           "base": scores[:, 0].tolist()}}
 
 
-def _table(rows: list[dict]) -> str:
-    header = f"| {'generator':<14} | {'Frechet dist. (lower)':>21} | {'classifier acc.':>15} | {'mean reward':>11} | {'diversity':>9} |"
-    lines = [header, "|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|"]
-    for row in rows:
-        lines.append(f"| {row['name']:<14} | {row['frechet_distance']:>21.2f} | {row['classifier_accuracy']:>15.3f} | "
-                     f"{row['mean_reward']:>+11.3f} | {row['diversity']:>9.2f} |")
+def _target_indices(config: DemoConfig) -> np.ndarray:
+    bold = np.random.default_rng(0).permutation(bold_indices("train", config.look))
+    if config.n_target > len(bold) or max(config.target_sizes) > len(bold):
+        raise VisrewardError(f"--n-target/--target-sizes: only {len(bold)} training digits have the top-{config.look:.0%} look")
+    return bold
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """Every judged number as [mean, sd] over seeds."""
+    def table(key: str) -> dict:
+        return {name: {m: mean_sd([run[key][name][m] for run in per_seed]) for m in per_seed[0][key][name]}
+                for name in per_seed[0][key]}
+
+    return {"rows": table("rows"), "best_of_n": table("best_of_n"), "target_sizes": table("target_sizes"),
+            "reward_heldout_auc": mean_sd([run["reward_heldout_auc"] for run in per_seed]),
+            "probes": {model: {probe: mean_sd([run["probes"][model][probe]["percentile"] for run in per_seed])
+                               for probe in per_seed[0]["probes"][model]} for model in per_seed[0]["probes"]}}
+
+
+def format_table(rows: dict, refs: dict) -> str:
+    def cell(value: tuple[float, float], digits: int) -> str:
+        return f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
+
+    lines = [f"| generator | ink mass (target {refs['target_ink']:.2f}) | moved toward target | digit accuracy | "
+             f"Fréchet dist. to held-out target (pixels) ↓ | diversity (pixels) | nearest-target dist. "
+             f"(held-out target: {refs['heldout_nearest']:.2f}) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {cell(r['ink'], 2)} | {cell(r['toward_target'], 2)} | {cell(r['accuracy'], 3)} | "
+                     f"{cell(r['frechet'], 2)} | {cell(r['diversity'], 3)} | {cell(r['nearest_target'], 3)} |")
     return "\n".join(lines)
 
 
 def run_demo(config: DemoConfig) -> dict:
-    from .discriminative import DiscriminativeRewardModel
-    from .evaluation.metrics import binary_metrics, score_summary
-    from .features import encode_tensors
-    from .post_training.best_of_n import sample_and_score
-    from .post_training.rounds import RoundsConfig, run_rounds
-    from .report import save_grid, write_report
+    from .generators.bundled import bundled_generator_dir, load_bundled_generator
+    from .report import save_sample_grids, write_report
 
     started = time.time()
     out = Path(config.output)
-    (out / "assets").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "demo_config.json")
+    print("1/3 base generator (the bundled one trains on the first run, then is cached)")
+    generator_dir = config.generator
+    if generator_dir == "digits":
+        load_bundled_generator(config.cache_dir)
+        generator_dir = str(bundled_generator_dir(config.cache_dir))
+    indices = _target_indices(config)[: config.n_target]
+    target = write_digits_folder(out / "target", "train", indices)
+    refs = _references(indices, config.look)
 
-    print("1/4 bundled generator (trained on the first run, then cached)")
-    base = load_bundled_generator(config.cache_dir)
-    target = _write_targets(out, config.n_target)
-    prompts = [digit_prompt(d) for d in range(10)]
-
-    print(f"2/4 GAN-RM loop: {config.rounds} rounds of DPO, then {config.rounds} of SFT, from the same base generator")
-    runs = {}
-    for method in ("dpo", "sft"):
-        runs[method] = run_rounds(RoundsConfig(
-            generator="digits", target=[str(target)], prompts=prompts, output=str(out / f"rounds-{method}"),
-            rounds=config.rounds, method=method, n=config.n, repeats=config.repeats, steps=config.steps, lr=config.lr,
-            beta=config.beta, seed=config.seed, cache_dir=config.cache_dir, progress=False))
-        for info in runs[method]:
-            print(f"   {method} round {info['round']}: reward model held-out AUC {info['rm_heldout']['auc']:.3f}, "
-                  f"mean best-of-{config.n} reward {info['mean_best_reward']:+.2f}")
-
-    print("3/4 evaluating every generator on the same prompts and seeds")
-    judge = DiscriminativeRewardModel.from_pretrained(out / JUDGE, backend="auto", cache_dir=config.cache_dir)
-    real_images, real_labels = real_digits("evaluation")
-    real = torch.from_numpy(real_images).unsqueeze(1).expand(-1, 3, -1, -1)
-    reference = encode_tensors(judge.encoder, real)
-    eval_prompts = [p for p in prompts for _ in range(config.eval_per_digit)]
-    eval_seed = config.seed + 900_000_000
-    rows, grids = [], {}
-
-    images16, _, seeds16, scores16 = sample_and_score(base, judge, eval_prompts, 16, eval_seed)
-    groups = images16.view(len(eval_prompts), 16, *images16.shape[1:])
-    group_scores = scores16.view(len(eval_prompts), 16)
-    base_images = groups[:, 0]
-    row, base_scores = _evaluate(base_images, eval_prompts, judge, reference)
-    rows.append({"name": "base", **row})
-    grids["base"] = base_images
-    for n in (4, 16):
-        best = group_scores[:, :n].argmax(dim=1)
-        chosen = groups[torch.arange(len(eval_prompts)), best]
-        rows.append({"name": f"Best-of-{n}", **_evaluate(chosen, eval_prompts, judge, reference)[0]})
-        grids[f"best-of-{n}"] = chosen
-    # the same first seed of each group as the base row, for side-by-side grids
-    first_seeds = seeds16[::16]
-    for method, name in (("sft", "SFT"), ("dpo", "DPO")):
-        for info in runs[method]:
-            tuned = load_generator(info["next_generator"])
-            images = tuned.generate_from_seeds(eval_prompts, first_seeds)
-            rows.append({"name": f"{name} round {info['round']}", **_evaluate(images, eval_prompts, judge, reference)[0]})
-            grids[f"{method}-round-{info['round']}"] = images
-
-    print("4/4 report")
-    shown = list(range(0, len(eval_prompts), config.eval_per_digit))[:10]
-    for name, images in grids.items():
-        # row j holds the j-th sample of every digit: one digit per column
-        save_grid(images[[i + j for j in range(4) for i in shown]], 10, out / "assets" / f"grid-{name}.png")
-    order = torch.argsort(scores16, descending=True)
-    save_grid(images16[order[:40]], 4, out / "assets" / "highest-scored.png")
-    save_grid(images16[order[-40:]], 4, out / "assets" / "lowest-scored.png")
-    real_scores = judge.score_features(reference)
-    results = {
-        "rows": rows,
-        "judge": JUDGE,
-        "judge_on_evaluation_split": {k: v for k, v in binary_metrics(real_scores, base_scores, curve=True).items()},
-        "histograms": {"real": real_scores.tolist(), "generated": base_scores.tolist()},
-        "rounds": runs,
-        "seconds": time.time() - started,
-    }
+    print(f"2/3 {config.seeds} seed(s): GAN-RM loop, Best-of-N, target-set sizes, judges, probes")
+    per_seed = [run_seed(config, seed, out / f"seed-{seed}", target, refs, generator_dir)
+                for seed in range(config.seed, config.seed + config.seeds)]
+    print("3/3 report")
+    labels = real_digits("train")[1][indices]
+    examples = [int(np.flatnonzero(labels == d)[j]) for j in range(4) for d in range(10)]  # one digit per column
+    save_sample_grids(per_seed[0]["samples"], refs.target[examples].reshape(-1, 1, 8, 8).expand(-1, 3, -1, -1),
+                      config.eval_per_digit, out / "assets")
+    summary = summarise(per_seed)
+    reference = {"target_ink": refs.target_ink, "heldout_nearest": refs.heldout_nearest,
+                 "judges": "pixel space of 8-bit 8x8 digits and an SVM trained on the held-out evaluation split"}
+    results = {"config": json.loads((out / "demo_config.json").read_text()), "reference": reference, **summary,
+               "per_seed": [{k: v for k, v in run.items() if k != "samples"} for run in per_seed],
+               "seconds": time.time() - started}
     write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
     write_report(out)
-
     print()
-    print(_table(rows))
-    judged = results["judge_on_evaluation_split"]
-    print(f"\njudge (round-1 reward model) on held-out real vs base samples: AUC {judged['auc']:.3f}, "
-          f"accuracy {judged['accuracy']:.3f}; reward (logit) distribution:")
-    print(f"{'':18s} {'mean':>7s} {'std':>6s} {'p5':>7s} {'p50':>7s} {'p95':>7s}")
-    for name, values in (("held-out real", real_scores), ("base generated", base_scores)):
-        q = score_summary(values)
-        print(f"{name:18s} {q['mean']:+7.2f} {q['std']:6.2f} {q['p5']:+7.2f} {q['p50']:+7.2f} {q['p95']:+7.2f}")
-    print(f"{len(eval_prompts)} samples per row; Frechet distance in {judge.encoder.name} feature space vs "
-          f"{len(real)} held-out real digits; diversity = mean pairwise feature distance within a digit")
+    print(format_table(summary["rows"], reference))
+    print(f"\n{config.seeds} seed(s), {10 * config.eval_per_digit} samples per row and seed. Best-of-N ink by N: "
+          + ", ".join(f"{n}: {summary['best_of_n'][str(n)]['ink'][0]:.2f}" for n in BEST_OF))
+    print("target-set size -> held-out AUC, Best-of-16 ink gain: " + ", ".join(
+        f"{size}: {v['heldout_auc'][0]:.3f}, {v['best_of_16_ink_gain'][0]:+.2f}" for size, v in summary["target_sizes"].items()))
     print(f"\nreport: {out / 'report.html'}   metrics: {out / 'demo_metrics.json'}   ({results['seconds']:.0f}s)")
     return results

@@ -1,9 +1,9 @@
 """Real handwritten digits shipped inside scikit-learn (1797 images, 8x8): no downloads.
 
-Split once, deterministically, into disjoint parts so that no model is judged on images
-it trained on: the bundled generator trains on `generator`, the reward model's target
-set comes from `reward`, and held-out evaluation (classifier, Frechet distance) uses
-`evaluation`.
+Split once, deterministically: the bundled generator trains on all of `train` (the demo's
+target set is a subset of it with a look, as the paper's proxy data is a subset of what a
+base model saw), and `evaluation` is held out for judges (digit classifier, held-out target
+images for the Frechet distance and the copying check) that no generator or reward saw.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 from .errors import VisrewardError
 
 PROMPT_TEMPLATE = "a handwritten digit {digit}"
-SPLITS = {"generator": (0, 900), "reward": (900, 1400), "evaluation": (1400, None)}
+SPLITS = {"train": (0, 1400), "evaluation": (1400, None)}
 _WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -55,3 +55,31 @@ def real_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 def digit_image(pixels: np.ndarray) -> Image.Image:
     """[8,8] floats in [0,1] (white ink on black, as in sklearn) -> a grayscale PIL image."""
     return Image.fromarray((np.clip(pixels, 0, 1) * 255).round().astype(np.uint8), mode="L")
+
+
+def write_digits_folder(folder, split: str, indices=None):
+    """An imagefolder (PNG + metadata.jsonl prompts) of a split's digits, or of `indices` into it."""
+    from .generators.base import GeneratedSample, save_samples
+
+    images, labels = real_digits(split)
+    indices = range(len(images)) if indices is None else indices
+    return save_samples([GeneratedSample(digit_image(images[i]), digit_prompt(int(labels[i])), -1) for i in indices], folder)
+
+
+def ink(images) -> np.ndarray:
+    """The style statistic of the demo: ink mass, the summed intensity of a digit's pixels.
+
+    images: [N,8,8] floats in [0,1] (sklearn's layout) or [N,3,8,8] generated tensors.
+    """
+    pixels = np.asarray(images, dtype=np.float64)
+    if pixels.ndim == 4:
+        pixels = pixels.mean(axis=1)
+    return pixels.reshape(len(pixels), -1).sum(axis=1)
+
+
+def bold_indices(split: str, fraction: float) -> np.ndarray:
+    """Indices of the digits whose ink mass is in the top `fraction` of their own class (the demo's look)."""
+    images, labels = real_digits(split)
+    mass = ink(images)
+    threshold = {c: np.quantile(mass[labels == c], 1 - fraction) for c in np.unique(labels)}
+    return np.array([i for i in range(len(images)) if mass[i] >= threshold[labels[i]]])

@@ -133,6 +133,15 @@ def load_image(source: str | os.PathLike | Image.Image, draft_size: int | None =
     return decode_image(read_bytes(source), str(source), draft_size)
 
 
+def fit_image(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """An RGB image -> uint8 [3,H,W] of `size` (height, width): shortest edge resized, centre-cropped."""
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BICUBIC)
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return torch.from_numpy(np.array(resized.crop((left, top, left + width, top + height)))).permute(2, 0, 1)
+
+
 def clamp_unit(images: torch.Tensor) -> torch.Tensor:
     """Clamp to [0,1] going forward, pass gradients through unchanged going back (straight-through):
     a hard clamp would silence reward gradients wherever a generator overshoots."""

@@ -1,8 +1,8 @@
 """`visreward report RUN_DIR`: one self-contained HTML page of a demo run (no external files).
 
-The table, image grids (base vs Best-of-16 vs DPO for the same prompts and seeds; the
-highest- and lowest-scored samples), score histograms of real vs generated digits, the
-judge's ROC curve, and per-round curves. Charts are inline SVG and images inline PNG, so
+The table, image grids (target examples beside base, Best-of-16 and the last SFT and DPO
+rounds for the same prompts and seeds), the curves (Best-of-N, target-set size, rounds), the
+reward's scores on held-out target vs base samples, and the probes. Charts are inline SVG and images inline PNG, so
 the page can be mailed or archived as one file.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .atomic import write_text
+from .atomic import atomic_dir, write_text
 from .config import option
 from .errors import VisrewardError
 from .images import tensor_to_pil
@@ -97,12 +98,59 @@ def histogram(groups: dict[str, list[float]], title: str, xlabel: str, bins: int
     return _svg_frame(title, xlabel, "fraction", "".join(body))
 
 
-def _table_html(rows: list[dict]) -> str:
-    cells = "".join(
-        f"<tr><td>{html.escape(r['name'])}</td><td>{r['frechet_distance']:.2f}</td><td>{r['classifier_accuracy']:.3f}</td>"
-        f"<td>{r['mean_reward']:+.3f}</td><td>{r['diversity']:.2f}</td></tr>" for r in rows)
-    return ("<table><thead><tr><th>generator</th><th>Fr&eacute;chet distance &darr;</th><th>classifier accuracy &uarr;</th>"
-            f"<th>mean reward</th><th>diversity</th></tr></thead><tbody>{cells}</tbody></table>")
+def save_sample_grids(samples: dict[str, torch.Tensor], target: torch.Tensor, per_prompt: int, assets: Path) -> None:
+    """4 samples of each of 10 prompts per grid (one prompt per column), and the target examples (4 x 10)."""
+    shown = [j + d * per_prompt for j in range(4) for d in range(10)]
+    with atomic_dir(assets) as tmp:
+        save_grid(target, 10, tmp / "grid-target.png", scale=8)
+        for name, images in samples.items():
+            save_grid(images[shown], 10, tmp / f"grid-{_slug(name)}.png", scale=8)
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "-")
+
+
+def _cell(value) -> str:
+    return f"{value[0]:.3f} &plusmn; {value[1]:.3f}"
+
+
+def _table_html(rows: dict, reference: dict) -> str:
+    columns = [("ink", f"ink mass (target {reference['target_ink']:.2f})"), ("toward_target", "moved toward target"),
+               ("accuracy", "digit accuracy &uarr;"), ("frechet", "Fr&eacute;chet distance to held-out target (pixels) &darr;"),
+               ("diversity", "diversity (pixels)"),
+               ("nearest_target", f"nearest-target distance (held-out target: {reference['heldout_nearest']:.2f})")]
+    head = "".join(f"<th>{label}</th>" for _, label in columns)
+    body = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(r[key])}</td>" for key, _ in columns) + "</tr>"
+                   for name, r in rows.items())
+    return f"<table><thead><tr><th>generator</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _probe_table(probes: dict) -> str:
+    models = list(probes)
+    names = list(probes[models[0]])
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    body = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{probes[m][n][0]:.1f}</td>" for m in models) + "</tr>"
+                   for n in names)
+    return f"<table><thead><tr><th>probe</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _curves(metrics: dict) -> list[str]:
+    rows, best_of, sizes = metrics["rows"], metrics["best_of_n"], metrics["target_sizes"]
+    charts = []
+    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
+        charts.append(line_chart({"Best-of-N": [(math.log2(int(n)), v[key][0]) for n, v in best_of.items()],
+                                  "target": [(0, metrics["reference"]["target_ink"]), (5, metrics["reference"]["target_ink"])]}
+                                 if key == "ink" else {"Best-of-N": [(math.log2(int(n)), v[key][0]) for n, v in best_of.items()]},
+                                 f"Best-of-N: {label}", "log2 N", label))
+    for key, label in (("heldout_auc", "held-out AUC"), ("best_of_16_ink_gain", "Best-of-16 ink gain")):
+        charts.append(line_chart({label: [(int(size), v[key][0]) for size, v in sizes.items()]},
+                                 f"target-set size: {label}", "target images", label))
+    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
+        series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
+                                                           if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
+        charts.append(line_chart(series, f"rounds: {label}", "round (0 = base)", label))
+    return charts
 
 
 def write_report(run: str | Path) -> Path:
@@ -112,48 +160,36 @@ def write_report(run: str | Path) -> Path:
     except FileNotFoundError:
         raise VisrewardError(f"{run}: no demo_metrics.json (run `visreward demo --output {run}` first)") from None
     assets = run / "assets"
-    rows = metrics["rows"]
-    by_name = {r["name"]: r for r in rows}
-    grid_names = [("base", "base"), ("best-of-16", "Best-of-16")] + [
-        (p.stem.removeprefix("grid-"), p.stem.removeprefix("grid-").replace("-", " ").upper().replace("ROUND", "round"))
-        for p in sorted(assets.glob("grid-*-round-*.png"))]
-    grids = "".join(f'<figure>{_image_tag(assets / f"grid-{key}.png", label)}<figcaption>{html.escape(label)}</figcaption></figure>'
-                    for key, label in grid_names if (assets / f"grid-{key}.png").exists())
-    roc = metrics["judge_on_evaluation_split"]["roc"]
-    curves = []
-    for metric, label in (("frechet_distance", "Fréchet distance"), ("classifier_accuracy", "classifier accuracy")):
-        series = {}
-        for method in ("SFT", "DPO"):
-            points = [(0, by_name["base"][metric])] + [
-                (int(name.split()[-1]), r[metric]) for name, r in by_name.items() if name.startswith(f"{method} round")]
-            series[method] = points
-        curves.append(line_chart(series, f"{label} per round", "round (0 = base)", label))
-    series = {method.upper(): [(r["round"], r["rm_heldout"]["auc"]) for r in metrics["rounds"][method]]
-              for method in ("sft", "dpo") if method in metrics["rounds"]}
-    curves.append(line_chart(series, "reward model held-out AUC per round", "round", "AUC"))
+    last = max(int(name.split()[-1]) for name in metrics["rows"] if " round " in name)
+    shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}"]
+    grids = "".join(f'<figure>{_image_tag(assets / f"grid-{_slug(name)}.png", name)}<figcaption>{html.escape(name)}'
+                    f'{" (training examples)" if name == "target" else ""}</figcaption></figure>'
+                    for name in shown if (assets / f"grid-{_slug(name)}.png").exists())
+    first = metrics["per_seed"][0]
+    config = metrics["config"]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>visreward demo report</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }} figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
 img {{ image-rendering: pixelated; border: 1px solid #ddd; }} svg text {{ font-size: 11px; }}
 </style></head>
 <body>
 <h1>visreward: GAN-RM in miniature</h1>
-<p>Bundled class-conditional diffusion generator on real 8&times;8 digits. Reward models are GAN-RM heads on a frozen
-{html.escape(metrics.get("encoder", "EfficientNet-Lite0"))} encoder, trained on 400 real target digits against the generator's
-own samples. Every row is evaluated on the same prompts and seeds; mean reward is under a fixed judge ({html.escape(metrics["judge"])}).
-Run time {metrics["seconds"]:.0f}s.</p>
-<h2>Results</h2>{_table_html(rows)}
+<p>The bundled class-conditional diffusion generator, trained on all real 8&times;8 training digits, draws <em>bold</em>
+digits (ink mass in the top {config["look"]:.0%} of their class) only sometimes. GAN-RM reward models learn that look from
+{config["n_target"]} target digits against the generator's own samples; Best-of-N, SFT and DPO rounds use them.
+Judges share nothing with the rewards: {html.escape(metrics["reference"]["judges"])}. Every number is the mean &plusmn; sd over
+{len(metrics["per_seed"])} seed(s). Run time {metrics["seconds"]:.0f}s.</p>
+<h2>Results</h2>{_table_html(metrics["rows"], metrics["reference"])}
 <h2>Samples (same prompts and seeds; 4 per digit, one digit per column)</h2>{grids}
-<h2>Highest- and lowest-scored base samples</h2>
-<figure>{_image_tag(assets / "highest-scored.png", "highest scored")}<figcaption>highest reward</figcaption></figure>
-<figure>{_image_tag(assets / "lowest-scored.png", "lowest scored")}<figcaption>lowest reward</figcaption></figure>
-<h2>The judge reward model</h2>
-{histogram({"real (held-out)": metrics["histograms"]["real"], "generated (base)": metrics["histograms"]["generated"]}, "judge scores: real vs generated", "reward (logit)")}
-{line_chart({"ROC": list(zip(roc["fpr"], roc["tpr"]))}, f"ROC, AUC {metrics['judge_on_evaluation_split']['auc']:.3f}", "false positive rate", "true positive rate")}
-<h2>Per round</h2>{"".join(curves)}
+<h2>Curves</h2>{"".join(_curves(metrics))}
+<h2>The round-1 reward model</h2>
+<p>Held-out AUC (held-out bold digits vs fresh base samples; neither was used for training or early stopping):
+{metrics["reward_heldout_auc"][0]:.3f} &plusmn; {metrics["reward_heldout_auc"][1]:.3f}.</p>
+{histogram({"held-out target": first["scores"]["heldout_target"], "base samples": first["scores"]["base"]}, "reward: held-out target vs base", "reward (logit)")}
+<h2>Probes: percentile among held-out target scores (below 5 is safe)</h2>{_probe_table(metrics["probes"])}
 <script>
 window.addEventListener("load", () => {{
   const images = [...document.images];

@@ -31,10 +31,12 @@ class DiscriminativeRewardModel(nn.Module):
         logits = rm(images_01)          # differentiable: [B,3,H,W] in [0,1] -> [B]
     """
 
-    def __init__(self, encoder: ImageEncoder, head: RewardHead):
+    def __init__(self, encoder: ImageEncoder, head: RewardHead, calibration: dict | None = None):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        # Where real inputs land, measured at training time (see `calibrate`): what hacking monitors compare with.
+        self.calibration = calibration or {}
 
     @classmethod
     def create(cls, encoder: ImageEncoder, hidden_dim: int = 512, dropout: float = 0.1,
@@ -54,6 +56,7 @@ class DiscriminativeRewardModel(nn.Module):
             "encoder": self.encoder.name,
             "preprocessing": self.encoder.preprocessing.to_dict(),
             **self.head.init_args,
+            "calibration": self.calibration,
             "visreward_version": __version__,
         }
 
@@ -65,6 +68,17 @@ class DiscriminativeRewardModel(nn.Module):
         unique = sorted(set(prompts))
         table = dict(zip(unique, self.encoder.encode_text(unique)))
         return torch.stack([table[p] for p in prompts]).to(self.encoder.device)
+
+    def feature_distance(self, features: torch.Tensor) -> torch.Tensor:
+        """Root-mean-square of the head's standardised input: how far features lie from the training data."""
+        standardised = (features.to(self.head.feature_mean.device) - self.head.feature_mean) / self.head.feature_std
+        return standardised.float().pow(2).mean(dim=-1).sqrt().cpu()
+
+    def calibrate(self, target_scores: torch.Tensor, natural: torch.Tensor) -> None:
+        """Record held-out target images' score range and the training inputs' feature distances."""
+        scores = target_scores.float().cpu()
+        self.calibration = {"target_score_max": float(scores.max()), "target_score_p5": float(scores.quantile(0.05)),
+                            "feature_distance_p99": float(self.feature_distance(natural).quantile(0.99))}
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
         """Differentiable reward logits for [B,3,H,W] images in [0,1] (for reward-gradient training)."""
@@ -138,4 +152,4 @@ class DiscriminativeRewardModel(nn.Module):
             raise VisrewardError(f"{directory}: missing {WEIGHTS_NAME}") from None
         except RuntimeError as e:
             raise VisrewardError(f"{directory / WEIGHTS_NAME}: does not match config.json ({str(e).splitlines()[0]})") from None
-        return cls(encoder, head.to(encoder.device)).eval()
+        return cls(encoder, head.to(encoder.device), config.get("calibration")).eval()

@@ -49,11 +49,15 @@ class RewardTrainingConfig:
     batch_size: int = option(256, "head training batch size")
     lr: float = option(1e-3, "AdamW learning rate")
     weight_decay: float = option(1e-2, "AdamW weight decay")
-    holdout: float = option(0.2, "fraction of target and of generated images held out for AUC/accuracy")
-    patience: int = option(10, "stop after this many epochs without a better held-out AUC/loss")
+    holdout: float = option(0.2, "fraction of target and of generated images held out for early stopping (validation)")
+    test: float = option(0.1, "further fraction of each side held out and never used for selection: the reported AUC")
+    patience: int = option(10, "stop after this many epochs without a better validation AUC/loss")
+    off_manifold: float = option(0.5, "off-manifold negatives (noise, blank, saturated colour, wrecked generated images) "
+                                      "per generated training image, label 0: keeps exploits from scoring high (0: none)")
     bootstrap_rounds: int = option(1, "bootstrap rounds over --unlabeled (ignored without it)")
     alpha: float = option(0.05, "soft-label decay: the rank-r bootstrapped positive gets label exp(-alpha*r)")
     m: int = option(64, "how many top- and bottom-ranked unlabeled images join per round")
+    accumulate: bool = option(False, "bootstrap selections accumulate across rounds (D_f grows) instead of being replaced")
     seed: int = option(0, "random seed (split, initialisation, batches)")
     device: str = option("cpu", "torch device for the encoder and head")
     backend: str = option("auto", "encoder runtime for feature extraction: auto (onnx on CPU), torch, onnx", choices=BACKENDS)
@@ -103,6 +107,34 @@ def split_holdout(n: int, fraction: float, rng: np.random.Generator, what: str) 
         raise VisrewardError(f"{what}: {n} usable image(s), too few for a {fraction:.0%} held-out split (need at least {math.ceil(1 / fraction) if fraction < 1 else 2})")
     order = rng.permutation(n)
     return order[n_held:], order[:n_held]
+
+
+def three_way_split(n: int, config: RewardTrainingConfig, rng: np.random.Generator,
+                    what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) indices: validation stops training early, test is only ever reported."""
+    rest, test = split_holdout(n, config.test, rng, what)
+    train, validation = split_holdout(len(rest), config.holdout / (1 - config.test), rng, what)
+    return rest[train], rest[validation], test
+
+
+def off_manifold_negatives(records: list[ImageRecord], model: DiscriminativeRewardModel, config: RewardTrainingConfig,
+                           text: torch.Tensor | None) -> LabeledFeatures:
+    """Label-0 features of inputs no generator should be rewarded for, built from the generated images."""
+    from ..features import encode_tensors
+    from ..images import load_image
+    from ..probes import wreck
+
+    rng = torch.Generator().manual_seed(config.seed)
+    count = max(1, round(config.off_manifold * len(records)))
+    chosen = torch.randint(0, len(records), (count,), generator=rng).tolist()
+    features = []
+    for index in chosen:
+        image = torch.from_numpy(np.array(load_image(records[index].path))).permute(2, 0, 1)[None].float() / 255
+        features.append(encode_tensors(model.encoder, wreck(image, rng)))
+    negatives = labeled(torch.cat(features), 0.0)
+    if text is not None:
+        negatives.text = text[torch.tensor(chosen)]
+    return negatives
 
 
 def class_balanced_weights(positive_side: torch.Tensor) -> torch.Tensor:
@@ -199,12 +231,17 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
 
     target_records, target_features, target_text = encode(config.target, "target")
     generated_records, generated_features, generated_text = encode(config.generated, "generated")
-    target_train, target_held = split_holdout(len(target_records), config.holdout, rng, "--target")
-    generated_train, generated_held = split_holdout(len(generated_records), config.holdout, rng, "--generated")
+    target_train, target_val, target_test = three_way_split(len(target_records), config, rng, "--target")
+    generated_train, generated_val, generated_test = three_way_split(len(generated_records), config, rng, "--generated")
     target = labeled(target_features, 1.0, target_text)
     generated = labeled(generated_features, 0.0, generated_text)
-    base_train = LabeledFeatures.cat([target.subset(target_train), generated.subset(generated_train)])
-    held = LabeledFeatures.cat([target.subset(target_held), generated.subset(generated_held)]) if config.holdout > 0 else None
+    parts = [target.subset(target_train), generated.subset(generated_train)]
+    if config.off_manifold > 0:
+        parts.append(off_manifold_negatives([generated_records[i] for i in generated_train], model, config, generated_text))
+    natural = LabeledFeatures.cat(parts[:2])
+    base_train = LabeledFeatures.cat(parts)
+    held = LabeledFeatures.cat([target.subset(target_val), generated.subset(generated_val)]) if config.holdout > 0 else None
+    test = LabeledFeatures.cat([target.subset(target_test), generated.subset(generated_test)]) if config.test > 0 else None
 
     pool_records, pool = [], None
     if config.unlabeled:
@@ -218,19 +255,30 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     for round_index in range(rounds):
         round_info: dict = {"round": round_index}
         if round_index > 0:
-            train, round_info["bootstrap"] = bootstrap_set(model, base_train, pool, pool_records, config)
+            start = train if config.accumulate else base_train
+            train, round_info["bootstrap"] = bootstrap_set(model, start, pool, pool_records, config)
         model.head.load_state_dict(initial_state)
-        model.head.fit_normalisation(base_train.features)
+        model.head.fit_normalisation(natural.features)  # the statistics of real inputs, not of the wrecked ones
         head_started = time.time()
         history = fit_head(model, train, held, config, generator)
         round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
         if held is not None:
-            round_info["heldout"] = _evaluate(model.head, held)
+            round_info["validation"] = _evaluate(model.head, held)
+        if test is not None:
+            round_info["test"] = _evaluate(model.head, test)
         metrics["rounds"].append(round_info)
 
+    calibration_side = test if test is not None else held
+    if calibration_side is not None:
+        target_side = calibration_side.subset(torch.nonzero(calibration_side.labels > 0.5).flatten())
+        with torch.no_grad():
+            device = next(model.head.parameters()).device
+            scores = model.head(target_side.features.to(device), None if target_side.text is None else target_side.text.to(device))
+        model.calibrate(scores, natural.features)
     metrics.update(
         n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
-        n_skipped=len(skipped), heldout=metrics["rounds"][-1].get("heldout"), seconds=time.time() - started,
+        n_skipped=len(skipped), validation=metrics["rounds"][-1].get("validation"),
+        heldout=metrics["rounds"][-1].get("test"), seconds=time.time() - started,
     )
     save_training_run(model, config, metrics, skipped)
     return model, metrics

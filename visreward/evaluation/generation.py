@@ -1,4 +1,4 @@
-"""How good a generator's samples are: Frechet distance, a digit classifier, diversity."""
+"""How good a generator's samples are: Frechet distance, a digit classifier, diversity, copying."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def within_prompt_diversity(features: torch.Tensor, prompts: list[str]) -> float
     return float(np.mean(values)) if values else 0.0
 
 
+def nearest_neighbour_distance(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance from each query row to its nearest reference row: [Q]."""
+    return torch.cdist(queries.double(), references.double()).min(dim=1).values
+
+
 @lru_cache(maxsize=1)
 def digit_classifier():
     """An SVM on raw pixels of the `evaluation` split: digits neither the generator nor a reward model saw."""
@@ -41,8 +46,12 @@ def digit_classifier():
     return SVC(gamma=0.001 * 256).fit(images.reshape(len(images), -1), labels)
 
 
+def digit_pixels(images: torch.Tensor) -> torch.Tensor:
+    """[B,3,8,8] samples in [0,1] -> [B,64] grayscale pixels as saved to 8-bit files."""
+    return ((images.float().mean(dim=1) * 255).round() / 255).reshape(len(images), -1)
+
+
 def digit_accuracy(images: torch.Tensor, prompts: list[str]) -> float:
     """Fraction of [B,3,8,8] samples in [0,1] the classifier reads as the digit their prompt asked for."""
-    pixels = (images.float().mean(dim=1) * 255).round() / 255  # as saved to 8-bit files
-    predicted = digit_classifier().predict(pixels.reshape(len(pixels), -1).numpy())
+    predicted = digit_classifier().predict(digit_pixels(images).numpy())
     return float((predicted == np.array([parse_digit(p) for p in prompts])).mean())

@@ -1,27 +1,29 @@
-"""Generators: the bundled digits diffusion model (diffusers pipelines come next)."""
+"""Generators: a small conditional diffusion model for any imagefolder (and the bundled digits one), and
+diffusers text-to-image pipelines."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .base import GeneratedSample, Generator, save_samples
+from .bundled import load_bundled_generator
+from .conditional import ConditionalGenerator, GeneratorTrainingConfig, train_generator
 from .diffusers_pipeline import DiffusersGenerator
-from .digits import DigitsGenerator, DigitsGeneratorConfig, load_bundled_generator, train_digits_generator
 
 
 def load_generator(spec: str, device: str | None = None):
-    """'digits' (the bundled generator), a digits generator folder, a diffusers pipeline folder or hub id,
+    """'digits' (the bundled generator), a `train-generator` folder, a diffusers pipeline folder or hub id,
     or a fine-tuning run folder (its generator/)."""
     if (Path(spec) / "generator").is_dir():
         spec = str(Path(spec) / "generator")
     if spec == "digits":
         generator = load_bundled_generator()
     elif (Path(spec) / "generator.json").exists():
-        generator = DigitsGenerator.from_pretrained(spec)
+        generator = ConditionalGenerator.from_pretrained(spec)
     else:
         return DiffusersGenerator.from_pretrained(spec, device=device)
     return generator.to(device) if device else generator
 
 
-__all__ = ["DiffusersGenerator", "DigitsGenerator", "DigitsGeneratorConfig", "GeneratedSample", "Generator",
-           "load_bundled_generator", "load_generator", "save_samples", "train_digits_generator"]
+__all__ = ["ConditionalGenerator", "DiffusersGenerator", "GeneratedSample", "Generator", "GeneratorTrainingConfig",
+           "load_bundled_generator", "load_generator", "save_samples", "train_generator"]

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..digits_data import parse_digit
 from ..errors import VisrewardError
 from ..images import clamp_unit
 
@@ -33,7 +32,7 @@ class Objective:
     """Forward noising and regression target of one prediction type."""
 
     def __init__(self, prediction_type: str, num_train_timesteps: int = 1000,
-                 alphas_cumprod: torch.Tensor | None = None):
+                 alphas_cumprod: torch.Tensor | None = None, clip_range: float | None = None):
         if prediction_type not in PREDICTION_TYPES:
             raise VisrewardError(f"unsupported prediction type {prediction_type!r} (have: {', '.join(PREDICTION_TYPES)})")
         if prediction_type != "flow" and alphas_cumprod is None:
@@ -41,6 +40,9 @@ class Objective:
         self.prediction_type = prediction_type
         self.num_train_timesteps = num_train_timesteps
         self.alphas_cumprod = alphas_cumprod
+        # Pixel-space models clip x0 while sampling (the scheduler's clip_sample): near t = T the
+        # epsilon-implied x0 divides by sqrt(alpha_bar) ~ 0 and would otherwise derail every later step.
+        self.clip_range = clip_range
 
     @classmethod
     def from_scheduler(cls, scheduler) -> "Objective":
@@ -51,7 +53,8 @@ class Objective:
 
         # Any DDPM-family scheduler shares the training noise schedule its config describes.
         ddpm = DDPMScheduler.from_config(config)
-        return cls(config.get("prediction_type", "epsilon"), config.num_train_timesteps, ddpm.alphas_cumprod)
+        clip_range = config.get("clip_sample_range", 1.0) if config.get("clip_sample", False) else None
+        return cls(config.get("prediction_type", "epsilon"), config.num_train_timesteps, ddpm.alphas_cumprod, clip_range)
 
     def noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> NoisyBatch:
         """Noisy inputs and targets for given noise and integer timesteps in [0, T)."""
@@ -81,6 +84,8 @@ class Objective:
             sigma = (timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
             sigma_next = (next_timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
             return x0 + sigma_next / sigma.clamp_min(1e-6) * (noisy - x0)
+        if self.clip_range is not None:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
         alphas = self.alphas_cumprod.to(noisy.device)
         alpha_bar = alphas[timesteps.long()].view(shape).to(noisy.dtype)
         alpha_next = torch.where(next_timesteps >= 0, alphas[next_timesteps.clamp_min(0).long()], torch.ones_like(alphas[:1]))
@@ -127,26 +132,29 @@ class Denoiser:
         return type(condition)(self.select(v, index) for v in condition)
 
 
-class DigitsDenoiser(Denoiser):
-    """The bundled generator: pixels are the model's input, the prompt's digit is its class label."""
+class ConditionalDenoiser(Denoiser):
+    """The bundled kind of generator: pixels are the model's input, the prompt's class is its label."""
 
     def __init__(self, generator):
         from diffusers import DDPMScheduler
 
+        self.generator = generator
         self.module = generator.unet
         self.objective = Objective.from_scheduler(DDPMScheduler.from_config(generator.scheduler.config))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return images.mean(dim=1, keepdim=True) * 2 - 1
+        if self.generator.channels == 1:
+            images = images.mean(dim=1, keepdim=True)
+        return images * 2 - 1
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         return clamp_unit((x0 + 1) / 2).expand(-1, 3, -1, -1)
 
     def latent_shape(self, batch_size: int) -> tuple[int, ...]:
-        return (batch_size, 1, 8, 8)
+        return (batch_size, self.generator.channels, *self.generator.resolution)
 
     def condition(self, prompts: Sequence[str]) -> torch.Tensor:
-        return torch.tensor([parse_digit(p) for p in prompts])
+        return self.generator.class_labels(prompts)
 
     def predict(self, module, noisy, timesteps, condition):
         return module(noisy, timesteps, class_labels=condition.to(noisy.device)).sample

@@ -19,6 +19,7 @@ import json
 import math
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,7 +31,7 @@ from torch import nn
 from ..atomic import write_text
 from ..config import option, save_config
 from ..errors import VisrewardError
-from ..images import decode_image
+from ..images import decode_image, fit_image
 from .denoisers import Denoiser
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -73,17 +74,7 @@ class TrainingImages:
 
 def decode_for_training(blobs: list[bytes], names: list[str], size: tuple[int, int]) -> torch.Tensor:
     """Encoded images -> uint8 [N,3,H,W] at the generator's resolution (resize shortest edge, centre crop)."""
-    from PIL import Image
-
-    height, width = size
-    out = torch.empty(len(blobs), 3, height, width, dtype=torch.uint8)
-    for i, (blob, name) in enumerate(zip(blobs, names)):
-        image = decode_image(blob, name)
-        scale = max(height / image.height, width / image.width)
-        resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BICUBIC)
-        left, top = (resized.width - width) // 2, (resized.height - height) // 2
-        out[i] = torch.from_numpy(np.array(resized.crop((left, top, left + width, top + height)))).permute(2, 0, 1)
-    return out
+    return torch.stack([fit_image(decode_image(blob, name), size) for blob, name in zip(blobs, names)])
 
 
 def _with_lora(module: nn.Module, config: FineTuneConfig) -> nn.Module:
@@ -134,7 +125,14 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
                 return denoiser.predict(accelerator.unwrap_model(module), noisy, timesteps, condition)
 
     checkpoints = output / "checkpoints"
-    start_step, history = _resume(accelerator, checkpoints)
+    monitor = getattr(loss_fn, "monitor", None)  # ReFL's hacking monitor: its baselines survive a resume
+    start_step, history, monitor_state = _resume(accelerator, checkpoints)
+    if monitor is not None and monitor_state:
+        monitor.load_state_dict(monitor_state)
+    stops = getattr(loss_fn, "stops", False)
+    # weights at the last two log intervals: the monitors smooth over batches, so the older one predates an alarm
+    snapshots = deque([(start_step, _trainable_weights(accelerator.unwrap_model(module)))] if stops else [], maxlen=2)
+    stopped = None
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
@@ -158,6 +156,12 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
                 running.setdefault(key, []).append(value)
         if not all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:]):
             raise VisrewardError(f"loss became {running['loss'][-1]} at step {step}: lower --lr (or --beta for DPO)")
+        if stops and loss_fn.stop_reason:
+            kept_step, weights = snapshots[0]
+            stopped = {"step": step + 1, "reason": loss_fn.stop_reason, "kept_weights_of_step": kept_step}
+            accelerator.unwrap_model(module).load_state_dict(weights, strict=False)
+            accelerator.print(f"stopped at step {step + 1}: {loss_fn.stop_reason}; keeping the weights of step {kept_step}")
+            break
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
                    "seconds_per_step": (time.time() - started) / (step + 1 - start_step)}
@@ -165,10 +169,12 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             history.append(row)
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step + 1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "implicit_accuracy")})
+            if stops:
+                snapshots.append((step + 1, _trainable_weights(accelerator.unwrap_model(module))))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            _checkpoint(accelerator, checkpoints, step + 1, history)
+            _checkpoint(accelerator, checkpoints, step + 1, history, monitor.state_dict() if monitor is not None else None)
     accelerator.wait_for_everyone()
-    metrics = {"steps": config.steps, "history": history, "world_size": accelerator.num_processes,
+    metrics = {"steps": config.steps, "history": history, "world_size": accelerator.num_processes, "stopped": stopped,
                "seconds_per_step": (time.time() - started) / max(1, config.steps - start_step)}
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(module)
@@ -182,22 +188,27 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     return metrics
 
 
-def _checkpoint(accelerator, checkpoints: Path, step: int, history: list[dict]) -> None:
+def _trainable_weights(module: nn.Module) -> dict:
+    """A CPU copy of the trainable weights: what a stopped run falls back to."""
+    return {k: p.detach().to("cpu", copy=True) for k, p in module.named_parameters() if p.requires_grad}
+
+
+def _checkpoint(accelerator, checkpoints: Path, step: int, history: list[dict], monitor: dict | None) -> None:
     target = checkpoints / f"step-{step:08d}"
     accelerator.save_state(str(target))
     if accelerator.is_main_process:
         # written last: a checkpoint without it is incomplete and ignored on resume
-        write_text(target / "visreward_step.json", json.dumps({"step": step, "history": history}))
+        write_text(target / "visreward_step.json", json.dumps({"step": step, "history": history, "monitor": monitor}))
         for old in sorted(checkpoints.glob("step-*"))[:-1]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
-def _resume(accelerator, checkpoints: Path) -> tuple[int, list[dict]]:
+def _resume(accelerator, checkpoints: Path) -> tuple[int, list[dict], dict | None]:
     complete = sorted(p for p in checkpoints.glob("step-*") if (p / "visreward_step.json").exists())
     if not complete:
-        return 0, []
+        return 0, [], None
     accelerator.load_state(str(complete[-1]))
     state = json.loads((complete[-1] / "visreward_step.json").read_text())
     accelerator.print(f"resuming from {complete[-1]} (step {state['step']})")
-    return state["step"], state["history"]
+    return state["step"], state["history"], state.get("monitor")

@@ -4,9 +4,12 @@
 
 Each step samples latents from noise without gradient down to a random one of the last
 `--last-steps` sampler steps, predicts x0 there with gradient, decodes it (the VAE decoder
-for latent models) and maximises the reward of the decoded images. The reward's mean and its
-spread (std) across each batch are logged; a spread that collapses to a fraction of its
-starting value is the reward-hacking signal RewardDance watches for, and is warned about.
+for latent models) and maximises the reward of the decoded images. Hacking monitors (see
+monitors.py) are logged every step: the reward's spread across the batch (RewardDance's
+signal), for GAN-RM rewards the fractions of samples above every held-out target score and off
+the reward's training data, and for digit prompts an independent classifier's agreement. When
+one fires, ReFL warns and, with --stop-on-hacking (default), stops and saves the generator as it
+was up to two log intervals before (the monitors smooth over batches), with the reason in metrics.json.
 
 Rewards: a GAN-RM folder (its encoder's differentiable path) or vlm:PATH_OR_ID (the judge's
 pointwise P(yes), with the processor's resize/normalise/patchify redone differentiably).
@@ -30,7 +33,11 @@ class ReFLConfig(FineTuneConfig):
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     num_inference_steps: int = option(20, "sampler steps from noise to image")
     last_steps: int = option(5, "the gradient step is drawn from the last this-many sampler steps")
-    collapse_ratio: float = option(0.2, "warn when the batch reward std falls below this fraction of its start")
+    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
+    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
+    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
+    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
+    stop_on_hacking: bool = option(True, "stop (and keep the last good generator) when a hacking monitor fires")
 
 
 def draw_prompts(data: TrainingImages, batch_size: int, rng: torch.Generator) -> dict:
@@ -39,8 +46,10 @@ def draw_prompts(data: TrainingImages, batch_size: int, rng: torch.Generator) ->
 
 
 def make_refl_loss(reward_model, config: ReFLConfig):
-    baseline: list[float] = []
-    warned = []
+    from ..monitors import HackingMonitor, MonitorLimits
+
+    monitor = HackingMonitor(reward_model, MonitorLimits(config.collapse_ratio, config.above_target, config.off_manifold,
+                                                         config.independent_drop))
 
     def refl_loss(denoiser, module, reference, batch: dict, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
         prompts = batch["prompts"]
@@ -56,18 +65,19 @@ def make_refl_loss(reward_model, config: ReFLConfig):
                 x0 = objective.predict_x0(x, denoiser.predict(module, x, at(i), condition), at(i))
                 x = objective.step(x, x0, at(i), at(i + 1))
         x0 = objective.predict_x0(x, denoiser.predict(module, x, at(stop), condition), at(stop))
-        rewards = reward_model(denoiser.decode(x0), prompts)
-        spread = rewards.detach().std().item() if len(rewards) > 1 else 0.0
-        if len(baseline) < 5:
-            baseline.append(spread)
-        start = sum(baseline) / len(baseline)
-        if start > 0 and spread < config.collapse_ratio * start and not warned:
-            warned.append(True)
-            warnings.warn(f"ReFL: reward spread collapsed to {spread:.3g} (from {start:.3g}): the generator may be "
-                          "hacking the reward; inspect samples, lower --lr or stop earlier")
-        return -rewards.mean(), {"reward_mean": rewards.detach().mean().item(), "reward_std": spread,
-                                 "reward_std_ratio": spread / start if start > 0 else 1.0}
+        images = denoiser.decode(x0)
+        rewards = reward_model(images, prompts)
+        logs = monitor.update(rewards, images, prompts)
+        alarms = monitor.alarms()
+        if alarms and refl_loss.stop_reason is None:
+            refl_loss.stop_reason = "; ".join(alarms)
+            warnings.warn(f"ReFL: the generator may be hacking the reward ({refl_loss.stop_reason}); "
+                          + ("stopping" if config.stop_on_hacking else "inspect samples, lower --lr or stop earlier"))
+        return -rewards.mean(), logs
 
+    refl_loss.stop_reason = None
+    refl_loss.stops = config.stop_on_hacking
+    refl_loss.monitor = monitor
     return refl_loss
 
 

@@ -1,6 +1,6 @@
 """The GAN-RM multi-round loop.
 
-    visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --n 8 --method dpo --output run/
+    visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
 
 Round t, starting from generator G_t:
   1. negatives/ and pool/: fresh samples of G_t (seeds never reused across rounds or steps)
@@ -31,6 +31,7 @@ from .pairs import build_pairs, write_pairs
 from .sft import SFTConfig, run_sft
 
 METHODS = ("dpo", "sft")
+DEFAULT_LR = {"sft": 1e-5, "dpo": 2e-6}
 _SEED_STRIDE = 10_000_000  # seeds of different rounds and steps never overlap
 
 
@@ -42,12 +43,13 @@ class RoundsConfig:
     output: str = option("run", "run folder: round-1/, round-2/, ... and rounds.json")
     rounds: int = option(3, "number of rounds")
     method: str = option("dpo", "fine-tuning per round", choices=METHODS)
-    n: int = option(8, "best-of-N samples per group")
-    repeats: int = option(4, "best-of-N groups per prompt per round")
+    n: int = option(16, "best-of-N samples per group")
+    repeats: int = option(8, "best-of-N groups per prompt per round")
     negatives_per_prompt: int = option(40, "fresh generator samples per prompt the reward model trains against")
     pool_per_prompt: int = option(20, "further samples per prompt for rank-based bootstrapping (0: none)")
-    steps: int = option(200, "fine-tuning steps per round")
-    lr: float = option(1e-4, "fine-tuning learning rate")
+    steps: int = option(100, "fine-tuning steps per round")
+    lr: float | None = option(None, "fine-tuning learning rate (default: 1e-5 for SFT, 2e-6 for DPO, tuned on the "
+                                    "bundled generator by benchmarks/demo_sweep.py)")
     batch_size: int = option(32, "fine-tuning batch size (images or pairs)")
     beta: float = option(5000.0, "DPO beta (see `visreward dpo --help`)")
     lora: bool = option(False, "fine-tune LoRA adapters instead of all weights")
@@ -104,7 +106,8 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
 
         finetune_dir = folder / "finetune"
         if not _done(finetune_dir, "metrics.json"):
-            common = dict(generator=generator_spec, output=str(finetune_dir), steps=config.steps, lr=config.lr,
+            lr = config.lr if config.lr is not None else DEFAULT_LR[config.method]
+            common = dict(generator=generator_spec, output=str(finetune_dir), steps=config.steps, lr=lr,
                           batch_size=config.batch_size, lora=config.lora, seed=config.seed + index,
                           device=config.device, progress=config.progress)
             if config.method == "dpo":

@@ -1,0 +1,108 @@
+"""Rewards the cheapest exploits cannot win: off-manifold negatives, probes, and ReFL's hacking monitors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
+from visreward.digits_data import digit_prompt
+from visreward.monitors import HackingMonitor, MonitorLimits
+from visreward.probes import PROBES, probe_images, probe_report
+
+
+class _FixedDistanceReward:
+    """A stand-in reward whose calibration and feature distances are literals."""
+
+    calibration = {"target_score_max": 1.0, "target_score_p5": -1.0, "feature_distance_p99": 2.0}
+
+    def __init__(self, distances):
+        self.distances = torch.tensor(distances)
+
+    def encoder(self, images):
+        return images.flatten(1)
+
+    def feature_distance(self, features):
+        return self.distances
+
+
+def test_monitor_fractions_and_alarms_on_literal_batches():
+    images = torch.zeros(4, 3, 8, 8)
+    reward = _FixedDistanceReward([0.5, 3.0, 2.5, 1.0])
+    monitor = HackingMonitor(reward, MonitorLimits(off_manifold=0.4), warmup=1, smoothing=1.0)
+    logs = monitor.update(torch.tensor([0.0, 2.0, 0.5, 3.0]), images, ["a face"] * 4)
+    assert logs["above_target"] == 0.5 and logs["off_manifold"] == 0.5 and "independent_agreement" not in logs
+    assert logs["reward_std"] == pytest.approx((5.6875 / 3) ** 0.5)  # squared deviations from 1.375 sum to 5.6875
+    assert monitor.alarms() == ["50% of samples lie off the reward's training data"]
+    monitor.update(torch.full((4,), 5.0), images, ["a face"] * 4)  # every sample above target, spread gone
+    assert monitor.alarms() == ["reward spread collapsed to 0.00 of its start",
+                                "100% of samples score above every held-out target image",
+                                "50% of samples lie off the reward's training data"]
+
+    smoothed = HackingMonitor(reward, warmup=1)  # one bad batch moves the running average a fifth of the way
+    smoothed.update(torch.tensor([0.0, 2.0, 0.5, 3.0]), images, ["a face"] * 4)
+    smoothed.update(torch.full((4,), 5.0), images, ["a face"] * 4)
+    assert smoothed.running["above_target"] == pytest.approx(0.8 * 0.5 + 0.2 * 1.0)
+    assert smoothed.running["reward_std_ratio"] == pytest.approx(0.8) and smoothed.alarms() == [
+        "60% of samples score above every held-out target image"]
+
+
+def test_digit_prompts_get_the_independent_classifier_check():
+    from visreward.digits_data import real_digits
+
+    images, labels = real_digits("train")
+    batch = torch.from_numpy(images[:20]).unsqueeze(1).expand(-1, 3, -1, -1)
+    monitor = HackingMonitor(object(), warmup=1)
+    right = monitor.update(torch.zeros(20), batch, [digit_prompt(int(d)) for d in labels[:20]])
+    assert right["independent_agreement"] > 0.9 and "above_target" not in right
+    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), [digit_prompt(int(d)) for d in labels[:20]])
+    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), [digit_prompt(int(d)) for d in labels[:20]])
+    assert any("independent check fell" in a for a in monitor.alarms())
+
+
+@pytest.fixture(scope="module")
+def faces_reward(tmp_path_factory):
+    """A reward on another shipped data set: scikit-image's real faces (target) vs its non-face crops."""
+    import skimage.data
+
+    root = tmp_path_factory.mktemp("faces")
+    images = (skimage.data.lfw_subset() * 255).round().astype(np.uint8)
+    for name, part in (("faces", images[:100]), ("other", images[100:])):
+        (root / name).mkdir()
+        for i, image in enumerate(part):
+            Image.fromarray(image, mode="L").save(root / name / f"{i:03d}.png")
+    train_reward_model(RewardTrainingConfig(target=[str(root / "faces")], generated=[str(root / "other")],
+                                            output=str(root / "rm"), progress=False))
+    model = DiscriminativeRewardModel.from_pretrained(root / "rm")
+    held = torch.from_numpy(images[80:100]).float().div(255)[:, None].expand(-1, 3, -1, -1)
+    generated = torch.from_numpy(images[180:182]).float().div(255)[:, None].expand(-1, 3, -1, -1)
+    return model, held, generated, json.loads((root / "rm" / "metrics.json").read_text())
+
+
+def test_every_probe_scores_below_the_held_out_targets(faces_reward):
+    model, held, generated, metrics = faces_reward
+    assert metrics["heldout"]["auc"] > 0.9  # the off-manifold negatives cost the real task nothing
+    report = probe_report(model, held, generated)
+    assert set(report) == set(PROBES)
+    fixed = {name: r for name, r in report.items() if name != "gradient ascent"}  # the adversary is reported, not bounded
+    assert all(r["percentile"] < 5 for r in fixed.values()), report
+    assert 0 <= report["gradient ascent"]["percentile"] <= 100
+    assert set(model.calibration) == {"target_score_max", "target_score_p5", "feature_distance_p99"}
+
+
+def test_without_off_manifold_negatives_noise_is_an_exploit(tmp_path, digit_folders):
+    """The failure the default guards against: a plain head scores some probe above the held-out targets."""
+    from visreward.digits_data import real_digits
+
+    def worst_probe(off_manifold):
+        train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
+                                                output=str(tmp_path / f"rm-{off_manifold}"), off_manifold=off_manifold,
+                                                progress=False))
+        model = DiscriminativeRewardModel.from_pretrained(tmp_path / f"rm-{off_manifold}")
+        held = torch.from_numpy(real_digits("evaluation")[0][:40]).unsqueeze(1).expand(-1, 3, -1, -1)
+        reference = model.score(held)
+        return max(float((reference < model.score(images).max()).float().mean()) for images in probe_images(held[:2]).values())
+
+    assert worst_probe(0.0) > worst_probe(0.5)
