@@ -103,7 +103,7 @@ def test_generate_writes_an_imagefolder(tiny_generator_dir, tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "samples" / "metadata.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in rows] == list(range(7, 13)) and rows[3]["prompt"] == "a handwritten digit 9"
     assert main(["generate", "--generator", str(tiny_generator_dir), "--prompts", "a cat"]) == 2
-    assert "names no digit" in capsys.readouterr().err
+    assert "is not one of this generator's 10 prompts" in capsys.readouterr().err
 
 
 def test_installed_command_runs(tmp_path):

@@ -78,13 +78,13 @@ def faces_reward(tmp_path_factory):
     model = DiscriminativeRewardModel.from_pretrained(root / "rm")
     held = torch.from_numpy(images[80:100]).float().div(255)[:, None].expand(-1, 3, -1, -1)
     generated = torch.from_numpy(images[180:182]).float().div(255)[:, None].expand(-1, 3, -1, -1)
-    return model, held, generated, json.loads((root / "rm" / "metrics.json").read_text())
+    return model, held, generated, json.loads((root / "rm" / "metrics.json").read_text()), root
 
 
 def test_every_probe_scores_below_the_held_out_targets(faces_reward):
-    model, held, generated, metrics = faces_reward
+    model, held, generated, metrics, _ = faces_reward
     assert metrics["heldout"]["auc"] > 0.9  # the off-manifold negatives cost the real task nothing
-    report = probe_report(model, held, generated)
+    report = probe_report(model, model.score(held), generated)
     assert set(report) == set(PROBES)
     fixed = {name: r for name, r in report.items() if name != "gradient ascent"}  # the adversary is reported, not bounded
     assert all(r["percentile"] < 5 for r in fixed.values()), report
@@ -106,3 +106,15 @@ def test_without_off_manifold_negatives_noise_is_an_exploit(tmp_path, digit_fold
         return max(float((reference < model.score(images).max()).float().mean()) for images in probe_images(held[:2]).values())
 
     assert worst_probe(0.0) > worst_probe(0.5)
+
+
+def test_eval_rm_probes_from_the_command_line(faces_reward, capsys):
+    from visreward.cli import main
+
+    _, _, _, _, root = faces_reward
+    assert main(["eval-rm", "--model", str(root / "rm"), "--target", str(root / "faces"), "--generated", str(root / "other"),
+                 "--probes", "--no-progress", "--output", str(root / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert all(f"probe {name}" in out for name in PROBES)
+    probes = json.loads((root / "eval.json").read_text())["probes"]
+    assert probes["checkerboard"]["percentile"] < 5 and set(probes) == set(PROBES)

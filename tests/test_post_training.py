@@ -236,11 +236,11 @@ def test_refl_raises_the_reward_and_logs_the_hacking_monitors(rm_dir, tiny_gener
     from visreward.post_training import ReFLConfig, run_refl
 
     config = ReFLConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), output=str(tmp_path / "refl"),
-                        prompts=[digit_prompt(2), digit_prompt(6)], steps=12, batch_size=8, num_inference_steps=4,
-                        last_steps=1, lr=1e-3, log_every=3, stop_on_hacking=False, progress=False)
+                        prompts=[digit_prompt(2), digit_prompt(6)], steps=6, batch_size=4, num_inference_steps=4,
+                        last_steps=1, lr=1e-3, log_every=2, stop_on_hacking=False, progress=False)
     metrics = run_refl(config)
     history = metrics["history"]
-    assert [row["step"] for row in history] == [3, 6, 9, 12] and metrics["stopped"] is None
+    assert [row["step"] for row in history] == [2, 4, 6] and metrics["stopped"] is None
     assert all({"reward_mean", "reward_std", "reward_std_ratio", "above_target", "off_manifold"} <= set(row) for row in history)
     assert history[-1]["reward_mean"] > history[0]["reward_mean"]  # gradient ascent on the reward works
     before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(2)], 1, 0)[0]
@@ -253,7 +253,7 @@ def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_
     from visreward.generators import load_generator
 
     assert main(["refl", "--generator", str(tiny_generator_dir), "--reward", str(rm_dir), "--output", str(tmp_path / "refl"),
-                 "--prompts", digit_prompt(2), digit_prompt(6), "--steps", "40", "--batch-size", "8",
+                 "--prompts", digit_prompt(2), digit_prompt(6), "--steps", "40", "--batch-size", "4",
                  "--num-inference-steps", "4", "--last-steps", "1", "--lr", "1e-2", "--log-every", "2",
                  "--above-target", "0.2", "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "refl" / "metrics.json").read_text())

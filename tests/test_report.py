@@ -20,9 +20,9 @@ def _chromium() -> str | None:
 def demo_run(tmp_path_factory, tiny_generator_dir):
     """`visreward demo` with every stage but tiny sizes, two seeds (so every number has a spread)."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=30, target_sizes=[15, 30],
-                                  eval_per_digit=2, rounds=1, n=2, repeats=1, negatives_per_prompt=3, pool_per_prompt=1,
-                                  sft_steps=2, dpo_steps=2, seeds=2))
+    results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=60, target_sizes=[30, 60],
+                                  eval_per_digit=1, rounds=1, n=2, repeats=1, negatives_per_prompt=3, pool_per_prompt=1,
+                                  sft_steps=2, dpo_steps=2, probe_starts=1, seeds=2))
     return out, results
 
 
@@ -35,7 +35,7 @@ def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
         assert all(len(pair) == 2 and pair[1] >= 0 for pair in row.values())  # [mean, sd over 2 seeds]
     assert metrics["rows"]["base"]["toward_target"] == [0.0, 0.0]
     assert [int(n) for n in metrics["best_of_n"]] == list(BEST_OF)
-    assert list(metrics["target_sizes"]) == ["15", "30"]
+    assert list(metrics["target_sizes"]) == ["30", "60"]
     assert set(metrics["probes"]) == {"sft-round-1", "dpo-round-1"}
     assert all(set(p) == set(PROBES) for p in metrics["probes"].values())
     assert [run["seed"] for run in metrics["per_seed"]] == [0, 1]

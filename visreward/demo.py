@@ -56,6 +56,7 @@ class DemoConfig:
     dpo_steps: int = option(100, "DPO steps per round")
     dpo_lr: float = option(2e-6, "DPO learning rate")
     beta: float = option(5000.0, "DPO beta")
+    probe_starts: int = option(4, "generated images the gradient-ascent probe starts from")
     seeds: int = option(1, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
     seed: int = option(0, "first seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")
@@ -144,7 +145,8 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
     for n in BEST_OF:
         chosen = groups[torch.arange(len(eval_prompts)), scores[:, :n].argmax(dim=1)]
         best_of[n] = judge(chosen, eval_prompts, refs)
-        samples[f"Best-of-{n}"] = chosen
+        if n in (4, 16):
+            samples[f"Best-of-{n}"] = chosen
     rows["base"] = best_of[1]
     samples["base"] = groups[:, 0]
     rows["Best-of-4"], rows["Best-of-16"] = best_of[4], best_of[16]
@@ -166,10 +168,13 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
                        "validation_auc": metrics["heldout"]["auc"],
                        "best_of_16_ink_gain": judge(chosen, eval_prompts, refs)["ink"] - base_row["ink"]}
 
-    probes = {f"{method}-round-{info['round']}": probe_report(
-                  DiscriminativeRewardModel.from_pretrained(Path(info["next_generator"]).parents[1] / "rm", backend="auto",
-                                                            cache_dir=config.cache_dir), heldout_rgb, groups[:8, 0], seed)
-              for method in ("sft", "dpo") for info in runs[method]}
+    probes = {}
+    for method in ("sft", "dpo"):
+        for info in runs[method]:
+            rm = DiscriminativeRewardModel.from_pretrained(Path(info["next_generator"]).parents[1] / "rm", backend="auto",
+                                                           cache_dir=config.cache_dir)
+            probes[f"{method}-round-{info['round']}"] = probe_report(rm, rm.score_features(heldout_features),
+                                                                     groups[: config.probe_starts, 0], seed)
     return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF}, "target_sizes": sizes,
             "reward_heldout_auc": _honest_auc(reward, features[:, 0], heldout_features), "probes": probes,
             "rounds": runs, "samples": samples, "scores": {"heldout_target": reward.score_features(heldout_features).tolist(),
@@ -234,7 +239,8 @@ def run_demo(config: DemoConfig) -> dict:
                 for seed in range(config.seed, config.seed + config.seeds)]
     print("3/3 report")
     labels = real_digits("train")[1][indices]
-    examples = [int(np.flatnonzero(labels == d)[j]) for j in range(4) for d in range(10)]  # one digit per column
+    per_digit = [np.flatnonzero(labels == d) for d in range(10)]
+    examples = [int(rows[j % len(rows)]) for j in range(4) for rows in per_digit]  # one digit per column
     save_sample_grids(per_seed[0]["samples"], refs.target[examples].reshape(-1, 1, 8, 8).expand(-1, 3, -1, -1),
                       config.eval_per_digit, out / "assets")
     summary = summarise(per_seed)

@@ -61,9 +61,12 @@ def gradient_ascent(model, start: torch.Tensor, steps: int = 10, step_size: floa
     return x
 
 
-def probe_report(model, heldout_target: torch.Tensor, generated: torch.Tensor, seed: int = 0) -> dict[str, dict]:
-    """{probe: {"max_score", "percentile"}} for a reward model, against its held-out target scores."""
-    reference = model.score(heldout_target).numpy()
+def probe_report(model, heldout_target_scores: torch.Tensor, generated: torch.Tensor, seed: int = 0) -> dict[str, dict]:
+    """{probe: {"max_score", "percentile"}} for a reward model, against its held-out target images' scores.
+
+    generated: a few [B,3,H,W] generator outputs in [0,1]: the probes take their shape, and gradient
+    ascent starts from them."""
+    reference = heldout_target_scores.float().cpu().numpy()
     probes = probe_images(generated, seed)
     probes["gradient ascent"] = gradient_ascent(model, generated)
     report = {}

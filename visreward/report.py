@@ -99,8 +99,8 @@ def histogram(groups: dict[str, list[float]], title: str, xlabel: str, bins: int
 
 
 def save_sample_grids(samples: dict[str, torch.Tensor], target: torch.Tensor, per_prompt: int, assets: Path) -> None:
-    """4 samples of each of 10 prompts per grid (one prompt per column), and the target examples (4 x 10)."""
-    shown = [j + d * per_prompt for j in range(4) for d in range(10)]
+    """Up to 4 samples of each of 10 prompts per grid (one prompt per column), and the target examples (4 x 10)."""
+    shown = [j + d * per_prompt for j in range(min(4, per_prompt)) for d in range(10)]
     with atomic_dir(assets) as tmp:
         save_grid(target, 10, tmp / "grid-target.png", scale=8)
         for name, images in samples.items():

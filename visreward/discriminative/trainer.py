@@ -237,7 +237,8 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     generated = labeled(generated_features, 0.0, generated_text)
     parts = [target.subset(target_train), generated.subset(generated_train)]
     if config.off_manifold > 0:
-        parts.append(off_manifold_negatives([generated_records[i] for i in generated_train], model, config, generated_text))
+        parts.append(off_manifold_negatives([generated_records[i] for i in generated_train], model, config,
+                                            None if generated_text is None else generated_text[generated_train]))
     natural = LabeledFeatures.cat(parts[:2])
     base_train = LabeledFeatures.cat(parts)
     held = LabeledFeatures.cat([target.subset(target_val), generated.subset(generated_val)]) if config.holdout > 0 else None
@@ -268,13 +269,8 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
             round_info["test"] = _evaluate(model.head, test)
         metrics["rounds"].append(round_info)
 
-    calibration_side = test if test is not None else held
-    if calibration_side is not None:
-        target_side = calibration_side.subset(torch.nonzero(calibration_side.labels > 0.5).flatten())
-        with torch.no_grad():
-            device = next(model.head.parameters()).device
-            scores = model.head(target_side.features.to(device), None if target_side.text is None else target_side.text.to(device))
-        model.calibrate(scores, natural.features)
+    if test is not None or held is not None:
+        calibrate(model, test if test is not None else held, natural)
     metrics.update(
         n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
         n_skipped=len(skipped), validation=metrics["rounds"][-1].get("validation"),
@@ -282,6 +278,15 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     )
     save_training_run(model, config, metrics, skipped)
     return model, metrics
+
+
+def calibrate(model: DiscriminativeRewardModel, held: LabeledFeatures, natural: LabeledFeatures) -> None:
+    """Record where held-out target images score and how far the natural training features spread."""
+    target = held.subset(torch.nonzero(held.labels > 0.5).flatten())
+    device = next(model.head.parameters()).device
+    with torch.no_grad():
+        scores = model.head(target.features.to(device), None if target.text is None else target.text.to(device))
+    model.calibrate(scores, natural.features)
 
 
 def bootstrap_set(model: DiscriminativeRewardModel, base_train: LabeledFeatures, pool: LabeledFeatures,

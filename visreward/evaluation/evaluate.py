@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..config import option
 from ..discriminative import DiscriminativeRewardModel
 from ..features import FeatureCache
 from ..images import SkipLog
-from ..readers import read_images
+from ..readers import find_images, read_images
 from .metrics import binary_metrics, score_summary
 
 
@@ -26,6 +27,7 @@ class EvalConfig:
     cache_dir: str | None = option(None, "feature cache folder")
     no_cache: bool = option(False, "do not read or write the feature cache")
     strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
+    probes: bool = option(False, "also score noise, blank, saturated, checkerboard and gradient-ascent probes")
     progress: bool = option(True, "show progress bars")
 
 
@@ -50,4 +52,12 @@ def evaluate_reward_model(model: DiscriminativeRewardModel, config: EvalConfig,
     metrics = {**binary_metrics(target, generated, curve=True),
                "target_scores": score_summary(target), "generated_scores": score_summary(generated),
                "n_skipped": len(skipped)}
+    if config.probes:
+        from ..images import load_image
+        from ..probes import probe_report
+
+        starts = [load_image(record.path) for record in find_images(config.generated, skipped)[:4]]
+        size = starts[0].size
+        pixels = torch.stack([torch.from_numpy(np.array(image.resize(size))).permute(2, 0, 1) for image in starts])
+        metrics["probes"] = probe_report(model, target, pixels.float() / 255)
     return metrics, target, generated
