@@ -37,7 +37,7 @@ def pairs_for(generator: str, reward: Path, work: Path, prompts: list[str]) -> P
 def main() -> None:
     work = Path(tempfile.mkdtemp())
     prompts = [digit_prompt(d) for d in range(10)]
-    images, labels = real_digits("reward")
+    images, labels = real_digits("train")
     save_samples([GeneratedSample(digit_image(i), digit_prompt(int(l)), -1) for i, l in zip(images[:60], labels[:60])], work / "target")
     generator = load_bundled_generator(progress=False)
     save_samples(generator.generate(prompts, 6, seed=0), work / "generated")

@@ -30,7 +30,7 @@ def rate(judge, images, prompts, batch_size: int, references=None) -> float:
 
 
 def main() -> None:
-    pixels, labels = real_digits("reward")
+    pixels, labels = real_digits("train")
     images = [digit_image(pixels[i]) for i in range(64)]
     prompts = [digit_prompt(int(labels[i])) for i in range(64)]
     print("| model | mode | batch 1 (scores/s) | batch 16 (scores/s) | speed-up |")

@@ -73,7 +73,7 @@ class References:
 
     @property
     def target_ink(self) -> float:
-        return float(self.heldout_target.sum(1).mean())
+        return float(ink(self.heldout_target.view(-1, 8, 8).numpy()).mean())
 
 
 def judge(images: torch.Tensor, prompts: list[str], refs: References) -> dict:
@@ -82,7 +82,7 @@ def judge(images: torch.Tensor, prompts: list[str], refs: References) -> dict:
                                         within_prompt_diversity)
 
     pixels = digit_pixels(images)
-    mean_ink = float(pixels.sum(1).mean())
+    mean_ink = float(ink(pixels.view(-1, 8, 8).numpy()).mean())
     base = refs.base_ink if refs.base_ink is not None else mean_ink
     return {"ink": mean_ink, "toward_target": (mean_ink - base) / (refs.target_ink - base),
             "accuracy": digit_accuracy(images, prompts), "frechet": frechet_distance(pixels, refs.heldout_target),
@@ -165,7 +165,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
             output=str(out / "target-size" / f"{size}" / "rm"), seed=seed + 1, cache_dir=config.cache_dir, progress=False))
         chosen = groups[torch.arange(len(eval_prompts)), rm.score_features(features[:, :16].flatten(0, 1)).view(-1, 16).argmax(1)]
         sizes[size] = {"heldout_auc": _honest_auc(rm, features[:, 0], heldout_features),
-                       "validation_auc": metrics["heldout"]["auc"],
+                       "test_split_auc": metrics["heldout"]["auc"],
                        "best_of_16_ink_gain": judge(chosen, eval_prompts, refs)["ink"] - base_row["ink"]}
 
     probes = {}
