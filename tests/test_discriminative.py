@@ -165,3 +165,16 @@ def test_too_small_target_set_is_a_one_line_error(tmp_path, digit_folders):
         train_reward_model(_config(digit_folders, tmp_path, target=[str(target)]))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "rm").exists()  # nothing half-written
+
+
+def test_reward_fn_takes_rl_trainer_batches_and_returns_a_normal_tensor(trained, digit_folders):
+    directory, model, _ = trained
+    paths = sorted(str(p) for p in digit_folders["heldout_target"].glob("*.png"))[:3]
+    expected = model.score(paths)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])  # uint8 [B,H,W,3]
+    for batch in (pixels, torch.from_numpy(pixels), torch.from_numpy(pixels).permute(0, 3, 1, 2),
+                  np.asarray([np.asarray(Image.open(p)) for p in paths])[..., None]):  # grayscale NHWC
+        rewards, _ = model.reward_fn(batch, None, None)
+        assert torch.allclose(rewards, expected, atol=1e-4)
+    rewards.mul_(2)  # a trainer's in-place op on the rewards
+    assert not rewards.is_inference()

@@ -161,6 +161,21 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(quantize(image).permute(1, 2, 0).numpy()))
 
 
+def as_image_batch(images):
+    """RL trainers' batches -> [B,3,H,W] float in [0,1]: numpy or torch, uint8 or float, NCHW or NHWC,
+    1 or 3 channels. Anything else (paths, PIL images, lists) is returned as it is."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        return images
+    if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3):
+        images = images.permute(0, 3, 1, 2)
+    if images.shape[1] not in (1, 3):
+        raise VisrewardError(f"an image batch must be [B,3,H,W] or [B,H,W,3], got {list(images.shape)}")
+    images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
 def as_records(images: Iterable[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None) -> list[tuple[ImageRecord, ImageInput]]:
     """Pair in-memory API inputs with records; ids are positions, paths are kept."""
     if isinstance(images, torch.Tensor):

@@ -15,7 +15,7 @@ from ..atomic import atomic_path
 from ..encoders import ImageEncoder, load_encoder
 from ..errors import VisrewardError
 from ..features import FeatureCache, encode_tensors, extract_features
-from ..images import ImageInput, as_records
+from ..images import ImageInput, as_image_batch, as_records
 from .head import RewardHead
 
 MODEL_TYPE = "visreward-gan-rm"
@@ -88,6 +88,7 @@ class DiscriminativeRewardModel(nn.Module):
                        prob: bool = False) -> torch.Tensor:
         with torch.inference_mode():
             logits = self.head(features.to(self.encoder.device), self.text_features(prompts)).float().cpu()
+        logits = logits.clone()  # a normal tensor: callers (RL trainers) may modify it in place
         return torch.sigmoid(logits) if prob else logits
 
     def score(self, images: Sequence[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None,
@@ -95,10 +96,12 @@ class DiscriminativeRewardModel(nn.Module):
               num_workers: int = 4, progress: bool = False) -> torch.Tensor:
         """Reward per image, in input order: logits, or probabilities with prob=True.
 
-        images: paths, PIL images, or a [B,3,H,W] float tensor in [0,1] (scored directly, no file round
-        trip; quantised to 8 bits first, so a tensor and the PNG saved from it get the same score).
+        images: paths, PIL images, or a batch scored directly (no file round trip): a [B,3,H,W] float
+        tensor in [0,1], or uint8 / NHWC arrays or tensors as RL trainers pass them (quantised to 8 bits
+        first, so a tensor and the PNG saved from it get the same score).
         """
         self.eval()
+        images = as_image_batch(images)
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             if prompts is not None and len(prompts) != len(images):
                 raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
