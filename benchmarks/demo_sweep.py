@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     runs = [sweep_seed(seed, output) for seed in args.seeds]
     (output / "sweep.json").write_text(json.dumps(runs, indent=2))
-    print(f"| setting (one round from base, N=16, 80 selections; mean of {len(runs)} seeds) | "
+    print(f"| setting (one round from base, N=16, 80 selections; mean of {len(runs)} seed(s)) | "
           "ink mass | moved toward target | digit accuracy | Fréchet dist. (pixels) | diversity |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in runs[0]:

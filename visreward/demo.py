@@ -51,7 +51,7 @@ class DemoConfig:
     repeats: int = option(8, "best-of-N groups per digit per round (SFT images / DPO pairs = 10 x repeats)")
     negatives_per_prompt: int = option(40, "fresh samples per digit each round's reward model trains against")
     pool_per_prompt: int = option(20, "further samples per digit for rank-based bootstrapping")
-    sft_steps: int = option(100, "SFT steps per round")
+    sft_steps: int = option(50, "SFT steps per round")
     sft_lr: float = option(1e-5, "SFT learning rate")
     dpo_steps: int = option(100, "DPO steps per round")
     dpo_lr: float = option(2e-6, "DPO learning rate")

@@ -32,6 +32,7 @@ from .sft import SFTConfig, run_sft
 
 METHODS = ("dpo", "sft")
 DEFAULT_LR = {"sft": 1e-5, "dpo": 2e-6}
+DEFAULT_STEPS = {"sft": 50, "dpo": 100}
 _SEED_STRIDE = 10_000_000  # seeds of different rounds and steps never overlap
 
 
@@ -47,7 +48,7 @@ class RoundsConfig:
     repeats: int = option(8, "best-of-N groups per prompt per round")
     negatives_per_prompt: int = option(40, "fresh generator samples per prompt the reward model trains against")
     pool_per_prompt: int = option(20, "further samples per prompt for rank-based bootstrapping (0: none)")
-    steps: int = option(100, "fine-tuning steps per round")
+    steps: int | None = option(None, "fine-tuning steps per round (default: 50 for SFT, 100 for DPO)")
     lr: float | None = option(None, "fine-tuning learning rate (default: 1e-5 for SFT, 2e-6 for DPO, tuned on the "
                                     "bundled generator by benchmarks/demo_sweep.py)")
     batch_size: int = option(32, "fine-tuning batch size (images or pairs)")
@@ -107,7 +108,8 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
         finetune_dir = folder / "finetune"
         if not _done(finetune_dir, "metrics.json"):
             lr = config.lr if config.lr is not None else DEFAULT_LR[config.method]
-            common = dict(generator=generator_spec, output=str(finetune_dir), steps=config.steps, lr=lr,
+            steps = config.steps if config.steps is not None else DEFAULT_STEPS[config.method]
+            common = dict(generator=generator_spec, output=str(finetune_dir), steps=steps, lr=lr,
                           batch_size=config.batch_size, lora=config.lora, seed=config.seed + index,
                           device=config.device, progress=config.progress)
             if config.method == "dpo":
