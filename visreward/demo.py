@@ -21,6 +21,7 @@ Then the table (mean +- sd over seeds), demo_metrics.json, and report.html.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -138,11 +139,11 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
     heldout_features = encode_tensors(reward.encoder, heldout_rgb)
 
     rows, samples = {}, {}
-    base_row = judge(groups[:, 0], eval_prompts, refs)
-    refs = References(refs.heldout_target, refs.target, refs.heldout_nearest, base_row["ink"])
+    base_row = judge(groups[:, 0], eval_prompts, refs)  # its own baseline: moved toward target 0
+    refs = dataclasses.replace(refs, base_ink=base_row["ink"])
     scores = reward.score_features(features.flatten(0, 1)).view(len(eval_prompts), -1)
-    best_of = {}
-    for n in BEST_OF:
+    best_of = {1: base_row}  # Best-of-1 is the first sample of each group: the base row itself
+    for n in BEST_OF[1:]:
         chosen = groups[torch.arange(len(eval_prompts)), scores[:, :n].argmax(dim=1)]
         best_of[n] = judge(chosen, eval_prompts, refs)
         if n in (4, 16):

@@ -50,15 +50,18 @@ class HackingMonitor:
     seen: list = field(default_factory=list)
     running: dict = field(default_factory=dict)
 
-    def update(self, rewards: torch.Tensor, images: torch.Tensor, prompts: list[str]) -> dict:
-        """Signals for one batch (rewards [B], the images they scored [B,3,H,W] in [0,1])."""
+    def update(self, rewards: torch.Tensor, images: torch.Tensor, prompts: list[str],
+               features: torch.Tensor | None = None) -> dict:
+        """Signals for one batch (rewards [B], the images they scored [B,3,H,W] in [0,1], and the reward's
+        encoder features of them when the caller already has them; otherwise they are encoded here)."""
         rewards = rewards.detach().float().cpu()
         logs = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0}
         calibration = getattr(self.reward_model, "calibration", None) or {}
         if calibration:
             logs["above_target"] = float((rewards > calibration["target_score_max"]).float().mean())
             with torch.no_grad():
-                distance = self.reward_model.feature_distance(self.reward_model.encoder(images.detach()))
+                features = self.reward_model.encoder(images.detach()) if features is None else features.detach()
+                distance = self.reward_model.feature_distance(features)
             logs["off_manifold"] = float((distance > calibration["feature_distance_p99"]).float().mean())
         agreement = digit_agreement(images.detach().cpu(), prompts)
         if agreement is not None:

@@ -82,7 +82,12 @@ class DiscriminativeRewardModel(nn.Module):
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
         """Differentiable reward logits for [B,3,H,W] images in [0,1] (for reward-gradient training)."""
-        return self.head(self.encoder(images), self.text_features(prompts))
+        return self.reward_and_features(images, prompts)[0]
+
+    def reward_and_features(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(differentiable logits, the encoder features they came from): monitors reuse the features."""
+        features = self.encoder(images)
+        return self.head(features, self.text_features(prompts)), features
 
     def score_features(self, features: torch.Tensor, prompts: Sequence[str | None] | None = None,
                        prob: bool = False) -> torch.Tensor:

@@ -66,8 +66,11 @@ def make_refl_loss(reward_model, config: ReFLConfig):
                 x = objective.step(x, x0, at(i), at(i + 1))
         x0 = objective.predict_x0(x, denoiser.predict(module, x, at(stop), condition), at(stop))
         images = denoiser.decode(x0)
-        rewards = reward_model(images, prompts)
-        logs = monitor.update(rewards, images, prompts)
+        if hasattr(reward_model, "reward_and_features"):  # GAN-RM: one encoder pass serves reward and monitor
+            rewards, features = reward_model.reward_and_features(images, prompts)
+        else:
+            rewards, features = reward_model(images, prompts), None
+        logs = monitor.update(rewards, images, prompts, features)
         alarms = monitor.alarms()
         if alarms and refl_loss.stop_reason is None:
             refl_loss.stop_reason = "; ".join(alarms)
