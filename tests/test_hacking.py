@@ -89,32 +89,39 @@ def test_every_probe_scores_below_the_held_out_targets(faces_reward):
     fixed = {name: r for name, r in report.items() if name != "gradient ascent"}  # the adversary is reported, not bounded
     assert all(r["percentile"] < 5 for r in fixed.values()), report
     assert 0 <= report["gradient ascent"]["percentile"] <= 100
-    assert set(model.calibration) == {"target_score_max", "target_score_p5", "feature_distance_p99"}
+    assert set(model.calibration) == {"target_score_max", "target_score_p5", "feature_distance_p99", "off_data_penalty"}
 
 
-def test_without_off_manifold_negatives_noise_is_an_exploit(tmp_path, digit_folders):
-    """The failure the default guards against: a plain head scores some probe above the held-out targets."""
+def test_inputs_beyond_the_training_data_score_lower_by_the_off_data_penalty(faces_reward):
+    model, *_ = faces_reward
+    assert model.calibration["off_data_penalty"] == 10.0  # RewardTrainingConfig's default, saved with the model
+    limit = model.calibration["feature_distance_p99"]
+    direction = model.head.feature_std.detach().cpu()
+    # mean + k * std in every coordinate is at distance exactly k: half the limit, and three times it
+    features = model.head.feature_mean.detach().cpu() + torch.tensor([[0.5 * limit], [3.0 * limit]]) * direction
+    with torch.no_grad():
+        raw = model.head(features, None)
+    penalty = model.score_features(features) - raw
+    assert penalty.tolist() == pytest.approx([0.0, -20.0], abs=1e-3)  # 10 x (3 limit - limit) / limit
+    features.requires_grad_(True)
+    model.guarded(model.head(features, None), features).sum().backward()  # the penalty is differentiable for ReFL
+    assert features.grad[1].abs().sum() > features.grad[0].abs().sum() > 0
+
+
+def test_without_off_manifold_negatives_or_the_off_data_penalty_noise_is_an_exploit(tmp_path, digit_folders):
+    """The failure the defaults guard against: a plain head scores some probe above the held-out targets.
+    Either guard alone (wrecked negatives in training, the penalty at scoring) lowers the worst probe."""
     from visreward.digits_data import real_digits
 
-    def worst_probe(off_manifold):
+    def worst_probe(off_manifold, off_data_penalty):
+        output = tmp_path / f"rm-{off_manifold}-{off_data_penalty}"
         train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
-                                                output=str(tmp_path / f"rm-{off_manifold}"), off_manifold=off_manifold,
-                                                progress=False))
-        model = DiscriminativeRewardModel.from_pretrained(tmp_path / f"rm-{off_manifold}")
+                                                output=str(output), off_manifold=off_manifold,
+                                                off_data_penalty=off_data_penalty, progress=False))
+        model = DiscriminativeRewardModel.from_pretrained(output)
         held = torch.from_numpy(real_digits("evaluation")[0][:40]).unsqueeze(1).expand(-1, 3, -1, -1)
         reference = model.score(held)
         return max(float((reference < model.score(images).max()).float().mean()) for images in probe_images(held[:2]).values())
 
-    assert worst_probe(0.0) > worst_probe(0.5)
-
-
-def test_eval_rm_probes_from_the_command_line(faces_reward, capsys):
-    from visreward.cli import main
-
-    _, _, _, _, root = faces_reward
-    assert main(["eval-rm", "--model", str(root / "rm"), "--target", str(root / "faces"), "--generated", str(root / "other"),
-                 "--probes", "--no-progress", "--output", str(root / "eval.json")]) == 0
-    out = capsys.readouterr().out
-    assert all(f"probe {name}" in out for name in PROBES)
-    probes = json.loads((root / "eval.json").read_text())["probes"]
-    assert probes["checkerboard"]["percentile"] < 5 and set(probes) == set(PROBES)
+    plain = worst_probe(0.0, 0.0)
+    assert plain > worst_probe(0.5, 0.0) and plain > worst_probe(0.0, 10.0)

@@ -43,6 +43,9 @@ class RewardTrainingConfig:
     patience: int = option(10, "stop after this many epochs without a better validation AUC/loss")
     off_manifold: float = option(0.5, "off-manifold negatives (noise, blank, saturated colour, wrecked generated images) "
                                       "per generated training image, label 0: keeps exploits from scoring high (0: none)")
+    off_data_penalty: float = option(10.0, "inputs whose features lie beyond the training data's 99th-percentile distance "
+                                          "p99 score lower by this x (distance - p99) / p99: the head only extrapolates "
+                                          "there (0: off)")
     bootstrap_rounds: int = option(1, "bootstrap rounds over --unlabeled (ignored without it)")
     alpha: float = option(0.05, "soft-label decay: the rank-r bootstrapped positive gets label exp(-alpha*r)")
     m: int = option(64, "how many top- and bottom-ranked unlabeled images join per round")

@@ -72,14 +72,28 @@ class DiscriminativeRewardModel(nn.Module):
 
     def feature_distance(self, features: torch.Tensor) -> torch.Tensor:
         """Root-mean-square of the head's standardised input: how far features lie from the training data."""
-        standardised = (features.to(self.head.feature_mean.device) - self.head.feature_mean) / self.head.feature_std
-        return standardised.float().pow(2).mean(dim=-1).sqrt().cpu()
+        return self._distance(features).detach().cpu()
 
-    def calibrate(self, target_scores: torch.Tensor, natural: torch.Tensor) -> None:
+    def _distance(self, features: torch.Tensor) -> torch.Tensor:
+        standardised = (features.to(self.head.feature_mean.device) - self.head.feature_mean) / self.head.feature_std
+        return standardised.float().pow(2).mean(dim=-1).sqrt()
+
+    def calibrate(self, target_scores: torch.Tensor, natural: torch.Tensor, off_data_penalty: float = 0.0) -> None:
         """Record held-out target images' score range and the training inputs' feature distances."""
         scores = target_scores.float().cpu()
         self.calibration = {"target_score_max": float(scores.max()), "target_score_p5": float(scores.quantile(0.05)),
-                            "feature_distance_p99": float(self.feature_distance(natural).quantile(0.99))}
+                            "feature_distance_p99": float(self.feature_distance(natural).quantile(0.99)),
+                            "off_data_penalty": off_data_penalty}
+
+    def guarded(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Logits lowered for inputs beyond the training data (an unseen checkerboard can otherwise outscore
+        real targets: the head extrapolates there); inputs within the 99th-percentile distance keep theirs."""
+        weight = self.calibration.get("off_data_penalty", 0.0)
+        if not weight:
+            return logits
+        limit = self.calibration["feature_distance_p99"]
+        excess = torch.relu(self._distance(features) - limit) / limit
+        return logits - weight * excess.to(logits.device, logits.dtype)
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
         """Differentiable reward logits for [B,3,H,W] images in [0,1] (for reward-gradient training)."""
@@ -88,12 +102,13 @@ class DiscriminativeRewardModel(nn.Module):
     def reward_and_features(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(differentiable logits, the encoder features they came from): monitors reuse the features."""
         features = self.encoder(images)
-        return self.head(features, self.text_features(prompts)), features
+        return self.guarded(self.head(features, self.text_features(prompts)), features), features
 
     def score_features(self, features: torch.Tensor, prompts: Sequence[str | None] | None = None,
                        prob: bool = False) -> torch.Tensor:
         with torch.inference_mode():
-            logits = self.head(features.to(self.encoder.device), self.text_features(prompts)).float().cpu()
+            features = features.to(self.encoder.device)
+            logits = self.guarded(self.head(features, self.text_features(prompts)), features).float().cpu()
         logits = logits.clone()  # a normal tensor: callers (RL trainers) may modify it in place
         return torch.sigmoid(logits) if prob else logits
 

@@ -235,7 +235,7 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
         metrics["rounds"].append(round_info)
 
     if test is not None or held is not None:
-        calibrate(model, test if test is not None else held, natural)
+        calibrate(model, test if test is not None else held, natural, config.off_data_penalty)
     metrics.update(
         n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
         n_skipped=len(skipped), validation=metrics["rounds"][-1].get("validation"),
@@ -245,13 +245,14 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     return model, metrics
 
 
-def calibrate(model: DiscriminativeRewardModel, held: LabeledFeatures, natural: LabeledFeatures) -> None:
+def calibrate(model: DiscriminativeRewardModel, held: LabeledFeatures, natural: LabeledFeatures,
+              off_data_penalty: float) -> None:
     """Record where held-out target images score and how far the natural training features spread."""
     target = held.subset(torch.nonzero(held.labels > 0.5).flatten())
     device = next(model.head.parameters()).device
     with torch.no_grad():
         scores = model.head(target.features.to(device), None if target.text is None else target.text.to(device))
-    model.calibrate(scores, natural.features)
+    model.calibrate(scores, natural.features, off_data_penalty)
 
 
 def bootstrap_set(model: DiscriminativeRewardModel, base_train: LabeledFeatures, pool: LabeledFeatures,
