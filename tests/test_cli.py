@@ -7,6 +7,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from visreward.cli import main
 
@@ -103,15 +104,18 @@ def test_yaml_config_with_flag_overrides(digit_folders, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train-rm", "--target", "{empty}", "--generated", "{empty}"], "no images found"),
+    (["train-rm", "--target", "{empty}", "--generated", "{empty}"], "no images or videos found"),
     (["train-rm", "--generated", "{empty}"], "no target images given"),
     (["score", "--model", "{empty}", "{empty}"], "not a reward model folder"),
     (["train-rm", "--config", "{empty}/missing.yaml"], "cannot read config"),
-    (["train-rm", "--text-conditioning", "both", "--target", "{empty}", "--generated", "{empty}"], "no text tower"),
+    (["train-rm", "--text-conditioning", "both", "--target", "{one}", "--generated", "{one}"], "no text tower"),
 ])
 def test_bad_input_is_one_line_error_without_traceback(tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()
-    code = main([a.replace("{empty}", str(tmp_path / "empty")) for a in args] + ["--no-progress"])
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "a.png")
+    code = main([a.replace("{empty}", str(tmp_path / "empty")).replace("{one}", str(tmp_path / "one")) for a in args]
+                + ["--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 

@@ -41,8 +41,8 @@ def test_ids_do_not_collide_across_folders(tmp_path):
 
 
 @pytest.mark.parametrize("setup, message", [
-    (lambda p: None, "no images found"),
-    (lambda p: (p / "notes.txt").write_text("hi"), "no images found"),
+    (lambda p: None, "no images or videos found"),
+    (lambda p: (p / "notes.txt").write_text("hi"), "no images or videos found"),
 ])
 def test_empty_folder_is_a_one_line_error(tmp_path, setup, message):
     setup(tmp_path)
@@ -87,7 +87,7 @@ def test_strict_fails_on_first_bad_file_naming_it(tmp_path, encoder):
     from visreward.features import extract_features
 
     _bad_files(tmp_path)
-    with pytest.raises(ImageLoadError, match=r"notes\.txt: not an image file") as error:
+    with pytest.raises(ImageLoadError, match=r"notes\.txt: not an image or video file") as error:
         find_images([tmp_path], SkipLog(strict=True))
     assert "\n" not in str(error.value)
     (tmp_path / "notes.txt").unlink()

@@ -83,3 +83,28 @@ def bold_indices(split: str, fraction: float) -> np.ndarray:
     mass = ink(images)
     threshold = {c: np.quantile(mass[labels == c], 1 - fraction) for c in np.unique(labels)}
     return np.array([i for i in range(len(images)) if mass[i] >= threshold[labels[i]]])
+
+
+MOTIONS = {"right": (0.0, 1.0), "left": (0.0, -1.0), "down": (1.0, 0.0), "up": (-1.0, 0.0), "still": (0.0, 0.0)}
+
+
+def digit_clip(pixels: np.ndarray, motion: str, frames: int = 8, size: int = 32, scale: int = 2,
+               speed: float = 2.0, jitter: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """A clip of one real digit moving across a black square: uint8 [T,size,size,3], white ink.
+
+    pixels: an [8,8] digit in [0,1], drawn `scale` times larger. It starts so that its path stays
+    centred in the frame and moves `speed` pixels a frame in the `motion` direction (MOTIONS), plus
+    Gaussian `jitter` pixels a frame (the path is clipped to the frame).
+    """
+    if motion not in MOTIONS:
+        raise VisrewardError(f"unknown motion '{motion}' (have: {', '.join(MOTIONS)})")
+    rng = rng or np.random.default_rng(0)
+    digit = np.kron(np.clip(pixels, 0, 1), np.ones((scale, scale)))
+    room = size - digit.shape[0]
+    steps = np.arange(frames)[:, None] * speed * np.array(MOTIONS[motion])
+    shake = rng.normal(0.0, jitter, (frames, 2)) if jitter else 0.0
+    path = np.clip(np.round(room / 2 + steps - steps.mean(axis=0) + shake), 0, room).astype(int)
+    clip = np.zeros((frames, size, size), dtype=np.float64)
+    for t, (row, col) in enumerate(path):
+        clip[t, row : row + digit.shape[0], col : col + digit.shape[1]] = digit
+    return np.repeat((clip * 255).round().astype(np.uint8)[..., None], 3, axis=-1)

@@ -28,6 +28,7 @@ from .errors import VisrewardError
 from .paths import default_cache_dir
 from .images import ImageInput, ImageLoadError, ImageRecord, SkipLog, decode_image, quantize, read_bytes
 from .readers import chunked
+from .videos import is_clip, read_clip
 
 
 def content_key(data: bytes) -> str:
@@ -84,9 +85,47 @@ class _Loaded:
     error: ImageLoadError | None = None
 
 
+def file_key(path: str | os.PathLike) -> str:
+    """content_key of a file's bytes, read in chunks (a long video is hashed without being held);
+    a folder of frames: of its files' names and bytes, in order."""
+    digest = hashlib.blake2b(digest_size=16)
+    path = Path(path)
+    for file in sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]:
+        if path.is_dir():
+            digest.update(os.fsencode(file.name))
+        try:
+            with open(file, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as e:
+            raise ImageLoadError(str(path), e.strerror or str(e)) from None
+    return digest.hexdigest()
+
+
+def _load_clip(record: ImageRecord, source, encoder, cache: FeatureCache | None) -> _Loaded:
+    """A clip's sampled frames, resized and cropped for the encoder: uint8 [K,3,S,S] (or its cached features)."""
+    preprocess = encoder.preprocessing
+    if isinstance(source, torch.Tensor):  # [T,3,H,W] in [0,1]
+        frames = encoder.select_frames(source[None])[0]
+        return _Loaded(record, pixels=preprocess.resize_crop(quantize(frames)))
+    if cache is None:
+        key = None
+    else:
+        key = content_key(source) if isinstance(source, bytes) else file_key(source)
+    cached = cache.get(encoder.cache_key, key) if key is not None else None
+    if cached is not None and cached.shape[0] == encoder.dim:
+        return _Loaded(record, key=key, features=cached)
+    frames = read_clip(source, encoder.sampling, record.path or record.id)
+    return _Loaded(record, key=key, pixels=preprocess.resize_crop(frames))
+
+
 def _load_one(record: ImageRecord, source: ImageInput | bytes, encoder: ImageEncoder, cache: FeatureCache | None) -> _Loaded:
     preprocess = encoder.preprocessing
     try:
+        if hasattr(encoder, "sampling"):
+            return _load_clip(record, source, encoder, cache)
+        if isinstance(source, (str, os.PathLike)) and is_clip(source):
+            raise ImageLoadError(str(source), "a video; this reward model scores images (train one on videos)")
         if isinstance(source, torch.Tensor):
             return _Loaded(record, pixels=preprocess.resize_crop(quantize(source)[None])[0])
         if isinstance(source, Image.Image):
@@ -165,9 +204,15 @@ def iter_features(
 
 
 def encode_tensors(encoder: ImageEncoder, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Features of a [B,3,H,W] batch in [0,1] (a generator's output), through the same 8-bit path as files."""
-    return torch.cat([encoder.encode_pixels(encoder.preprocessing.quantized(chunk))
-                      for chunk in quantize(images).split(batch_size)])
+    """Features of a [B,3,H,W] batch in [0,1] (a generator's output), or of [B,T,3,H,W] clips for a video
+    encoder, through the same 8-bit path as files."""
+    if images.ndim == 5:
+        images = encoder.select_frames(images)
+    chunks = []
+    for chunk in images.split(batch_size):
+        pixels = encoder.preprocessing.quantized(quantize(chunk.flatten(0, chunk.ndim - 4)))
+        chunks.append(encoder.encode_pixels(pixels.unflatten(0, chunk.shape[:-3])))
+    return torch.cat(chunks)
 
 
 def extract_features(

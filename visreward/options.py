@@ -31,6 +31,13 @@ class RewardTrainingConfig:
     output: str = option("rm", "folder the reward model, its config and metrics are written to")
     unlabeled: list[str] = option([], "pool of further generator outputs for rank-based bootstrapping")
     encoder: str = option(DEFAULT_ENCODER, "frozen image encoder: efficientnet-lite0|efficientnet-lite2|clip:PATH|siglip:PATH|dinov2:PATH")
+    media: str = option("auto", "what the inputs are: auto (videos if any input is a video file), image, video "
+                                "(also reads each sub-folder of still frames as one clip)", choices=("auto", "image", "video"))
+    frames: int = option(8, "videos: frames sampled per clip (saved with the model, which scores clips the same way)")
+    fps: float | None = option(None, "videos: take --frames consecutive frames at this rate around the clip's middle "
+                                     "(default: spread uniformly over the whole clip)")
+    pooling: list[str] = option(["mean", "std", "motion"], "videos: per-frame features pooled over time: mean, std "
+                                                          "(over frames), motion (mean |difference| of consecutive frames)")
     hidden_dim: int = option(512, "hidden width of the MLP head (0: a linear head)")
     dropout: float = option(0.1, "dropout inside the head")
     text_conditioning: str = option("none", "prompt as extra head input (needs a CLIP-like encoder)", choices=TEXT_CONDITIONING)

@@ -1,8 +1,9 @@
 """Readers: every kind of image input as a stream of shards, each a lazy stream of images.
 
 Inputs (mixed freely):
-  FOLDER          recursive; `metadata.jsonl` prompts (imagefolder); .tar and .parquet inside are read too
-  IMAGE FILE      one image
+  FOLDER          recursive; `metadata.jsonl` prompts (imagefolder); .tar and .parquet inside are read too;
+                  with clips=True (video rewards) a sub-folder of still frames is one clip
+  IMAGE FILE      one image (or video: .mp4 .webm .mkv .mov .avi .m4v)
   LIST.txt        one image path per line (relative to the list's folder)
   SHARD.tar       WebDataset: key.jpg/png/... with key.txt or key.json (prompt/caption/text)
   DATA.parquet    a Hugging Face datasets image column ({bytes, path} struct) or a binary column
@@ -26,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar, Union
 from . import images
 from .errors import VisrewardError
 from .images import IMAGE_EXTENSIONS, PROMPT_KEYS, ImageRecord, SkipLog
+from .videos import VIDEO_EXTENSIONS
 
 METADATA_FILE = "metadata.jsonl"
 CONTAINER_EXTENSIONS = (".tar", ".parquet")
@@ -67,7 +69,7 @@ def _read_metadata(folder: Path, skipped: SkipLog, present: set[str]) -> dict[st
             skipped.skip(f"{meta_path}:{line_no}", "no 'file_name'; the row is ignored")
             continue
         name = Path(row["file_name"]).as_posix()
-        if not (name in present if "/" not in name else (folder / name).is_file()):
+        if not (name in present if "/" not in name else (folder / name).exists()):
             skipped.skip(f"{meta_path}:{line_no}", f"names {row['file_name']!r}, which does not exist")
             continue
         rows[name] = row
@@ -79,8 +81,15 @@ def _record(path: Path, base: Path, row: dict) -> ImageRecord:
     return ImageRecord(id=path.resolve().relative_to(base).as_posix(), path=str(path), prompt=_prompt_of(row), metadata=extra)
 
 
-def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path]) -> Iterator[Item]:
-    """Image files under `root` in sorted order; containers found on the way are noted, not read."""
+def _is_frame_folder(folder: Path, dirnames: list[str], filenames: list[str]) -> bool:
+    """A leaf folder of still images and no videos: one clip, where videos are expected."""
+    suffixes = {Path(name).suffix.lower() for name in filenames if not name.startswith(".")}
+    return not dirnames and bool(suffixes & IMAGE_EXTENSIONS) and not suffixes & VIDEO_EXTENSIONS
+
+
+def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path], clips: bool = False) -> Iterator[Item]:
+    """Image and video files under `root` in sorted order; containers found on the way are noted, not read.
+    clips: a sub-folder of still frames is one item (a clip), not one item per frame."""
     found = False
     metadata: dict[Path, dict] = {}  # rows not yet matched; a metadata.jsonl may describe sub-folders
     for dirpath, dirnames, filenames in os.walk(root):
@@ -88,7 +97,12 @@ def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path]) -> I
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         folder = Path(dirpath)
         if METADATA_FILE in filenames:
-            metadata.update({(folder / name).resolve(): row for name, row in _read_metadata(folder, skipped, set(filenames)).items()})
+            present = set(filenames) | set(dirnames)
+            metadata.update({(folder / name).resolve(): row for name, row in _read_metadata(folder, skipped, present).items()})
+        if clips and folder != root and _is_frame_folder(folder, dirnames, filenames):
+            found = True
+            yield _record(folder, base, metadata.pop(folder.resolve(), {})), str(folder)
+            continue
         for name in sorted(filenames):
             if name.startswith(".") or name == METADATA_FILE:
                 continue
@@ -97,13 +111,14 @@ def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path]) -> I
             if suffix in CONTAINER_EXTENSIONS:
                 containers.append(path)
                 found = True
-            elif suffix not in IMAGE_EXTENSIONS:
-                skipped.skip(str(path), f"not an image file (extension '{path.suffix}')")
+            elif suffix not in IMAGE_EXTENSIONS and suffix not in VIDEO_EXTENSIONS:
+                skipped.skip(str(path), f"not an image or video file (extension '{path.suffix}')")
             else:
                 found = True
                 yield _record(path, base, metadata.pop(path.resolve(), {})), str(path)
     if not found:
-        raise VisrewardError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, .tar, .parquet)")
+        raise VisrewardError(f"{root}: no images or videos found (looked for "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}, .tar, .parquet)")
 
 
 def _list_file(path: Path, base: Path) -> Iterator[Item]:
@@ -210,8 +225,9 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_size: int = 10_000) -> Iterator[Shard]:
-    """Shards of all inputs, numbered in a fixed order."""
+def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_size: int = 10_000,
+                clips: bool = False) -> Iterator[Shard]:
+    """Shards of all inputs, numbered in a fixed order (clips: folders of frames are one item each)."""
     if not inputs:
         raise VisrewardError("no images given")
     base = Path(os.path.commonpath([Path(raw).resolve().parent for raw in inputs]))
@@ -227,7 +243,7 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
         suffix = path.suffix.lower()
         containers: list[Path] = []
         if path.is_dir():
-            streams = chunked(_walk(path, base, skipped, containers), shard_size)
+            streams = chunked(_walk(path, base, skipped, containers, clips), shard_size)
         elif path.is_file() and suffix == ".txt":
             streams = chunked(_list_file(path, base), shard_size)
         elif path.is_file() and suffix in CONTAINER_EXTENSIONS:
@@ -243,11 +259,11 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
             yield shard(f"{index:06d}", lambda c=container, r=reader: r(c, base, skipped))
 
 
-def read_images(inputs: Sequence[str | os.PathLike], skipped: SkipLog | None = None) -> list[Item]:
-    """Every image of the inputs at once (for training sets, which fit in memory)."""
+def read_images(inputs: Sequence[str | os.PathLike], skipped: SkipLog | None = None, clips: bool = False) -> list[Item]:
+    """Every image (or clip) of the inputs at once (for training sets, which fit in memory)."""
     skipped = skipped if skipped is not None else SkipLog()
     items: list[Item] = []
-    for shard in iter_shards(inputs, skipped):
+    for shard in iter_shards(inputs, skipped, clips=clips):
         items.extend(shard.open())
     seen: set[str] = set()
     unique = [item for item in items if not (item[0].id in seen or seen.add(item[0].id))]

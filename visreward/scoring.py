@@ -115,7 +115,8 @@ def run_score(config: ScoreConfig) -> ScoreRun:
     read_skipped = SkipLog(strict=config.strict)  # what the readers skip: non-images, broken containers
     rows = done = resumed = 0
     with ThreadPoolExecutor(max(1, config.num_workers)) as decoders:  # one pool for every shard of the run
-        for shard in iter_shards(config.inputs, read_skipped, config.shard_size):
+        clips = hasattr(getattr(model, "encoder", None), "sampling")  # a video reward: frame folders are clips
+        for shard in iter_shards(config.inputs, read_skipped, config.shard_size, clips):
             if not placement.owns(shard.index):
                 continue
             part = parts / f"part-{shard.name}.parquet"

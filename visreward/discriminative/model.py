@@ -13,10 +13,12 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..encoders import ImageEncoder, load_encoder
+from ..encoders.video import VideoEncoder
 from ..errors import VisrewardError
 from ..features import FeatureCache, encode_tensors, extract_features
 from ..images import ImageInput, as_image_batch, as_records
 from ..rewards import spread
+from ..videos import FrameSampling, as_video_batch
 from .head import RewardHead
 
 MODEL_TYPE = "visreward-gan-rm"
@@ -30,6 +32,9 @@ class DiscriminativeRewardModel(nn.Module):
         rm = DiscriminativeRewardModel.from_pretrained("rm/")
         scores = rm.score(images=["a.png", pil_image], prompts=None)     # [B] logits
         logits = rm(images_01)          # differentiable: [B,3,H,W] in [0,1] -> [B]
+
+    With a `VideoEncoder` it is a video reward: clips in, one score per clip, frames sampled
+    by the recipe saved in config.json.
     """
 
     def __init__(self, encoder: ImageEncoder, head: RewardHead, calibration: dict | None = None):
@@ -57,6 +62,7 @@ class DiscriminativeRewardModel(nn.Module):
             "encoder": self.encoder.name,
             "preprocessing": self.encoder.preprocessing.to_dict(),
             **self.head.init_args,
+            **({"video": self.encoder.video_config} if hasattr(self.encoder, "video_config") else {}),
             "calibration": self.calibration,
             "visreward_version": __version__,
         }
@@ -115,15 +121,17 @@ class DiscriminativeRewardModel(nn.Module):
     def score(self, images: Sequence[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None,
               prob: bool = False, batch_size: int = 32, cache: FeatureCache | None = None,
               num_workers: int = 4, progress: bool = False) -> torch.Tensor:
-        """Reward per image, in input order: logits, or probabilities with prob=True.
+        """Reward per image (or per clip, for a video reward model), in input order: logits, or probabilities
+        with prob=True.
 
         images: paths, PIL images, or a batch scored directly (no file round trip): a [B,3,H,W] float
         tensor in [0,1], or uint8 / NHWC arrays or tensors as RL trainers pass them (quantised to 8 bits
-        first, so a tensor and the PNG saved from it get the same score).
+        first, so a tensor and the PNG saved from it get the same score). A video reward model takes video
+        files, folders of frames, [T,3,H,W] clips, or a [B,T,3,H,W] batch (uint8 / [B,T,H,W,3] too).
         """
         self.eval()
-        images = as_image_batch(images)
-        if isinstance(images, torch.Tensor) and images.ndim == 4:
+        images = as_video_batch(images) if hasattr(self.encoder, "sampling") else as_image_batch(images)
+        if isinstance(images, torch.Tensor) and images.ndim in (4, 5):
             if prompts is not None and len(prompts) != len(images):
                 raise VisrewardError(f"{len(images)} images but {len(prompts)} prompts")
             return self.score_features(encode_tensors(self.encoder, images, batch_size), prompts, prob)
@@ -165,6 +173,9 @@ class DiscriminativeRewardModel(nn.Module):
             raise VisrewardError(f"{config_path}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
         if encoder is None:
             encoder = load_encoder(config["encoder"], device, backend, precision, cache_dir)
+        if "video" in config and not hasattr(encoder, "sampling"):  # scored the way it was trained
+            video = config["video"]
+            encoder = VideoEncoder(encoder, FrameSampling(video["frames"], video["fps"]), video["pooling"])
         if encoder.name != config["encoder"]:
             raise VisrewardError(f"{directory}: trained on encoder '{config['encoder']}', got '{encoder.name}'")
         if encoder.preprocessing.to_dict() != config["preprocessing"] or encoder.dim != config["feature_dim"]:

@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from ..atomic import atomic_dir, write_text
 from ..config import save_config
 from ..encoders import load_encoder
+from ..encoders.video import VideoEncoder
 from ..errors import VisrewardError
 from ..evaluation import binary_metrics
 from ..features import FeatureCache, extract_features
 from ..images import ImageRecord, SkipLog
 from ..options import RewardTrainingConfig
 from ..readers import Item, read_images
+from ..videos import FrameSampling, is_clip, read_clip
 from .model import DiscriminativeRewardModel
 
 
@@ -92,8 +94,13 @@ def off_manifold_negatives(records: list[ImageRecord], model: DiscriminativeRewa
     rng = torch.Generator().manual_seed(config.seed)
     count = max(1, round(config.off_manifold * len(records)))
     chosen = torch.randint(0, len(records), (count,), generator=rng).tolist()
+    sampling = getattr(model.encoder, "sampling", None)
     features = []
     for index in chosen:
+        if sampling is not None:  # a clip's sampled frames, wrecked alike
+            clip = read_clip(records[index].path, sampling).float() / 255
+            features.append(encode_tensors(model.encoder, wreck(clip, rng)[None]))
+            continue
         image = torch.from_numpy(np.array(load_image(records[index].path))).permute(2, 0, 1)[None].float() / 255
         features.append(encode_tensors(model.encoder, wreck(image, rng)))
     negatives = labeled(torch.cat(features), 0.0)
@@ -163,10 +170,19 @@ def fit_head(model: DiscriminativeRewardModel, train: LabeledFeatures, held: Lab
     return history
 
 
-def _gather(paths: list[str], what: str, skipped: SkipLog) -> list[Item]:
+def _gather(paths: list[str], what: str, skipped: SkipLog, clips: bool) -> list[Item]:
     if not paths:
         raise VisrewardError(f"no {what} images given (--{what})")
-    return read_images(paths, skipped)
+    return read_images(paths, skipped, clips)
+
+
+def _training_encoder(config: RewardTrainingConfig, items: list[Item]):
+    """The image encoder, wrapped to pool sampled frames when the inputs are videos."""
+    encoder = load_encoder(config.encoder, config.device, config.backend, config.precision, config.cache_dir)
+    if config.media == "video" or (config.media == "auto" and any(is_clip(source) for _, source in items
+                                                                  if isinstance(source, str))):
+        encoder = VideoEncoder(encoder, FrameSampling(config.frames, config.fps), config.pooling)
+    return encoder
 
 
 def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewardModel, dict]:
@@ -176,13 +192,15 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     skipped = SkipLog(strict=config.strict)
-    encoder = load_encoder(config.encoder, config.device, config.backend, config.precision, config.cache_dir)
+    sources = {"target": config.target, "generated": config.generated, **({"unlabeled": config.unlabeled} if config.unlabeled else {})}
+    inputs = {what: _gather(paths, what, skipped, config.media == "video") for what, paths in sources.items()}
+    encoder = _training_encoder(config, [item for items in inputs.values() for item in items])
     model = DiscriminativeRewardModel.create(encoder, config.hidden_dim, config.dropout, config.text_conditioning)
     cache = None if config.no_cache else FeatureCache(config.cache_dir)
 
-    def encode(paths: list[str], what: str) -> tuple[list[ImageRecord], torch.Tensor, torch.Tensor | None]:
+    def encode(what: str) -> tuple[list[ImageRecord], torch.Tensor, torch.Tensor | None]:
         records, features = extract_features(
-            _gather(paths, what, skipped), encoder, cache=cache, skipped=skipped,
+            inputs[what], encoder, cache=cache, skipped=skipped,
             batch_size=config.encode_batch_size, num_workers=config.num_workers, progress=config.progress,
         )
         if not records:
@@ -194,8 +212,8 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
         text = model.text_features([r.prompt for r in records])
         return records, features, None if text is None else text.cpu()
 
-    target_records, target_features, target_text = encode(config.target, "target")
-    generated_records, generated_features, generated_text = encode(config.generated, "generated")
+    target_records, target_features, target_text = encode("target")
+    generated_records, generated_features, generated_text = encode("generated")
     target_train, target_val, target_test = three_way_split(len(target_records), config, rng, "--target")
     generated_train, generated_val, generated_test = three_way_split(len(generated_records), config, rng, "--generated")
     target = labeled(target_features, 1.0, target_text)
@@ -211,7 +229,7 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
 
     pool_records, pool = [], None
     if config.unlabeled:
-        pool_records, pool_features, pool_text = encode(config.unlabeled, "unlabeled")
+        pool_records, pool_features, pool_text = encode("unlabeled")
         pool = labeled(pool_features, 0.0, pool_text)
     rounds = 1 + (config.bootstrap_rounds if pool is not None else 0)
 

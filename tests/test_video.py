@@ -1,0 +1,224 @@
+"""Video rewards on real small video files written with PyAV: decoding, GAN-RM for video, scoring."""
+
+import json
+from fractions import Fraction
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
+from visreward.digits_data import digit_clip, digit_prompt, real_digits
+from visreward.features import FeatureCache, encode_tensors
+from visreward.images import ImageLoadError
+from visreward.videos import FrameSampling, read_clip, write_video
+
+FRAMES = 4  # frames the tests' reward models sample per clip: the default 8 doubles encoding time
+
+
+def counting_clip(n_frames: int, size=(32, 48)) -> np.ndarray:
+    """Frame i is a flat grey of level 6 i: a decoded frame tells which frame it was."""
+    return np.repeat((np.arange(n_frames, dtype=np.uint8) * 6)[:, None, None, None], 3, -1) * np.ones((1, *size, 1), np.uint8)
+
+
+def frame_numbers(clip: torch.Tensor) -> list[int]:
+    return (clip[:, 0, 10, 10].float() / 6).round().int().tolist()
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".webp"])
+def test_uniform_sampling_takes_the_frame_showing_at_the_centre_of_each_span(tmp_path, extension):
+    path = write_video(tmp_path / f"clip{extension}", counting_clip(40), fps=8)  # 5 s
+    # spans of 5/8 s; centres 0.3125, 0.9375, ... s show frames floor(8 t)
+    assert frame_numbers(read_clip(path, FrameSampling(8))) == [2, 7, 12, 17, 22, 27, 32, 37]
+    assert frame_numbers(read_clip(path.read_bytes(), FrameSampling(3))) == [6, 20, 33]  # 5/6, 15/6, 25/6 s
+
+
+def test_fps_sampling_takes_consecutive_frames_around_the_middle(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", counting_clip(40), fps=8)
+    assert frame_numbers(read_clip(path, FrameSampling(4, fps=4))) == [17, 19, 21, 23]  # 2.125 .. 2.875 s
+    short = write_video(tmp_path / "short.mp4", counting_clip(3), fps=8)
+    # 0.375 s in 5 spans: centres 0.0375, 0.1125, 0.1875, 0.2625, 0.3375 s; frames repeat, every clip gives 5
+    assert frame_numbers(read_clip(short, FrameSampling(5))) == [0, 0, 1, 2, 2]
+
+
+def test_a_folder_of_frames_is_a_clip_in_name_order(tmp_path):
+    for i, frame in enumerate(counting_clip(10)):
+        Image.fromarray(frame).save(tmp_path / f"frame_{i:03d}.png")
+    assert frame_numbers(read_clip(tmp_path, FrameSampling(5))) == [1, 3, 5, 7, 9]
+
+
+def test_rotation_metadata_is_applied(tmp_path):
+    frame = np.zeros((32, 64, 3), np.uint8)
+    frame[:8, :8] = 255  # a white top-left corner
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(8))
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # FFmpeg: shown turned 90 degrees counter-clockwise
+        for _ in range(4):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    clip = read_clip(path, FrameSampling(2))
+    assert tuple(clip.shape) == (2, 3, 64, 32)
+    corner = clip[0, 0] > 128
+    assert corner[-8:, :8].all() and corner.sum() < 80  # the top-left corner turned counter-clockwise: bottom-left
+
+
+def write_bad_clips(folder) -> dict[str, str]:
+    """name -> the reason visreward must give for it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "garbage.mp4").write_bytes(b"this is not a video" * 50)
+    (folder / "empty.webm").write_bytes(b"")
+    good = write_video(folder / "whole.mkv", counting_clip(80, (64, 64)) + np.random.default_rng(0).integers(
+        0, 40, (80, 64, 64, 3), dtype=np.uint8), fps=8).read_bytes()
+    (folder / "whole.mkv").unlink()
+    (folder / "truncated.mkv").write_bytes(good[: len(good) // 3])
+    with av.open(str(folder / "audio_only.mp4"), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = np.zeros((1, 16000), np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with av.open(str(folder / "zero_frames.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        container.start_encoding()  # a header, and no frame
+    return {"garbage.mp4": "not a readable video", "empty.webm": "empty file", "truncated.mkv": "truncated",
+            "audio_only.mp4": "audio only", "zero_frames.mp4": "no video frames"}
+
+
+def test_every_kind_of_bad_clip_is_an_error_naming_the_file_and_the_problem(tmp_path):
+    for name, reason in write_bad_clips(tmp_path).items():
+        with pytest.raises(ImageLoadError) as error:
+            read_clip(tmp_path / name, FrameSampling(4))
+        assert error.value.source == str(tmp_path / name) and reason in error.value.reason, (name, error.value.reason)
+
+
+@pytest.fixture(scope="session")
+def motion_clips(tmp_path_factory):
+    """Real digits gliding right (target) vs the same kind of digits standing and shaking (generated), as mp4."""
+    root = tmp_path_factory.mktemp("clips")
+    images, labels = real_digits("train")
+    rng = np.random.default_rng(0)
+    for name, motion, jitter, offset in (("gliding", "right", 0.0, 0), ("shaking", "still", 1.5, 50)):
+        (root / name).mkdir()
+        rows = []
+        for i in range(offset, offset + 50):
+            write_video(root / name / f"{i:03d}.mp4", digit_clip(images[i], motion, jitter=jitter, rng=rng), fps=8)
+            rows.append(json.dumps({"file_name": f"{i:03d}.mp4", "prompt": digit_prompt(int(labels[i]))}))
+        (root / name / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def video_rm(motion_clips, tmp_path_factory):
+    output = tmp_path_factory.mktemp("video-rm") / "rm"
+    _, metrics = train_reward_model(RewardTrainingConfig(
+        target=[str(motion_clips / "gliding")], generated=[str(motion_clips / "shaking")], output=str(output),
+        frames=FRAMES, test=0.3, progress=False))
+    return output, metrics
+
+
+def test_train_rm_tells_gliding_from_shaking_clips_on_held_out_clips(video_rm):
+    output, metrics = video_rm
+    assert metrics["heldout"]["auc"] > 0.85 and metrics["heldout"]["n_positive"] == 15, metrics["heldout"]
+    config = json.loads((output / "config.json").read_text())
+    assert config["video"] == {"frames": FRAMES, "fps": None, "pooling": ["mean", "std", "motion"]}
+    assert config["feature_dim"] == 3 * 1280  # efficientnet-lite0's 1280 features, three poolings
+
+
+def test_a_video_model_scores_files_tensors_and_rl_batches_alike(video_rm, motion_clips):
+    model = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto")
+    assert model.encoder.sampling == FrameSampling(FRAMES)
+    files = sorted((motion_clips / "gliding").glob("*.mp4"))[:3]
+    from_files = model.score([str(f) for f in files])
+    decoded = torch.stack([read_clip(f, FrameSampling(24)) for f in files])  # each of the 8 frames 3 times
+    uint8_nthwc = decoded.permute(0, 1, 3, 4, 2).numpy()
+    assert torch.allclose(model.score(decoded.float() / 255), from_files, atol=1e-4)
+    assert torch.allclose(model.score(uint8_nthwc), from_files, atol=1e-4)
+    assert torch.allclose(model.reward_fn(uint8_nthwc)[0], from_files, atol=1e-4)
+
+    videos = (decoded.float() / 255).requires_grad_(True)
+    logits, features = model.reward_and_features(videos)  # differentiable: float resizing, not 8-bit
+    assert torch.nn.functional.cosine_similarity(features.detach(), encode_tensors(model.encoder, videos.detach())).min() > 0.99
+    assert torch.allclose(logits.detach(), from_files, rtol=0.05)
+    logits.sum().backward()
+    sampled = videos.grad.abs().sum(dim=(0, 2, 3, 4)) > 0
+    assert sampled.nonzero().flatten().tolist() == [3, 9, 15, 21]  # 4 spans of 6 frames, their centres
+
+
+def test_score_writes_every_good_clip_and_names_every_bad_one(video_rm, motion_clips, tmp_path):
+    from visreward.scoring import ScoreConfig, run_score
+
+    folder = tmp_path / "mixed"
+    bad = write_bad_clips(folder / "bad")
+    clips = sorted((motion_clips / "shaking").glob("*.mp4"))[:4]
+    for clip in clips:
+        (folder / clip.name).write_bytes(clip.read_bytes())
+    write_video(folder / "animated.gif", counting_clip(6), fps=8)
+    write_video(folder / "also.webm", counting_clip(6), fps=8)
+    (folder / "frames").mkdir()
+    for i, frame in enumerate(counting_clip(6)):
+        Image.fromarray(frame).save(folder / "frames" / f"{i}.png")
+    run = run_score(ScoreConfig(inputs=[str(folder)], model=str(video_rm[0]), output=str(tmp_path / "s.parquet"),
+                                progress=False))
+    table = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    assert sorted(table["id"]) == sorted(["mixed/also.webm", "mixed/animated.gif", "mixed/frames"] +
+                                         [f"mixed/{c.name}" for c in clips])
+    skipped = {entry[0].rsplit("/", 1)[-1]: entry[1] for entry in run.skipped.entries}
+    assert set(skipped) == set(bad) and all(reason in skipped[name] for name, reason in bad.items()), skipped
+    assert (tmp_path / "s.parquet.skipped.txt").read_text().count("\n") == len(bad)
+    model = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto")
+    expected = model.score([str(folder / c.name) for c in clips])
+    got = {i: s for i, s in zip(table["id"], table["score"])}
+    assert [got[f"mixed/{c.name}"] for c in clips] == pytest.approx(expected.tolist(), abs=1e-4)  # batches differ
+
+
+def test_the_feature_cache_keeps_one_entry_per_clip_and_sampling_recipe(video_rm, motion_clips, tmp_path):
+    model = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto")
+    cache = FeatureCache(tmp_path / "cache")
+    files = [str(f) for f in sorted((motion_clips / "gliding").glob("*.mp4"))[:5]]
+    first = model.score(files, cache=cache)
+    assert len(cache) == 5
+    assert torch.equal(model.score(files, cache=cache), first) and len(cache) == 5  # read back, nothing re-encoded
+    from visreward.encoders.video import VideoEncoder
+
+    model.encoder = VideoEncoder(model.encoder.image, FrameSampling(FRAMES, fps=4.0), model.encoder.pooling)
+    model.score(files, cache=cache)
+    assert len(cache) == 10  # another recipe, other features
+
+
+def test_temporal_consistency_on_literal_features():
+    from visreward.evaluation.video import temporal_consistency
+
+    turning = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])  # t=2: (0 + 0) / 2, t=3: (1 + 0) / 2
+    steady = torch.tensor([[[2.0, 1.0], [4.0, 2.0], [1.0, 0.5]]])
+    assert temporal_consistency(torch.cat([turning, steady])).tolist() == pytest.approx([0.25, 1.0])
+
+
+def test_motion_smoothness_frame_motion_and_dynamic_degree_on_literal_clips():
+    from visreward.evaluation.video import dynamic_degree, frame_motion, motion_smoothness
+
+    ramp = torch.tensor([0.0, 0.25, 0.5, 0.75]).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    flicker = torch.tensor([0.0, 0.5, 0.0, 0.5]).view(1, 4, 1, 1, 1).expand(1, 4, 3, 2, 2)
+    still = torch.full((1, 4, 3, 2, 2), 0.3)
+    clips = torch.cat([ramp, flicker, still])
+    assert motion_smoothness(clips).tolist() == pytest.approx([1.0, 0.5, 1.0])  # flicker: |0.5 - 0| and |0 - 0.5|
+    blink = torch.zeros(1, 4, 3, 10, 10)
+    blink[0, 1::2, :, 0, :5] = 1.0  # 5 of 100 pixels blink: in every pair the top 5% change by 1, the rest by 0
+    small = torch.nn.functional.interpolate(clips.flatten(0, 1), size=(10, 10)).unflatten(0, (3, 4))
+    assert frame_motion(torch.cat([small, blink])).tolist() == pytest.approx([0.25, 0.5, 0.0, 1.0])
+    assert dynamic_degree(clips, threshold=0.3) == pytest.approx(1 / 3)  # only the flicker moves more
+
+
+def test_video_frechet_distance_mean_pools_frames():
+    from visreward.evaluation.video import video_frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 1, 3)).repeat(4, axis=1)  # 4 identical frames: pooling changes nothing
+    b = a + np.array([1.0, 0.0, 0.0])  # same covariance, means 1 apart
+    assert video_frechet_distance(a, b) == pytest.approx(1.0, abs=1e-6)
