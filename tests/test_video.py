@@ -16,6 +16,8 @@ from visreward.features import FeatureCache, encode_tensors
 from visreward.images import ImageLoadError
 from visreward.videos import FrameSampling, read_clip, write_video
 
+from tiny_vlms import TINY_VLMS, save_tiny_qwen2_5_vl
+
 FRAMES = 4  # frames the tests' reward models sample per clip: the default 8 doubles encoding time
 
 
@@ -222,3 +224,102 @@ def test_video_frechet_distance_mean_pools_frames():
     a = rng.normal(size=(200, 1, 3)).repeat(4, axis=1)  # 4 identical frames: pooling changes nothing
     b = a + np.array([1.0, 0.0, 0.0])  # same covariance, means 1 apart
     assert video_frechet_distance(a, b) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def frame_folders(tmp_path_factory):
+    """Two 8-frame clips as folders of PNG frames (lossless, so the frames a judge sees are known exactly)."""
+    root = tmp_path_factory.mktemp("frame-folders")
+    images, _ = real_digits("train")
+    clips = {"gliding": digit_clip(images[0], "right"), "shaking": digit_clip(images[1], "still", jitter=1.5)}
+    for name, clip in clips.items():
+        (root / name).mkdir()
+        for t, frame in enumerate(clip):
+            Image.fromarray(frame).save(root / name / f"{t:02d}.png")
+    return root, clips
+
+
+def test_video_judge_p_yes_is_computed_from_the_logits_of_a_hand_written_multi_frame_prompt(tmp_path, frame_folders):
+    from visreward.generative import GenerativeRewardModel
+
+    root, clips = frame_folders
+    judge = GenerativeRewardModel.from_pretrained(save_tiny_qwen2_5_vl(tmp_path / "qwen"))
+    judge.sampling = FrameSampling(2)  # of 8 frames: spans of 4, centres at frames 2 and 6
+    seen = {name: [Image.fromarray(clip[2]), Image.fromarray(clip[6])] for name, clip in clips.items()}
+    yes, no = judge.processor.tokenizer.convert_tokens_to_ids(["yes", "no"])
+
+    def p_yes(question, frames):
+        text = "<|im_start|>user\n" + "<|vision_start|><|image_pad|><|vision_end|>" * len(frames) + (
+            "You are judging videos made by a text-to-video model for how well they follow the prompt, how good they "
+            f"look and how naturally they move.\nPrompt: a handwritten digit 0\n{question}<|im_end|>\n<|im_start|>assistant\n")
+        with torch.no_grad():
+            logits = judge.model(**judge.processor(text=[text], images=[frames], return_tensors="pt")).logits[0, -1]
+        return float(torch.softmax(logits[[yes, no]], dim=0)[0])
+
+    pointwise = p_yes("The images are 2 frames of one video, in order. Does this video satisfy the prompt? "
+                      "Answer yes or no.", seen["gliding"])
+    assert judge.score([str(root / "gliding")], ["a handwritten digit 0"]).item() == pytest.approx(pointwise, abs=1e-5)
+    pairwise = ("The first 2 images are frames of video 1 and the next 2 are frames of video 2, in order. "
+                "Is video 1 better than video 2? Answer yes or no.")
+    forward = p_yes(pairwise, seen["gliding"] + seen["shaking"])
+    backward = p_yes(pairwise, seen["shaking"] + seen["gliding"])
+    as_tensor = torch.from_numpy(clips["shaking"]).permute(0, 3, 1, 2)  # a [T,3,H,W] uint8 reference clip
+    score = judge.score([str(root / "gliding")], ["a handwritten digit 0"], references=[as_tensor])
+    assert score.item() == pytest.approx((forward + 1 - backward) / 2, abs=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_VLMS))
+def test_every_tiny_vlm_family_judges_clips_given_as_files_frames_tensors_and_batches(tmp_path, frame_folders, family):
+    from visreward.generative import GenerativeRewardModel
+
+    root, clips = frame_folders
+    judge = GenerativeRewardModel.from_pretrained(TINY_VLMS[family](tmp_path / family))
+    judge.sampling = FrameSampling(2)
+    prompts = ["a handwritten digit 0", "a handwritten digit 1"]
+    by_folder = judge.score([str(root / "gliding"), str(root / "shaking")], prompts)
+    as_frames = [[Image.fromarray(frame) for frame in clips[name]] for name in ("gliding", "shaking")]
+    uint8_batch = np.stack([clips["gliding"], clips["shaking"]])  # [B,T,H,W,3], as RL trainers hold video
+    assert torch.allclose(judge.score(as_frames, prompts), by_folder, atol=1e-4)
+    assert torch.allclose(judge.reward_fn(uint8_batch, prompts)[0], by_folder, atol=1e-4)
+    pairwise = judge.score(as_frames, prompts, references=[as_frames[1], as_frames[0]])
+    assert pairwise[0].item() + pairwise[1].item() == pytest.approx(1.0, abs=1e-4)  # each order-averaged pair
+
+
+def test_train_vlm_rm_on_video_pairs_beats_chance_on_held_out_pairs(tmp_path):
+    """A synthetic video preference: a gliding digit over the same clip flickering with static (a pointwise
+    judge: each clip alone is a 2-frame question, a quarter of the cost of a pairwise example)."""
+    from visreward.generative import GenerativeRewardModel, VLMTrainingConfig, train_vlm_reward_model
+    from visreward.post_training.pairs import Pair, write_pairs
+
+    images, labels = real_digits("train")
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(60):
+        clean = digit_clip(images[i], "right")
+        static = np.clip(clean + rng.normal(0, 90, clean.shape), 0, 255).astype(np.uint8)
+        write_video(tmp_path / f"{i}-clean.mp4", clean)
+        write_video(tmp_path / f"{i}-static.mp4", static)
+        pairs.append(Pair(digit_prompt(int(labels[i])), str(tmp_path / f"{i}-clean.mp4"), str(tmp_path / f"{i}-static.mp4"), 1.0, 0.0))
+    metrics = train_vlm_reward_model(VLMTrainingConfig(
+        model=str(save_tiny_qwen2_5_vl(tmp_path / "base")), pairs=[str(write_pairs(pairs, tmp_path / "pairs"))],
+        output=str(tmp_path / "rm"), frames=2, epochs=6, lr=1e-3, batch_size=16, mode="pointwise", progress=False))
+    assert metrics["n_heldout"] == 12 and metrics["history"][0]["heldout_pairwise_accuracy"] < 0.8
+    assert metrics["heldout_pairwise_accuracy"] >= 0.8, metrics["history"]  # chance is 0.5
+    judge = GenerativeRewardModel.from_pretrained(tmp_path / "rm")
+    assert judge.sampling == FrameSampling(2)  # the trained judge sees videos as it was trained to
+
+
+def test_a_video_pair_gives_pairwise_examples_of_both_clips_frames_in_order(tmp_path):
+    from visreward.generative.trainer import examples_of
+    from visreward.post_training.pairs import PreferencePair
+
+    chosen = write_video(tmp_path / "a.webm", counting_clip(8), fps=8).read_bytes()
+    rejected = write_video(tmp_path / "b.gif", counting_clip(8)[::-1].copy(), fps=8).read_bytes()
+    examples = examples_of(PreferencePair("a digit", chosen, rejected), "both", None, None, FrameSampling(2))
+    questions = [q.rsplit("\n", 1)[-1] for q, _, _ in examples]
+    assert questions == ["The first 2 images are frames of video 1 and the next 2 are frames of video 2, in order. "
+                         "Is video 1 better than video 2? Answer yes or no."] * 2 + [
+        "The images are 2 frames of one video, in order. Does this video satisfy the prompt? Answer yes or no."] * 2
+    levels = [[round(np.asarray(image)[0, 0, 0] / 6) for image in images] for _, images, _ in examples]
+    assert levels == [[2, 6, 5, 1], [5, 1, 2, 6], [2, 6], [5, 1]]  # frames 2 and 6; reversed clip: 7-2, 7-6
+    assert [answer for _, _, answer in examples] == ["yes", "no", "yes", "no"]

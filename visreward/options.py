@@ -247,6 +247,8 @@ class VLMTrainingConfig:
     mode: str = option("pairwise", "training examples made from each pair", choices=MODES)
     cot: str | None = option(None, "chain-of-thought targets from each pair's rationale", choices=(None,) + COT_MODES)
     instruction: str | None = option(None, "task instruction (criteria) placed in every question")
+    frames: int = option(8, "video pairs: frames of each clip the judge sees, in order (saved with it, so it scores "
+                            "videos the same way)")
     bradley_terry: bool = option(False, "train the regression-head + Bradley-Terry baseline instead")
     lora: bool = option(False, "train LoRA adapters (peft) instead of all weights")
     lora_rank: int = option(16, "LoRA rank")

@@ -5,12 +5,18 @@
     r = rm.score(images, prompts, references=refs)         # pairwise vs reference(s), both orders averaged
     r = rm.score(images, prompts, instruction="Judge text-image alignment and aesthetics.")
     r, info = rm.score_with_info(images, prompts, cot="reason-first")   # rationales in info
+    r = rm.score(["a.mp4", "b.mp4"], prompts, references=["ref.mp4", "ref.mp4"])   # videos: sampled frames
 
 Any transformers image-text-to-text model with a chat template works (Qwen2/2.5/3-VL,
 InternVL, Idefics3/SmolVLM, LLaVA). The reward is read at the first answer position:
 the probability of the "yes" tokens, normalised over "yes" and "no" by default
 (`full_vocabulary=True`: over the whole vocabulary). Yes/no tokens are found in the
 tokenizer (every single-token spelling of yes/Yes/YES, with or without a leading space).
+
+Videos reach every model as their sampled frames (8 by default, or the number the judge was
+trained with), in order, as a multi-image message whose question says they are frames of one
+video. Native video inputs (Qwen2.5-VL's and Qwen3-VL's video processors) are not used: in
+transformers they need torchvision, which visreward's CPU install does not pull.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
 
 from ..errors import VisrewardError
-from ..images import ImageInput, as_image_batch, clamp_unit, load_image, tensor_to_pil
+from ..images import ImageInput, as_image_batch, clamp_unit, load_image, quantize, tensor_to_pil, to_rgb
 from ..options import COT_MODES
 from ..rewards import spread
+from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, read_clip
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
@@ -108,6 +116,42 @@ def _pil(image: ImageInput):
     return load_image(image)
 
 
+def _is_clip(item) -> bool:
+    """A video (not an image) as the judge takes them: a video file, a folder of frames, an animated
+    GIF / WebP, a [T,3,H,W] tensor, or a list of PIL frames (what diffusers video pipelines return)."""
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if is_clip(path) or path.is_dir():
+            return True
+        if path.suffix.lower() in ANIMATED_EXTENSIONS:
+            with Image.open(path) as image:
+                return getattr(image, "n_frames", 1) > 1
+        return False
+    if isinstance(item, torch.Tensor):
+        return item.ndim == 4
+    return isinstance(item, (list, tuple))
+
+
+def frames_of(item, sampling: FrameSampling) -> list:
+    """The PIL images a judge sees for one image ([image]) or clip (its sampled frames)."""
+    if not _is_clip(item):
+        return [_pil(item)]
+    if isinstance(item, (list, tuple)):
+        return [to_rgb(item[i]) if isinstance(item[i], Image.Image) else _pil(item[i]) for i in sampling.indices(len(item))]
+    if isinstance(item, torch.Tensor):
+        clip = item[sampling.indices(len(item), sampling.fps)]
+        clip = clip if clip.dtype == torch.uint8 else quantize(clip)
+    else:
+        clip = read_clip(item, sampling)
+    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in clip]
+
+
+def _reference_list(entry, candidate_is_clip: bool) -> list:
+    if isinstance(entry, (list, tuple)) and not (candidate_is_clip and all(isinstance(x, Image.Image) for x in entry)):
+        return list(entry)
+    return [entry]
+
+
 class GenerativeRewardModel:
     """A VLM judge; `score` returns P(yes) in [0,1] per image (pairwise: P(candidate better))."""
 
@@ -117,6 +161,7 @@ class GenerativeRewardModel:
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"  # the first answer position is the last column for every row
         self.settings = {"template_version": TEMPLATE_VERSION, **(settings or {})}
+        self.sampling = FrameSampling(self.settings.get("frames", 8))  # how it sees a video: saved when trained on videos
         self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
 
     @classmethod
@@ -186,27 +231,35 @@ class GenerativeRewardModel:
     def score_with_info(self, images: Sequence[ImageInput] | torch.Tensor, prompts: Sequence[str | None] | None = None,
                         references: Sequence | None = None, instruction: str | None = None, cot: str | None = None,
                         full_vocabulary: bool = False, batch_size: int = 8, max_new_tokens: int = 64) -> tuple[torch.Tensor, dict]:
-        """(rewards [B], info). references: one image per candidate, or a list of k per candidate."""
+        """(rewards [B], info). images: images or clips (video files, frame folders, [T,3,H,W] tensors,
+        lists of PIL frames, or a [B,T,3,H,W] batch). references: per candidate, one image (clip), or a
+        list of several; a clip's references are clips, so a list of PIL frames there is one clip."""
         if cot is not None and cot not in COT_MODES:
             raise VisrewardError(f"cot must be one of {', '.join(COT_MODES)}")
-        candidates = [_pil(image) for image in as_image_batch(images)]  # RL trainers' uint8 / NHWC batches too
+        batch = as_video_batch(images)  # RL trainers' uint8 / channels-last batches too
+        items = list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
+        candidates = [frames_of(item, self.sampling) for item in items]
         prompts = list(prompts) if prompts is not None else [None] * len(candidates)
         if len(prompts) != len(candidates):
             raise VisrewardError(f"{len(candidates)} images but {len(prompts)} prompts")
         instruction = instruction or self.settings.get("instruction")
         info: dict = {"template_version": TEMPLATE_VERSION}
         if references is None:
-            queries = [(question(p, instruction, False, cot), [c]) for c, p in zip(candidates, prompts)]
+            queries = [(question(p, instruction, False, cot, len(c)), c) for c, p in zip(candidates, prompts)]
             scores, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
         else:
             if len(references) != len(candidates):
                 raise VisrewardError(f"{len(candidates)} images but {len(references)} reference entries")
-            refs = [[_pil(r) for r in (ref if isinstance(ref, (list, tuple)) else [ref])] for ref in references]
+            refs = [[frames_of(r, self.sampling) for r in _reference_list(ref, _is_clip(item))]
+                    for ref, item in zip(references, items)]
             queries, owner = [], []
             for i, (candidate, prompt, ref_list) in enumerate(zip(candidates, prompts, refs)):
-                text = question(prompt, instruction, True, cot)
+                text = question(prompt, instruction, True, cot, len(candidate))
                 for ref in ref_list:  # both orders remove the judge's position bias
-                    queries += [(text, [candidate, ref]), (text, [ref, candidate])]
+                    if len(ref) != len(candidate):
+                        raise VisrewardError(f"candidate {i} is {'a clip' if len(candidate) > 1 else 'an image'} "
+                                             f"but a reference is {'a clip' if len(ref) > 1 else 'an image'}")
+                    queries += [(text, candidate + ref), (text, ref + candidate)]
                     owner += [i, i]
             probabilities, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
             forward, backward = probabilities[0::2], probabilities[1::2]

@@ -17,6 +17,7 @@ state at the answer position, loss -log sigmoid(r_chosen - r_rejected).
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import time
@@ -31,17 +32,28 @@ from ..errors import VisrewardError
 from ..images import decode_image
 from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
+from ..videos import FrameSampling, read_clip
 from .model import SETTINGS_FILE, GenerativeRewardModel
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question
 
 
-def _image(data: bytes) -> Image.Image:
-    return decode_image(data, "preference pair image")
+def _visual(data: bytes, sampling: FrameSampling) -> list[Image.Image]:
+    """A pair member's encoded bytes -> what the judge sees: [image], or a clip's sampled frames."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            animated = getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError):  # not an image Pillow reads: a video file's bytes
+        animated = True
+    if not animated:
+        return [decode_image(data, "preference pair image")]
+    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in read_clip(data, sampling, "preference pair video")]
 
 
-def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: str | None) -> list[tuple[str, list, str]]:
-    """(question, images, answer) training examples of one pair."""
-    chosen, rejected = _image(pair.chosen), _image(pair.rejected)
+def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: str | None,
+                sampling: FrameSampling = FrameSampling()) -> list[tuple[str, list, str]]:
+    """(question, images, answer) training examples of one pair (of images, or of clips shown as frames)."""
+    chosen, rejected = _visual(pair.chosen, sampling), _visual(pair.rejected, sampling)
+    frames = len(chosen)
     reason = (pair.rationale or "").strip()
     if cot and not reason:
         raise VisrewardError("--cot needs a `rationale` for every pair")
@@ -55,11 +67,11 @@ def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: s
 
     out = []
     if mode in ("pairwise", "both"):
-        text = question(pair.prompt, instruction, True, cot)
-        out += [(text, [chosen, rejected], answer("yes")), (text, [rejected, chosen], answer("no"))]
+        text = question(pair.prompt, instruction, True, cot, frames)
+        out += [(text, chosen + rejected, answer("yes")), (text, rejected + chosen, answer("no"))]
     if mode in ("pointwise", "both"):
-        text = question(pair.prompt, instruction, False, cot)
-        out += [(text, [chosen], answer("yes")), (text, [rejected], answer("no"))]
+        text = question(pair.prompt, instruction, False, cot, frames)
+        out += [(text, chosen, answer("yes")), (text, rejected, answer("no"))]
     return out
 
 
@@ -91,10 +103,11 @@ class BradleyTerryHead(torch.nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
-def answer_hidden_state(judge: GenerativeRewardModel, prompts: list[str | None], images: list,
+def answer_hidden_state(judge: GenerativeRewardModel, prompts: list[str | None], visuals: list[list[Image.Image]],
                         instruction: str | None) -> torch.Tensor:
-    texts = [judge.chat_text(question(p, instruction, False), 1) for p in prompts]
-    output = judge.model(**judge.encode(texts, [[image] for image in images]), output_hidden_states=True)
+    """visuals: per prompt, [image] or a clip's frames."""
+    texts = [judge.chat_text(question(p, instruction, False, frames=len(v)), len(v)) for p, v in zip(prompts, visuals)]
+    output = judge.model(**judge.encode(texts, visuals), output_hidden_states=True)
     return output.hidden_states[-1][:, -1]
 
 
@@ -105,7 +118,10 @@ def _pairwise_accuracy(judge, pairs: list[PreferencePair], instruction, head: Br
     if not pairs:
         return float("nan")
     prompts = [p.prompt for p in pairs]
-    chosen, rejected = [_image(p.chosen) for p in pairs], [_image(p.rejected) for p in pairs]
+    chosen = [_visual(p.chosen, judge.sampling) for p in pairs]
+    rejected = [_visual(p.rejected, judge.sampling) for p in pairs]
+    if head is None:  # the judge takes an image, or a clip as its list of frames
+        chosen, rejected = ([v[0] if len(v) == 1 else v for v in side] for side in (chosen, rejected))
     with torch.no_grad():
         if head is not None:
             wins = head(answer_hidden_state(judge, prompts, chosen, instruction)) > \
@@ -137,6 +153,7 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
     unused = DistributedDataParallelKwargs(find_unused_parameters=config.bradley_terry)
     accelerator = Accelerator(cpu=config.device == "cpu", kwargs_handlers=[unused])
     judge = GenerativeRewardModel.from_pretrained(config.model, device=str(accelerator.device))
+    judge.sampling = FrameSampling(config.frames)
     if config.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -147,7 +164,7 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
         head = BradleyTerryHead(judge.model.config.get_text_config().hidden_size).to(judge.device)
         examples = train
     else:
-        examples = [e for pair in train for e in examples_of(pair, config.mode, config.instruction, config.cot)]
+        examples = [e for pair in train for e in examples_of(pair, config.mode, config.instruction, config.cot, judge.sampling)]
     parameters = [p for p in judge.model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     optimizer = torch.optim.AdamW(parameters, lr=config.lr)
     if head is not None:
@@ -182,7 +199,7 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
                           disable=not (config.progress and accelerator.is_main_process)):
             chunk = examples[start : start + config.batch_size]
             if head is not None:  # one forward for both halves: DDP expects one per backward
-                images = [_image(p.chosen) for p in chunk] + [_image(p.rejected) for p in chunk]
+                images = [_visual(p.chosen, judge.sampling) for p in chunk] + [_visual(p.rejected, judge.sampling) for p in chunk]
                 chosen, rejected = head(answer_hidden_state(judge, [p.prompt for p in chunk] * 2, images,
                                                             config.instruction)).chunk(2)
                 loss = -F.logsigmoid(chosen - rejected).mean()
@@ -210,7 +227,8 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
 
             save_file(accelerator.unwrap_model(head).state_dict(), str(tmp / "bradley_terry_head.safetensors"))
         write_text(tmp / SETTINGS_FILE, json.dumps({"template_version": TEMPLATE_VERSION, "instruction": config.instruction,
-                                                    "trained_mode": config.mode, "cot": config.cot}, indent=2))
+                                                    "trained_mode": config.mode, "cot": config.cot, "frames": config.frames},
+                                                   indent=2))
         save_config(config, tmp / "training_config.json")
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
