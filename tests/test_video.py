@@ -323,3 +323,25 @@ def test_a_video_pair_gives_pairwise_examples_of_both_clips_frames_in_order(tmp_
     levels = [[round(np.asarray(image)[0, 0, 0] / 6) for image in images] for _, images, _ in examples]
     assert levels == [[2, 6, 5, 1], [5, 1, 2, 6], [2, 6], [5, 1]]  # frames 2 and 6; reversed clip: 7-2, 7-6
     assert [answer for _, _, answer in examples] == ["yes", "no", "yes", "no"]
+
+
+def test_cli_eval_rm_and_judge_scoring_take_videos(motion_clips, video_rm, tmp_path):
+    from visreward.cli import main
+
+    model = str(video_rm[0])
+    assert main(["eval-rm", "--model", model, "--target", str(motion_clips / "gliding"), "--generated",
+                 str(motion_clips / "shaking"), "--output", str(tmp_path / "eval.json"), "--no-progress"]) == 0
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluation["n_positive"] == 50 and evaluation["auc"] > 0.9  # training clips included: a smoke check
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for clip in sorted((motion_clips / "gliding").glob("*.mp4"))[:2]:
+        (folder / clip.name).write_bytes(clip.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"\x00" * 100)
+    judge = save_tiny_qwen2_5_vl(tmp_path / "qwen")
+    assert main(["score", "--model", f"vlm:{judge}", "--output", str(tmp_path / "judged.parquet"), "--no-progress",
+                 str(folder)]) == 0
+    table = pq.read_table(tmp_path / "judged.parquet").to_pydict()
+    assert sorted(table["id"]) == ["clips/000.mp4", "clips/001.mp4"] and all(0 < s < 1 for s in table["score"])
+    assert "broken.mp4" in (tmp_path / "judged.parquet.skipped.txt").read_text()

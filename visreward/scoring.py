@@ -48,18 +48,21 @@ def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: 
 
 def iter_judge_scores(judge, items: Iterable[Item], skipped: SkipLog, batch_size: int = 8,
                       progress: bool = False) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
-    """(records, P(yes)) per batch for a vision-language judge; unreadable images go to `skipped`."""
+    """(records, P(yes)) per batch for a vision-language judge; unreadable images and videos go to `skipped`."""
     from tqdm.auto import tqdm
 
     from .images import ImageLoadError, decode_image, read_bytes
     from .readers import chunked
+    from .videos import is_clip, read_clip
 
     bar = tqdm(desc="judging", unit="img", disable=not progress)
     for chunk in chunked(items, batch_size):
         kept, images = [], []
         for record, source in chunk:
             try:
-                images.append(decode_image(read_bytes(source), record.path or record.id))
+                name = record.path or record.id
+                clip = isinstance(source, str) and is_clip(source)
+                images.append(read_clip(source, judge.sampling, name) if clip else decode_image(read_bytes(source), name))
                 kept.append(record)
             except ImageLoadError as e:
                 skipped.skip(e.source, e.reason)

@@ -20,11 +20,14 @@ def evaluate_reward_model(model: DiscriminativeRewardModel, config: EvalConfig,
     from ..scoring import iter_scores
 
     cache = None if config.no_cache else FeatureCache(config.cache_dir)
+    video = hasattr(model.encoder, "sampling")
+    if video and config.probes:
+        raise VisrewardError("--probes builds still images; it does not apply to a video reward model")
 
     def scores_of(paths: list[str], what: str) -> torch.Tensor:
         if not paths:
             raise VisrewardError(f"no {what} images given (--{what})")
-        chunks = [s for _, s in iter_scores(model, read_images(paths, skipped), cache, skipped,
+        chunks = [s for _, s in iter_scores(model, read_images(paths, skipped, clips=video), cache, skipped,
                                             config.batch_size, config.num_workers, config.progress)]
         if not chunks:
             raise VisrewardError(f"--{what}: none of the images could be read")
