@@ -345,3 +345,23 @@ def test_cli_eval_rm_and_judge_scoring_take_videos(motion_clips, video_rm, tmp_p
     table = pq.read_table(tmp_path / "judged.parquet").to_pydict()
     assert sorted(table["id"]) == ["clips/000.mp4", "clips/001.mp4"] and all(0 < s < 1 for s in table["score"])
     assert "broken.mp4" in (tmp_path / "judged.parquet.skipped.txt").read_text()
+
+
+def test_webdataset_shards_of_videos_score_like_the_files(video_rm, motion_clips, tmp_path):
+    import tarfile
+
+    from visreward.scoring import ScoreConfig, run_score
+
+    files = sorted((motion_clips / "shaking").glob("*.mp4"))[:3]
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as shard:
+        for i, file in enumerate(files):
+            shard.add(file, arcname=f"clip{i}.mp4")
+            (tmp_path / f"clip{i}.txt").write_text("a handwritten digit")
+            shard.add(tmp_path / f"clip{i}.txt", arcname=f"clip{i}.txt")
+    run_score(ScoreConfig(inputs=[str(tmp_path / "shard-000.tar")], model=str(video_rm[0]),
+                          output=str(tmp_path / "s.parquet"), progress=False))
+    table = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    assert table["id"] == ["shard-000.tar/clip0.mp4", "shard-000.tar/clip1.mp4", "shard-000.tar/clip2.mp4"]
+    assert table["prompt"] == ["a handwritten digit"] * 3
+    expected = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto").score([str(f) for f in files])
+    assert table["score"] == pytest.approx(expected.tolist(), abs=1e-4)

@@ -5,7 +5,7 @@ Inputs (mixed freely):
                   with clips=True (video rewards) a sub-folder of still frames is one clip
   IMAGE FILE      one image (or video: .mp4 .webm .mkv .mov .avi .m4v)
   LIST.txt        one image path per line (relative to the list's folder)
-  SHARD.tar       WebDataset: key.jpg/png/... with key.txt or key.json (prompt/caption/text)
+  SHARD.tar       WebDataset: key.jpg/png/... (or key.mp4/webm/...) with key.txt or key.json (prompt/caption/text)
   DATA.parquet    a Hugging Face datasets image column ({bytes, path} struct) or a binary column
 
 Folders and lists are cut into shards of `shard_size` images in a fixed order; each .tar
@@ -150,7 +150,7 @@ def _tar_items(path: Path, base: Path, skipped: SkipLog) -> Iterator[Item]:
                 row = {}
         prompt = _prompt_of(row) or (group["txt"].decode("utf-8", "replace").strip() if "txt" in group else None)
         for ext, data in group.items():
-            if "." + ext in IMAGE_EXTENSIONS:
+            if "." + ext in IMAGE_EXTENSIONS or "." + ext in VIDEO_EXTENSIONS:
                 yield ImageRecord(id=f"{prefix}/{key}.{ext}", path=f"{path}/{key}.{ext}", prompt=prompt,
                                   metadata={k: v for k, v in row.items() if k not in PROMPT_KEYS}), data
 
