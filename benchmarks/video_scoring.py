@@ -8,16 +8,14 @@ from scikit-image panning under a real digit moving across them, H.264 in mp4. R
                and mean-pool: how a frame-wise reward is usually wrapped around a video
   visreward    `visreward score` with a video GAN-RM (8 sampled frames per clip, default encoder):
                read -> seek and decode 8 frames -> preprocess -> encode -> pool -> head -> parquet
-  long video   peak RSS of `visreward score` on one 10-minute 1080p H.264 video, in a fresh process,
-               against what holding its decoded frames would take
+  long video   peak RSS (VmHWM) of a fresh `visreward score` process on one 10-minute 1080p H.264 video,
+               and that process's seconds, against what holding the video's decoded frames would take
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -27,6 +25,7 @@ import av
 import numpy as np
 import torch
 from PIL import Image
+from scoring import peak_rss_mb  # benchmarks/scoring.py: VmHWM of a fresh `visreward score` process
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.digits_data import digit_clip, real_digits
@@ -49,16 +48,18 @@ def write_h264(path: Path, frames, fps: int, width: int, height: int, preset: st
     return path
 
 
-def panning(photo: np.ndarray, digit: np.ndarray, n: int, width: int, height: int, motion: str, seed: int):
-    """n frames of a window panning across a photo (tiled to cover the frame), a digit gliding over it."""
+def panning(photo: np.ndarray, n: int, width: int, height: int, digit: np.ndarray | None = None, motion: str = "still",
+            seed: int = 0):
+    """n frames of a window panning across a photo (tiled to cover the frame), with a digit gliding over it."""
     reps = (-(-2 * height // photo.shape[0]), -(-2 * width // photo.shape[1]), 1)
     canvas = np.tile(photo, reps)
-    glide = digit_clip(digit, motion, frames=n, size=height // 2, scale=height // 32, speed=1.0,
-                       rng=np.random.default_rng(seed))
+    glide = None if digit is None else digit_clip(digit, motion, frames=n, size=height // 2, scale=height // 32,
+                                                  speed=1.0, rng=np.random.default_rng(seed))
     for t in range(n):
         top, left = t % (canvas.shape[0] - height), (3 * t) % (canvas.shape[1] - width)
         frame = canvas[top : top + height, left : left + width].copy()
-        frame[: height // 2, : height // 2] = np.maximum(frame[: height // 2, : height // 2], glide[t])
+        if glide is not None:
+            frame[: height // 2, : height // 2] = np.maximum(frame[: height // 2, : height // 2], glide[t])
         yield frame
 
 
@@ -73,7 +74,7 @@ def make_clips(folder: Path, n: int, frames: int = 49, width: int = 720, height:
         path = folder / f"{i:03d}.mp4"
         if not path.exists():
             motion = "right" if i % 2 else "still"
-            write_h264(path, panning(photos[i % len(photos)], digits[i], frames, width, height, motion, i), 8, width, height)
+            write_h264(path, panning(photos[i % len(photos)], frames, width, height, digits[i], motion, i), 8, width, height)
         paths.append(path)
     return paths
 
@@ -85,9 +86,7 @@ def make_long_video(path: Path, minutes: float = 10, fps: int = 24) -> Path:
     if path.exists():
         return path
     photo = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((1024, 1024)))
-    digits, _ = real_digits("evaluation")
-    n = int(minutes * 60 * fps)
-    write_h264(path, panning(photo, digits[0], n, 1920, 1080, "right", 0), fps, 1920, 1080, preset="ultrafast")
+    write_h264(path, panning(photo, int(minutes * 60 * fps), 1920, 1080), fps, 1920, 1080, preset="ultrafast")
     return path
 
 
@@ -113,17 +112,6 @@ def visreward_rate(model_dir: Path, folder: Path, output: Path, n: int) -> float
     return n / elapsed
 
 
-def peak_rss_mb(model_dir: Path, video: Path, output: Path) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of `visreward score` on one video, in a fresh process."""
-    code = ("import resource, sys, time; from visreward.scoring import ScoreConfig, run_score; t = time.perf_counter(); "
-            f"run_score(ScoreConfig(inputs=[{str(video)!r}], model={str(model_dir)!r}, output={str(output)!r}, "
-            "no_cache=True, progress=False)); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    rss, seconds = result.stdout.split()[-2:]
-    return float(rss), float(seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=48, help="clips for the visreward row")
@@ -147,13 +135,17 @@ def main() -> None:
     naive = naive_rate(model, clips[: args.n_naive])
     fast = visreward_rate(model_dir, work / "clips", work / "scores.parquet", args.n)
     long_video = make_long_video(work / f"long-{args.minutes:g}min-1080p.mp4", args.minutes)
-    rss, seconds = peak_rss_mb(model_dir, long_video, work / "long.parquet")
+    started = time.perf_counter()
+    rss = peak_rss_mb(model_dir, long_video, work / "long.parquet", ["--no-cache"])
+    seconds = time.perf_counter() - started  # the whole process: start-up, loading the model, scoring
+    short_rss = peak_rss_mb(model_dir, clips[0], work / "short.parquet", ["--no-cache"])
     with av.open(str(long_video)) as container:
         frames = container.streams.video[0].frames
     print(f"| naive (decode all {49} frames, encode one frame per pass) | {naive:.2f} videos/s | 1.00 |")
     print(f"| visreward score (8 sampled frames, default encoder) | {fast:.2f} videos/s | {fast / naive:.1f} |")
     print(f"| {args.minutes:g}-minute 1080p video ({frames} frames, {long_video.stat().st_size / 2**20:.0f} MiB) | "
-          f"peak RSS {rss:.0f} MB, {seconds:.1f} s | all frames decoded would hold {frames * 1920 * 1080 * 3 / 2**30:.0f} GiB |")
+          f"peak RSS {rss:.0f} MB, {seconds:.1f} s | one 6-second 720x480 clip: {short_rss:.0f} MB; all the long "
+          f"video's frames decoded would hold {frames * 1920 * 1080 * 3 / 2**30:.0f} GiB |")
 
 
 if __name__ == "__main__":

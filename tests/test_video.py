@@ -367,3 +367,25 @@ def test_webdataset_shards_of_videos_score_like_the_files(video_rm, motion_clips
     assert table["prompt"] == ["a handwritten digit"] * 3
     expected = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto").score([str(f) for f in files])
     assert table["score"] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_best_of_n_samples_a_video_pipeline_and_keeps_the_clip_the_video_reward_ranks_first(video_rm, tmp_path):
+    from tiny_pipelines import save_tiny_wan
+
+    from visreward.generators import DiffusersGenerator
+    from visreward.post_training.best_of_n import BestOfNConfig, run_best_of_n
+
+    generator = DiffusersGenerator.from_pretrained(save_tiny_wan(tmp_path), num_inference_steps=2, height=16, width=16,
+                                                   num_frames=9, guidance_scale=1.0)
+    generator.save_pretrained(tmp_path / "wan")
+    run_best_of_n(BestOfNConfig(generator=str(tmp_path / "wan"), reward=str(video_rm[0]), prompts=["a digit", "a clip"],
+                                n=3, keep=1, output=str(tmp_path / "bon"), progress=False))
+    table = pq.read_table(tmp_path / "bon" / "scores.parquet").to_pydict()
+    assert table["id"] == [f"samples/00000{i}.mp4" for i in range(6)]
+    best = [json.loads(line) for line in (tmp_path / "bon" / "best" / "metadata.jsonl").read_text().splitlines()]
+    for group in range(2):
+        scores = table["score"][3 * group : 3 * group + 3]
+        assert best[group]["file_name"] == f"00000{3 * group + scores.index(max(scores))}.mp4"
+        assert best[group]["frames"] == 9
+    kept = tmp_path / "bon" / "best" / best[0]["file_name"]
+    assert kept.read_bytes() == (tmp_path / "bon" / "samples" / best[0]["file_name"]).read_bytes()

@@ -126,3 +126,72 @@ def save_tiny_flux(root: Path, guidance_embeds: bool = True) -> Path:
                             text_encoder_2=t5, tokenizer_2=tokenizer, transformer=transformer)
     pipeline.save_pretrained(root / "pipeline")
     return root / "pipeline"
+
+
+def _tiny_t5(vocab_size: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+                                   pad_token_id=1, eos_token_id=1))
+
+
+def save_tiny_cogvideox(root: Path) -> Path:
+    """CogVideoX's layout: a T5 text encoder, a 3D transformer on 2x2 patches of 4x-compressed frames,
+    a causal 3D VAE, v-prediction (DDIM); 9 frames of 16x16."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+                                              time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=8,
+                                              sample_height=8, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+                                              max_text_seq_length=16)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                                 temporal_compression_ratio=4, down_block_types=("CogVideoXDownBlock3D",) * 2,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 2)
+    pipeline = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae, transformer=transformer,
+                                 scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing",
+                                                                  rescale_betas_zero_snr=True))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def save_tiny_wan(root: Path) -> Path:
+    """Wan 2.1's layout: a (U)T5 text encoder, a 3D transformer on 1x2x2 patches, Wan's causal VAE (4x in
+    time, 8x in space), flow matching; 9 frames of 16x16."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4,
+                                        out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    pipeline = WanPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae, transformer=transformer,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def save_tiny_animatediff(root: Path) -> Path:
+    """AnimateDiff's layout: Stable Diffusion 1.5's UNet and CLIP text encoder with a motion adapter
+    (temporal attention between frames); 8 frames of 16x16."""
+    from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=2)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=2, motion_max_seq_length=16, use_motion_mid_block=False)
+    pipeline = AnimateDiffPipeline(vae=_tiny_vae(norm_num_groups=2), text_encoder=CLIPTextModel(_clip_text_config(vocab_size)),
+                                   tokenizer=tokenizer, unet=unet, motion_adapter=adapter,
+                                   scheduler=DDIMScheduler(beta_schedule="linear", clip_sample=False, steps_offset=1))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+TINY_VIDEO_PIPELINES = {"animatediff": save_tiny_animatediff, "cogvideox": save_tiny_cogvideox, "wan": save_tiny_wan}

@@ -12,13 +12,31 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_dir
+from ..images import tensor_to_pil
 
 
 @dataclass
 class GeneratedSample:
-    image: Image.Image
+    image: Image.Image | list[Image.Image]  # a video generator's sample is its frames
     prompt: str
-    seed: int  # generate([prompt], 1, seed=seed) reproduces this image
+    seed: int  # generate([prompt], 1, seed=seed) reproduces this sample
+    fps: float | None = None  # a video's frame rate, for the file it is written to
+
+
+def write_sample(sample: torch.Tensor | Image.Image | list[Image.Image], stem: Path, fps: float | None = None) -> Path:
+    """A generated image as `stem`.png, or a clip ([T,3,H,W] in [0,1], or PIL frames) as `stem`.mp4 (H.264)."""
+    import numpy as np
+
+    from ..images import quantize
+    from ..videos import write_video
+
+    if isinstance(sample, torch.Tensor) and sample.ndim == 4:
+        return write_video(stem.with_suffix(".mp4"), quantize(sample), fps or 8.0)
+    if isinstance(sample, list):
+        return write_video(stem.with_suffix(".mp4"), np.stack([np.asarray(frame.convert("RGB")) for frame in sample]), fps or 8.0)
+    image = tensor_to_pil(sample) if isinstance(sample, torch.Tensor) else sample
+    image.save(stem.with_suffix(".png"))
+    return stem.with_suffix(".png")
 
 
 class Generator:
@@ -34,9 +52,11 @@ class Generator:
         """One sample per (prompt, seed), as [B,3,H,W] in [0,1]: any recorded sample, regenerated."""
         raise NotImplementedError
 
-    def to_pil(self, image: torch.Tensor) -> Image.Image:
-        """One generated [3,H,W] tensor as the image `generate` returns."""
-        raise NotImplementedError
+    def to_pil(self, image: torch.Tensor) -> Image.Image | list[Image.Image]:
+        """One generated [3,H,W] tensor as the image `generate` returns (a [T,3,H,W] clip: its frames)."""
+        if image.ndim == 4:
+            return [tensor_to_pil(frame) for frame in image]
+        return tensor_to_pil(image)
 
     def generate_tensors(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0,
                          batch_size: int | None = None) -> tuple[torch.Tensor, list[str], list[int]]:
@@ -46,9 +66,10 @@ class Generator:
         return self.generate_from_seeds(expanded, seeds, batch_size), expanded, seeds
 
     def generate(self, prompts: Sequence[str], n_per_prompt: int = 1, seed: int = 0) -> list[GeneratedSample]:
-        """n_per_prompt samples per prompt, as PIL images with their prompt and seed."""
+        """n_per_prompt samples per prompt, as PIL images (or a video's frames) with their prompt and seed."""
         images, expanded, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
-        return [GeneratedSample(self.to_pil(image), prompt, s) for image, prompt, s in zip(images, expanded, seeds)]
+        fps = getattr(self, "fps", None)
+        return [GeneratedSample(self.to_pil(image), prompt, s, fps) for image, prompt, s in zip(images, expanded, seeds)]
 
 
 def sample_seeds(n_prompts: int, n_per_prompt: int, seed: int) -> list[int]:
@@ -56,13 +77,16 @@ def sample_seeds(n_prompts: int, n_per_prompt: int, seed: int) -> list[int]:
 
 
 def save_samples(samples: Sequence[GeneratedSample], folder: str | os.PathLike) -> Path:
-    """Write an imagefolder (PNG files + metadata.jsonl with prompt and seed), atomically."""
+    """Write an imagefolder (PNG files, or mp4 for videos, + metadata.jsonl with prompt and seed, and
+    a video's frame count), atomically."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         rows = []
         for index, sample in enumerate(samples):
-            name = f"{index:06d}.png"
-            sample.image.save(tmp / name)
-            rows.append(json.dumps({"file_name": name, "prompt": sample.prompt, "seed": sample.seed}))
+            written = write_sample(sample.image, tmp / f"{index:06d}", sample.fps)
+            row = {"file_name": written.name, "prompt": sample.prompt, "seed": sample.seed}
+            if isinstance(sample.image, list):
+                row["frames"] = len(sample.image)
+            rows.append(json.dumps(row))
         (tmp / "metadata.jsonl").write_text("\n".join(rows) + "\n")
     return folder

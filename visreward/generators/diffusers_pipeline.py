@@ -1,4 +1,5 @@
-"""Any diffusers text-to-image pipeline as a visreward generator (SD 1.x/2.x, SDXL, SD3, FLUX.1, ...)."""
+"""Any diffusers text-to-image or text-to-video pipeline as a visreward generator (SD 1.x/2.x, SDXL, SD3,
+FLUX.1; AnimateDiff, CogVideoX, Wan, ...). A video pipeline's samples are [T,3,H,W] clips."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image
-
 from ..atomic import atomic_dir
 from ..errors import VisrewardError
-from ..images import tensor_to_pil
 from .base import Generator
 
 SETTINGS_FILE = "visreward_generator.json"
@@ -24,11 +22,12 @@ class DiffusersGenerator(Generator):
     batch_size = 8
 
     def __init__(self, pipeline, num_inference_steps: int = 30, guidance_scale: float | None = None,
-                 height: int | None = None, width: int | None = None):
+                 height: int | None = None, width: int | None = None, num_frames: int | None = None, fps: float = 8.0):
         self.pipeline = pipeline
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
         self.height, self.width = height, width
+        self.num_frames, self.fps = num_frames, fps  # video pipelines: frames per clip (None: the pipeline's default)
         pipeline.set_progress_bar_config(disable=True)
 
     @classmethod
@@ -63,21 +62,18 @@ class DiffusersGenerator(Generator):
         return self
 
     def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
-        """One sample per (prompt, seed): [B,3,H,W] in [0,1]."""
+        """One sample per (prompt, seed): [B,3,H,W] in [0,1], or [B,T,3,H,W] from a video pipeline."""
         batch_size = batch_size or self.batch_size
         extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
-                                    ("width", self.width)) if v is not None}
+                                    ("width", self.width), ("num_frames", self.num_frames)) if v is not None}
         chunks = []
         for i in range(0, len(prompts), batch_size):
             generators = [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]]
             with torch.no_grad():
                 output = self.pipeline(prompt=list(prompts[i : i + batch_size]), generator=generators,
                                        num_inference_steps=self.num_inference_steps, output_type="pt", **extra)
-            chunks.append(output.images.float().cpu())
+            chunks.append((output.frames if hasattr(output, "frames") else output.images).float().cpu())
         return torch.cat(chunks).clamp(0, 1)
-
-    def to_pil(self, image: torch.Tensor) -> Image.Image:
-        return tensor_to_pil(image)
 
     @property
     def sampling_guidance(self) -> float:
@@ -105,4 +101,4 @@ class DiffusersGenerator(Generator):
             self.pipeline.save_pretrained(tmp)
             (tmp / SETTINGS_FILE).write_text(json.dumps({
                 "num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
-                "height": self.height, "width": self.width}, indent=2))
+                "height": self.height, "width": self.width, "num_frames": self.num_frames, "fps": self.fps}, indent=2))

@@ -4,6 +4,7 @@
 
 Output folder:
   best/           imagefolder of the kept samples (top --keep per group): what `sft --data bon/` reads
+                  (a video generator's samples are mp4 files, scored by a video reward)
   worst/          the bottom --keep-bottom per group, when asked for
   samples/        every sample, metadata.jsonl with prompt, seed, score, rank, group
   scores.parquet  one row per sample: id, path, prompt, group, seed, score, rank (make-pairs reads it)
@@ -13,6 +14,7 @@ Every sample's seed is recorded: `generate([prompt], 1, seed)` reproduces it.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,14 +23,15 @@ import torch
 from ..atomic import atomic_dir
 from ..errors import VisrewardError
 from ..formats import write_table
-from ..images import tensor_to_pil
+from ..generators.base import write_sample
 from ..options import BestOfNConfig
 from ..prompts import read_prompts
 
 
 def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: int, batch_size: int = 64,
                      progress: bool = False) -> tuple[torch.Tensor, list[str], list[int], torch.Tensor]:
-    """(images [len(prompts)*n,3,H,W], prompts, seeds, scores), prompt-major: group g is rows g*n .. g*n+n-1."""
+    """(images [len(prompts)*n,3,H,W] or clips [.., T,3,H,W], prompts, seeds, scores), prompt-major: group g
+    is rows g*n .. g*n+n-1."""
     from tqdm.auto import tqdm
 
     images, expanded, seeds, scores = [], [], [], []
@@ -82,13 +85,16 @@ def run_best_of_n(config: BestOfNConfig) -> dict:
     with atomic_dir(output) as tmp:
         folders = {"samples": [], "best": [], "worst": []}
         for i, (image, prompt, seed, score, rank) in enumerate(zip(images, prompts, seeds, scores.tolist(), ranks.tolist())):
-            name = f"{i:06d}.png"
-            row = {"file_name": name, "prompt": prompt, "seed": seed, "score": score, "rank": rank, "group": i // config.n}
-            pil = tensor_to_pil(image)
+            (tmp / "samples").mkdir(exist_ok=True)
+            written = write_sample(image, tmp / "samples" / f"{i:06d}", getattr(generator, "fps", None))
+            name = written.name
+            row = {"file_name": name, "prompt": prompt, "seed": seed, "score": score, "rank": rank, "group": i // config.n,
+                   **({"frames": len(image)} if image.ndim == 4 else {})}
             targets = ["samples"] + ["best"] * (rank < config.keep) + ["worst"] * (rank >= config.n - config.keep_bottom)
             for folder in targets:
                 (tmp / folder).mkdir(exist_ok=True)
-                pil.save(tmp / folder / name)
+                if folder != "samples":
+                    shutil.copyfile(written, tmp / folder / name)
                 folders[folder].append(row)
             rows.append({"id": f"samples/{name}", "path": str(output / "samples" / name), **row})
         for folder, folder_rows in folders.items():

@@ -1,0 +1,47 @@
+"""Text-to-video diffusers pipelines (tiny, random, built from configs) as visreward generators."""
+
+import json
+
+import av
+import pytest
+import torch
+
+from visreward.generators import DiffusersGenerator, load_generator, save_samples
+
+from tiny_pipelines import TINY_VIDEO_PIPELINES
+
+SETTINGS = {"num_inference_steps": 2, "height": 16, "width": 16, "guidance_scale": 1.0}
+FRAMES = {"animatediff": 8, "cogvideox": 9, "wan": 9}  # CogVideoX and Wan: 4k + 1 frames (4x temporal VAE)
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_VIDEO_PIPELINES))
+def video_generator_dir(request, tmp_path_factory):
+    """A tiny pipeline saved with visreward's generation settings, as `--generator` reads it."""
+    root = tmp_path_factory.mktemp(request.param)
+    pipeline = DiffusersGenerator.from_pretrained(TINY_VIDEO_PIPELINES[request.param](root), **SETTINGS,
+                                                  num_frames=FRAMES[request.param], fps=4.0)
+    pipeline.save_pretrained(root / "generator")
+    return request.param, root / "generator"
+
+
+def test_a_video_pipeline_samples_clips_that_their_seed_reproduces(video_generator_dir):
+    family, folder = video_generator_dir
+    generator = load_generator(str(folder))
+    clips, prompts, seeds = generator.generate_tensors(["a digit 3 moving right", "a digit 5 moving up"], 2, seed=7)
+    assert tuple(clips.shape) == (4, FRAMES[family], 3, 16, 16) and 0 <= clips.min() and clips.max() <= 1
+    assert prompts == ["a digit 3 moving right"] * 2 + ["a digit 5 moving up"] * 2 and seeds == [7, 8, 9, 10]
+    again = generator.generate_from_seeds([prompts[3]], [seeds[3]])
+    assert torch.allclose(again[0], clips[3], atol=1e-5)
+    assert not torch.allclose(clips[2], clips[3], atol=1e-3)
+
+
+def test_generated_clips_are_written_as_h264_mp4_with_prompt_seed_and_frame_count(video_generator_dir, tmp_path):
+    family, folder = video_generator_dir
+    generator = load_generator(str(folder))
+    save_samples(generator.generate(["a digit 3 moving right"], 2, seed=0), tmp_path / "out")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert rows == [{"file_name": f"00000{i}.mp4", "prompt": "a digit 3 moving right", "seed": i, "frames": FRAMES[family]}
+                    for i in range(2)]
+    with av.open(str(tmp_path / "out" / "000000.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.frames, stream.average_rate) == ("h264", FRAMES[family], 4)
