@@ -136,19 +136,19 @@ def _tiny_t5(vocab_size: int):
 
 
 def save_tiny_cogvideox(root: Path) -> Path:
-    """CogVideoX's layout: a T5 text encoder, a 3D transformer on 2x2 patches of 4x-compressed frames,
-    a causal 3D VAE, v-prediction (DDIM); 9 frames of 16x16."""
+    """CogVideoX's layout: a T5 text encoder, a 3D transformer on 2x2 patches, a causal 3D VAE (4x in time
+    and in space), v-prediction (DDIM); 9 frames of 16x16."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 
     torch.manual_seed(0)
     tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
     transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-                                              time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=8,
-                                              sample_height=8, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
-                                              max_text_seq_length=16)
-    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
-                                 temporal_compression_ratio=4, down_block_types=("CogVideoXDownBlock3D",) * 2,
-                                 up_block_types=("CogVideoXUpBlock3D",) * 2)
+                                              time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=4,
+                                              sample_height=4, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+                                              max_text_seq_length=226)  # the pipeline pads prompts to 226
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                                 temporal_compression_ratio=4, down_block_types=("CogVideoXDownBlock3D",) * 3,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 3)
     pipeline = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae, transformer=transformer,
                                  scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction", timestep_spacing="trailing",
                                                                   rescale_betas_zero_snr=True))

@@ -114,8 +114,10 @@ class EvalConfig:
 @dataclass
 class GenerateConfig:
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
-    output: str = option("samples", "imagefolder written (PNG + metadata.jsonl with prompt and seed)")
-    generator: str = option("digits", "'digits' (bundled; trained and cached on first use), a generator folder, or a diffusers pipeline")
+    output: str = option("samples", "imagefolder written (PNG, or H.264 mp4 from a video pipeline, + metadata.jsonl with "
+                                    "prompt, seed and a video's frame count)")
+    generator: str = option("digits", "'digits' (bundled; trained and cached on first use), a generator folder, or a diffusers "
+                                      "text-to-image or text-to-video pipeline")
     n: int = option(1, "samples per prompt")
     seed: int = option(0, "sample k uses seed + k")
 

@@ -1,5 +1,5 @@
 """Generators: a small conditional diffusion model for any imagefolder (and the bundled digits one), and
-diffusers text-to-image pipelines."""
+diffusers text-to-image and text-to-video pipelines."""
 
 from __future__ import annotations
 
