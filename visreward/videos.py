@@ -27,8 +27,8 @@ from .images import IMAGE_EXTENSIONS, ImageLoadError, decode_image, load_image, 
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi"})
 ANIMATED_EXTENSIONS = frozenset({".gif", ".webp"})  # animated ones are read with Pillow
-SEEK_AHEAD_SECONDS = 2.0
-TRUNCATION_SECONDS = 1.0  # a wanted time this far past the last decodable frame means the file was cut short  # a wanted frame further ahead than this is reached by seeking, not decoding through
+SEEK_AHEAD_SECONDS = 2.0  # a wanted frame further ahead than this is reached by seeking, not decoding through
+TRUNCATION_SECONDS = 1.0  # a wanted time this far past the last decodable frame means the file was cut short
 
 
 @dataclass(frozen=True)
