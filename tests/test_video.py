@@ -52,6 +52,15 @@ def test_a_folder_of_frames_is_a_clip_in_name_order(tmp_path):
     assert frame_numbers(read_clip(tmp_path, FrameSampling(5))) == [1, 3, 5, 7, 9]
 
 
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    from visreward import images
+
+    path = write_video(tmp_path / "clip.mp4", counting_clip(4), fps=8)  # 48x32 frames
+    monkeypatch.setattr(images, "MAX_PIXELS", 48 * 32 - 1)
+    with pytest.raises(ImageLoadError, match="48x32 frames are over the 1535 pixel limit"):
+        read_clip(path, FrameSampling(2))
+
+
 def test_rotation_metadata_is_applied(tmp_path):
     frame = np.zeros((32, 64, 3), np.uint8)
     frame[:8, :8] = 255  # a white top-left corner

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
+from . import images
 from .images import IMAGE_EXTENSIONS, ImageLoadError, decode_image, load_image, read_bytes, to_rgb
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi"})
@@ -111,6 +112,9 @@ def _video(source: str | bytes, name: str, sampling: FrameSampling) -> list[np.n
                 raise ImageLoadError(name, "audio only: no video stream" if container.streams.audio
                                      else "no video frames (the file holds no streams)")
             stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width * height > images.MAX_PIXELS:  # 8 such frames decoded would exhaust memory
+                raise ImageLoadError(name, f"{width}x{height} frames are over the {images.MAX_PIXELS} pixel limit")
             stream.thread_type = "AUTO"
             return _sample_stream(container, stream, sampling, name)
     except ImageLoadError:
