@@ -33,13 +33,14 @@ from .errors import VisrewardError
 def _train_rm(config) -> None:
     from .discriminative import train_reward_model
 
-    _, metrics = train_reward_model(config)
+    model, metrics = train_reward_model(config)
+    kind = "clips" if hasattr(model.encoder, "sampling") else "images"
     held = metrics["heldout"]
     if held:
         print(f"held-out AUC {held['auc']:.4f}  accuracy {held['accuracy']:.4f}  "
               f"({held['n_positive']} target, {held['n_negative']} generated)")
     print(f"trained on {metrics['n_target']} target, {metrics['n_generated']} generated, "
-          f"{metrics['n_unlabeled']} unlabeled images in {metrics['seconds']:.1f}s; wrote {config.output}/")
+          f"{metrics['n_unlabeled']} unlabeled {kind} in {metrics['seconds']:.1f}s; wrote {config.output}/")
     if metrics["n_skipped"]:
         print(f"skipped {metrics['n_skipped']} unreadable file(s); list in {config.output}/skipped.txt")
 
