@@ -45,3 +45,29 @@ def test_generated_clips_are_written_as_h264_mp4_with_prompt_seed_and_frame_coun
     with av.open(str(tmp_path / "out" / "000000.mp4")) as container:
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.frames, stream.average_rate) == ("h264", FRAMES[family], 4)
+
+
+PREDICTION = {"animatediff": "epsilon", "cogvideox": "v_prediction", "wan": "flow"}
+
+
+def test_dpo_and_sft_train_a_video_pipeline_on_its_own_clips(video_generator_dir, tmp_path):
+    import math
+
+    from visreward.post_training import DPOConfig, SFTConfig, run_dpo, run_sft
+    from visreward.post_training.pairs import Pair, write_pairs
+
+    family, folder = video_generator_dir
+    generator = load_generator(str(folder))
+    assert generator.denoiser().objective.prediction_type == PREDICTION[family]
+    save_samples(generator.generate(["a digit 3 moving right", "a digit 5 moving up"], 2, seed=0), tmp_path / "clips")
+    rows = [json.loads(line) for line in (tmp_path / "clips" / "metadata.jsonl").read_text().splitlines()]
+    pairs = [Pair(rows[i]["prompt"], str(tmp_path / "clips" / rows[i]["file_name"]),
+                  str(tmp_path / "clips" / rows[i + 1]["file_name"]), 1.0, 0.0) for i in (0, 2)]
+    metrics = run_dpo(DPOConfig(generator=str(folder), pairs=str(write_pairs(pairs, tmp_path / "pairs")),
+                                output=str(tmp_path / "dpo"), steps=2, batch_size=2, log_every=1, progress=False))
+    assert metrics["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference at step 1
+    tuned = load_generator(str(tmp_path / "dpo"))
+    assert tuned.num_frames == FRAMES[family] and tuned.generate_tensors(["a digit"], 1)[0].shape[1] == FRAMES[family]
+    run_sft(SFTConfig(generator=str(folder), data=[str(tmp_path / "clips")], output=str(tmp_path / "sft"), steps=2,
+                      batch_size=2, lora=True, progress=False))
+    assert (tmp_path / "sft" / "generator" / "model_index.json").exists()

@@ -157,7 +157,7 @@ def save_tiny_cogvideox(root: Path) -> Path:
 
 
 def save_tiny_wan(root: Path) -> Path:
-    """Wan 2.1's layout: a (U)T5 text encoder, a 3D transformer on 1x2x2 patches, Wan's causal VAE (4x in
+    """Wan 2.1's layout: a UMT5 text encoder, a 3D transformer on 1x2x2 patches, Wan's causal VAE (4x in
     time, 8x in space), flow matching; 9 frames of 16x16."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
@@ -167,7 +167,11 @@ def save_tiny_wan(root: Path) -> Path:
                                         out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32)
     vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-    pipeline = WanPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae, transformer=transformer,
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=1,
+                                               num_heads=4, pad_token_id=1, eos_token_id=1))
+    pipeline = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     pipeline.save_pretrained(root / "pipeline")
     return root / "pipeline"

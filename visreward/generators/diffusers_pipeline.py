@@ -52,10 +52,24 @@ class DiffusersGenerator(Generator):
     @property
     def resolution(self) -> tuple[int, int]:
         """(height, width) of the images it generates and trains on."""
+        if self.height and self.width:
+            return self.height, self.width
         pipe = self.pipeline
         module = getattr(pipe, "unet", None) or pipe.transformer
-        default = (getattr(pipe, "default_sample_size", None) or module.config.sample_size) * pipe.vae_scale_factor
+        size = getattr(pipe, "default_sample_size", None) or module.config.get("sample_size")
+        if size is None:  # CogVideoX, Wan: their pipelines' defaults depend on the checkpoint
+            raise VisrewardError(f"{type(pipe).__name__}: set height and width in {SETTINGS_FILE} to train it")
+        default = size * pipe.vae_scale_factor
         return self.height or default, self.width or default
+
+    @property
+    def training_frames(self) -> int | None:
+        """Frames per training clip for a video pipeline (None for an image pipeline)."""
+        if not hasattr(self.pipeline, "video_processor"):
+            return None
+        if self.num_frames is None:
+            raise VisrewardError(f"{type(self.pipeline).__name__}: set num_frames in {SETTINGS_FILE} to train it")
+        return self.num_frames
 
     def to(self, device) -> "DiffusersGenerator":
         self.pipeline.to(device)

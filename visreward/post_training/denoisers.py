@@ -188,7 +188,8 @@ class ConditionalDenoiser(Denoiser):
 
 
 class DiffusersDenoiser(Denoiser):
-    """UNet (SD 1.x/2.x, SDXL) or transformer (SD3, FLUX) of a diffusers pipeline; VAE and text encoders frozen.
+    """UNet (SD 1.x/2.x, SDXL; AnimateDiff's motion UNet) or transformer (SD3, FLUX; CogVideoX, Wan) of a
+    diffusers pipeline; VAE and text encoders frozen. Video pipelines train on [B,T,3,H,W] clips.
 
     What the denoiser needs is read from its config, not from the pipeline's class name: a transformer
     with `guidance_embeds` works on 2x2-packed latent tokens with position ids and takes the guidance
@@ -210,6 +211,9 @@ class DiffusersDenoiser(Denoiser):
         self.guidance_scale = 1.0 if self.packed else guidance_scale
         self.pooled_projections = config.get("pooled_projection_dim") is not None
         self.text_time = config.get("addition_embed_type") == "text_time"
+        # video transformers: CogVideoX works on [B,F,C,H,W] latents (and may take rotary embeddings), Wan on [B,C,F,H,W]
+        self.frames_first = config.get("temporal_compression_ratio") is not None
+        self.video_transformer = self.frames_first or config.get("rope_max_seq_len") is not None
         for part in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
             component = getattr(pipeline, part, None)
             if component is not None:
@@ -218,10 +222,32 @@ class DiffusersDenoiser(Denoiser):
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] images (or [B,T,3,H,W] clips) in [0,1] -> the latents the denoiser is trained on."""
+        if images.ndim == 5:
+            return self._encode_clips(images)
         vae = self.pipeline.vae
         latents = vae.encode(images.to(vae.device, vae.dtype) * 2 - 1).latent_dist.sample()
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor
+
+    def _encode_clips(self, clips: torch.Tensor) -> torch.Tensor:
+        """Clips through a 3-D VAE (CogVideoX, Wan), or frame by frame through an image VAE (AnimateDiff),
+        normalised as each pipeline un-normalises before decoding."""
+        vae = self.pipeline.vae
+        pixels = clips.to(vae.device, vae.dtype) * 2 - 1
+        if vae.config.get("temporal_compression_ratio") or vae.config.get("scale_factor_temporal"):
+            latents = vae.encode(pixels.permute(0, 2, 1, 3, 4)).latent_dist.sample()  # [B,C,F,h,w]
+        else:
+            frames = vae.encode(pixels.flatten(0, 1)).latent_dist.sample()
+            latents = frames.unflatten(0, pixels.shape[:2]).permute(0, 2, 1, 3, 4)
+        if vae.config.get("latents_mean") is not None:  # Wan
+            shape = (1, -1, 1, 1, 1)
+            mean = torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
+            std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(shape)
+            latents = (latents - mean) / std
+        else:
+            latents = latents * vae.config.scaling_factor
+        return latents.permute(0, 2, 1, 3, 4) if self.frames_first else latents
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         vae = self.pipeline.vae
@@ -262,6 +288,9 @@ class DiffusersDenoiser(Denoiser):
             embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, prompts, prompts, device=device,
                                                                 do_classifier_free_guidance=False)
             return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+        if self.video_transformer:
+            embeds, _ = self.pipeline.encode_prompt(prompts, do_classifier_free_guidance=False, device=device)
+            return {"encoder_hidden_states": embeds}
         if self.text_time:
             embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
             height, width = self.resolution
@@ -274,8 +303,15 @@ class DiffusersDenoiser(Denoiser):
     def predict(self, module, noisy, timesteps, condition):
         if self.packed:
             return self._predict_packed(module, noisy, timesteps, condition)
-        if self.pooled_projections:
+        if self.frames_first and module.config.get("use_rotary_positional_embeddings"):
+            _, frames, _, height, width = noisy.shape
+            factor = self.pipeline.vae_scale_factor_spatial
+            condition = {**condition, "image_rotary_emb": self.pipeline._prepare_rotary_positional_embeddings(
+                height * factor, width * factor, frames, noisy.device)}
+        if self.pooled_projections or self.video_transformer:
             return module(hidden_states=noisy, timestep=timesteps, **condition).sample
+        if noisy.ndim == 5:  # AnimateDiff's motion UNet attends to the prompt once per frame, as its pipeline feeds it
+            condition = {"encoder_hidden_states": condition["encoder_hidden_states"].repeat_interleave(noisy.shape[2], dim=0)}
         return module(noisy, timesteps, **condition).sample
 
     def _predict_packed(self, module, noisy, timesteps, condition):

@@ -41,13 +41,13 @@ def dpo_loss_terms(model_error: torch.Tensor, reference_error: torch.Tensor, bet
     }
 
 
-def load_pairs(source: str, size: tuple[int, int]) -> TrainingImages:
+def load_pairs(source: str, size: tuple[int, int], frames: int | None = None) -> TrainingImages:
     pairs = read_pairs(source)
     if not pairs:
         raise VisrewardError(f"{source}: no preference pairs")
     names = [f"{source}#{i}" for i in range(len(pairs))]
-    chosen = decode_for_training([p.chosen for p in pairs], names, size)
-    rejected = decode_for_training([p.rejected for p in pairs], names, size)
+    chosen = decode_for_training([p.chosen for p in pairs], names, size, frames)
+    rejected = decode_for_training([p.rejected for p in pairs], names, size, frames)
     return TrainingImages(chosen, [p.prompt for p in pairs], extra={"rejected": rejected})
 
 
@@ -80,5 +80,5 @@ def run_dpo(config: DPOConfig) -> dict:
     from ..generators import load_generator
 
     generator = load_generator(config.generator)
-    size = generator.resolution
-    return finetune(config, generator, load_pairs(config.pairs, size), make_dpo_loss(config.beta), needs_reference=True, draw=draw_pairs)
+    data = load_pairs(config.pairs, generator.resolution, getattr(generator, "training_frames", None))
+    return finetune(config, generator, data, make_dpo_loss(config.beta), needs_reference=True, draw=draw_pairs)

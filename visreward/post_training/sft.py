@@ -17,8 +17,8 @@ from ..readers import read_images
 from .finetune import TrainingImages, decode_for_training, finetune
 
 
-def load_sft_data(sources: list[str], size: tuple[int, int]) -> TrainingImages:
-    """Images with prompts; a best-of-n run folder stands for its best/ samples."""
+def load_sft_data(sources: list[str], size: tuple[int, int], frames: int | None = None) -> TrainingImages:
+    """Images (or, with `frames`, clips) with prompts; a best-of-n run folder stands for its best/ samples."""
     if not sources:
         raise VisrewardError("no training images given (--data)")
     sources = [str(Path(s) / "best") if (Path(s) / "best").is_dir() else s for s in sources]
@@ -27,7 +27,7 @@ def load_sft_data(sources: list[str], size: tuple[int, int]) -> TrainingImages:
     if missing is not None:
         raise VisrewardError(f"{missing.path}: no prompt (SFT needs metadata.jsonl prompts)")
     blobs = [read_bytes(source) for _, source in items]
-    return TrainingImages(decode_for_training(blobs, [r.path for r, _ in items], size), [r.prompt for r, _ in items])
+    return TrainingImages(decode_for_training(blobs, [r.path for r, _ in items], size, frames), [r.prompt for r, _ in items])
 
 
 def draw_images(data: TrainingImages, batch_size: int, rng: torch.Generator) -> dict:
@@ -47,5 +47,5 @@ def run_sft(config: SFTConfig) -> dict:
     from ..generators import load_generator
 
     generator = load_generator(config.generator)
-    size = generator.resolution
-    return finetune(config, generator, load_sft_data(config.data, size), sft_loss, needs_reference=False, draw=draw_images)
+    data = load_sft_data(config.data, generator.resolution, getattr(generator, "training_frames", None))
+    return finetune(config, generator, data, sft_loss, needs_reference=False, draw=draw_images)
