@@ -1,7 +1,8 @@
-"""Seconds per Diffusion-DPO (and SFT) step on this machine: the bundled digits generator and a
-tiny Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA.
+"""Seconds per Diffusion-DPO (and SFT) step on this machine: the bundled digits generator, a tiny
+Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA, and tiny
+AnimateDiff, CogVideoX and Wan pipelines (random weights, 8-9 frames of 16x16).
 
-    python benchmarks/training.py          # ~2 minutes on a 2-core CPU
+    python benchmarks/training.py          # ~3 minutes on a 2-core CPU
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from tiny_pipelines import save_tiny_stable_diffusion  # noqa: E402
+from tiny_pipelines import TINY_VIDEO_PIPELINES, save_tiny_stable_diffusion  # noqa: E402
 
 from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
 from visreward.digits_data import digit_image, digit_prompt, real_digits  # noqa: E402
-from visreward.generators import DiffusersGenerator, load_bundled_generator, save_samples  # noqa: E402
+from visreward.generators import DiffusersGenerator, load_bundled_generator, load_generator, save_samples  # noqa: E402
 from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n,  # noqa: E402
                                      run_dpo, run_sft, write_pairs)
+from visreward.post_training.pairs import Pair  # noqa: E402
 from visreward.generators.base import GeneratedSample  # noqa: E402
 
 
@@ -32,6 +34,32 @@ def pairs_for(generator: str, reward: Path, work: Path, prompts: list[str]) -> P
     run_best_of_n(BestOfNConfig(generator=generator, reward=str(reward), prompts=prompts, n=4, repeats=4, keep_bottom=1,
                                 output=str(bon), progress=False))
     return write_pairs(build_pairs(pq.read_table(bon / "scores.parquet").to_pylist(), group_by="group"), work / f"pairs-{bon.name}")
+
+
+def clip_pairs(generator: str, work: Path, prompts: list[str]) -> tuple[Path, Path]:
+    """(pairs, clips folder) from a video pipeline's own samples: the first of each prompt's two clips over the second
+    (a step's cost does not depend on which clip is preferred)."""
+    clips = save_samples(load_generator(generator).generate(prompts, 2, seed=0), work / f"clips-{Path(generator).name}")
+    names = sorted(p.name for p in clips.glob("*.mp4"))
+    pairs = [Pair(prompt, str(clips / names[2 * i]), str(clips / names[2 * i + 1]), 1.0, 0.0) for i, prompt in enumerate(prompts)]
+    return write_pairs(pairs, work / f"pairs-{Path(generator).name}"), clips
+
+
+def video_rows(work: Path, prompts: list[str]) -> list[tuple]:
+    rows = []
+    frames = {"animatediff": 8, "cogvideox": 9, "wan": 9}
+    for family, build in sorted(TINY_VIDEO_PIPELINES.items()):
+        spec = work / f"{family}-gen"
+        DiffusersGenerator.from_pretrained(build(work / family), num_inference_steps=2, height=16, width=16,
+                                           guidance_scale=1.0, num_frames=frames[family]).save_pretrained(spec)
+        pairs, clips = clip_pairs(str(spec), work, prompts)
+        for method in ("DPO", "SFT"):
+            common = dict(generator=str(spec), output=str(work / f"{family}-{method}"), steps=12, batch_size=4,
+                          log_every=12, progress=False)
+            metrics = (run_dpo(DPOConfig(pairs=str(pairs), **common)) if method == "DPO"
+                       else run_sft(SFTConfig(data=[str(clips)], **common)))
+            rows.append((f"tiny {family} pipeline ({frames[family]} frames of 16x16)", method, 4, metrics["seconds_per_step"]))
+    return rows
 
 
 def main() -> None:
@@ -57,6 +85,7 @@ def main() -> None:
             else:
                 metrics = run_sft(SFTConfig(data=[str(work / f"bon-{Path(spec).name}")], **common))
             rows.append((name, f"{method}{' LoRA' if lora else ''}", batch, metrics["seconds_per_step"]))
+    rows += video_rows(work, prompts)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| generator | method | batch (pairs / images) | seconds per step |")
