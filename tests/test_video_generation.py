@@ -71,3 +71,27 @@ def test_dpo_and_sft_train_a_video_pipeline_on_its_own_clips(video_generator_dir
     run_sft(SFTConfig(generator=str(folder), data=[str(tmp_path / "clips")], output=str(tmp_path / "sft"), steps=2,
                       batch_size=2, lora=True, progress=False))
     assert (tmp_path / "sft" / "generator" / "model_index.json").exists()
+
+
+def test_the_gan_rm_loop_runs_on_a_video_pipeline(tmp_path):
+    """rounds: a video reward trained on target clips vs the pipeline's own, best-of-N clips, pairs, DPO."""
+    import numpy as np
+
+    from tiny_pipelines import save_tiny_wan
+
+    from visreward.digits_data import digit_clip, real_digits
+    from visreward.post_training import RoundsConfig, run_rounds
+    from visreward.videos import write_video
+
+    DiffusersGenerator.from_pretrained(save_tiny_wan(tmp_path), **SETTINGS, num_frames=9).save_pretrained(tmp_path / "gen")
+    digits, _ = real_digits("train")
+    (tmp_path / "target").mkdir()
+    for i in range(10):
+        write_video(tmp_path / "target" / f"{i}.mp4", digit_clip(digits[i], "right", frames=9, size=16, scale=1), fps=8)
+    run_rounds(RoundsConfig(generator=str(tmp_path / "gen"), target=[str(tmp_path / "target")], prompts=["a digit moving right"],
+                            output=str(tmp_path / "run"), rounds=1, method="dpo", n=2, repeats=2, negatives_per_prompt=10,
+                            pool_per_prompt=2, steps=2, batch_size=2, progress=False))
+    round_one = tmp_path / "run" / "round-1"
+    assert json.loads((round_one / "rm" / "config.json").read_text())["video"]["frames"] == 8  # a video reward
+    assert len(list((round_one / "bon" / "best").glob("*.mp4"))) == 2 and np.isfinite(
+        json.loads((round_one / "finetune" / "metrics.json").read_text())["history"][-1]["loss"])
