@@ -73,8 +73,9 @@ def test_dpo_and_sft_train_a_video_pipeline_on_its_own_clips(video_generator_dir
     assert (tmp_path / "sft" / "generator" / "model_index.json").exists()
 
 
-def test_the_gan_rm_loop_runs_on_a_video_pipeline(tmp_path):
-    """rounds: a video reward trained on target clips vs the pipeline's own, best-of-N clips, pairs, DPO."""
+def test_the_gan_rm_loop_and_refl_run_on_a_video_pipeline(tmp_path):
+    """rounds: a video reward trained on target clips vs the pipeline's own, best-of-N clips, pairs, DPO;
+    then ReFL with that reward through the last step, the 3-D VAE decoder and 3 frames of each clip."""
     import numpy as np
 
     from tiny_pipelines import save_tiny_wan
@@ -95,3 +96,30 @@ def test_the_gan_rm_loop_runs_on_a_video_pipeline(tmp_path):
     assert json.loads((round_one / "rm" / "config.json").read_text())["video"]["frames"] == 8  # a video reward
     assert len(list((round_one / "bon" / "best").glob("*.mp4"))) == 2 and np.isfinite(
         json.loads((round_one / "finetune" / "metrics.json").read_text())["history"][-1]["loss"])
+
+    from visreward.post_training import ReFLConfig, run_refl
+
+    metrics = run_refl(ReFLConfig(generator=str(tmp_path / "gen"), reward=str(round_one / "rm"), output=str(tmp_path / "refl"),
+                                  prompts=["a digit moving right"], steps=1, batch_size=1, num_inference_steps=2,
+                                  last_steps=1, frames_with_grad=3, log_every=1, stop_on_hacking=False, progress=False))
+    assert [row["step"] for row in metrics["history"]] == [1]
+    assert all(np.isfinite(row["reward_mean"]) and "off_manifold" in row for row in metrics["history"])
+
+
+def test_frames_with_grad_limits_the_reward_gradient_to_that_many_frames(tmp_path):
+    """AnimateDiff decodes frame by frame: only the chosen frames' latents get a gradient, and the decoded
+    clip is the same with or without the limit."""
+    from tiny_pipelines import save_tiny_animatediff
+
+    generator = DiffusersGenerator.from_pretrained(save_tiny_animatediff(tmp_path), **SETTINGS, num_frames=8)
+    denoiser = generator.denoiser()
+    latents = torch.randn(denoiser.latent_shape(1)).requires_grad_(True)  # [1,4,8,8,8]
+    assert tuple(latents.shape) == (1, 4, 8, 8, 8)
+    clip = denoiser.decode(latents, 3, torch.Generator().manual_seed(0))
+    assert tuple(clip.shape) == (1, 8, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(clip, denoiser.decode(latents), atol=1e-5)
+    clip.sum().backward()
+    reached = latents.grad.abs().sum(dim=(0, 1, 3, 4)) > 0
+    expected = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:3].sort().values.tolist()
+    assert reached.nonzero().flatten().tolist() == expected

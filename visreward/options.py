@@ -207,6 +207,8 @@ class ReFLConfig(FineTuneConfig):
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     num_inference_steps: int = option(20, "sampler steps from noise to image")
     last_steps: int = option(5, "the gradient step is drawn from the last this-many sampler steps")
+    frames_with_grad: int | None = option(None, "video pipelines: back-propagate the reward through this many random "
+                                                "frames of each clip (default: all); saves memory")
     collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
     above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
     off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")

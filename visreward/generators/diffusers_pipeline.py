@@ -102,7 +102,7 @@ class DiffusersGenerator(Generator):
     def denoiser(self):
         from ..post_training.denoisers import DiffusersDenoiser
 
-        return DiffusersDenoiser(self.pipeline, self.resolution, self.sampling_guidance)
+        return DiffusersDenoiser(self.pipeline, self.resolution, self.sampling_guidance, self.training_frames)
 
     def with_module(self, module: torch.nn.Module) -> "DiffusersGenerator":
         """The same generator with its UNet/transformer replaced (after fine-tuning)."""

@@ -198,9 +198,10 @@ class DiffusersDenoiser(Denoiser):
     `addition_embed_type` is "text_time" takes pooled text and size ids (SDXL).
     """
 
-    def __init__(self, pipeline, resolution: tuple[int, int], guidance_scale: float = 1.0):
+    def __init__(self, pipeline, resolution: tuple[int, int], guidance_scale: float = 1.0, num_frames: int | None = None):
         self.pipeline = pipeline
         self.resolution = resolution
+        self.num_frames = num_frames  # a video pipeline's frames per clip (None: an image pipeline)
         self.module = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
         if self.module is None:
             raise VisrewardError(f"{type(pipeline).__name__}: no unet or transformer to fine-tune")
@@ -235,7 +236,7 @@ class DiffusersDenoiser(Denoiser):
         normalised as each pipeline un-normalises before decoding."""
         vae = self.pipeline.vae
         pixels = clips.to(vae.device, vae.dtype) * 2 - 1
-        if vae.config.get("temporal_compression_ratio") or vae.config.get("scale_factor_temporal"):
+        if self._temporal_vae:
             latents = vae.encode(pixels.permute(0, 2, 1, 3, 4)).latent_dist.sample()  # [B,C,F,h,w]
         else:
             frames = vae.encode(pixels.flatten(0, 1)).latent_dist.sample()
@@ -249,16 +250,85 @@ class DiffusersDenoiser(Denoiser):
             latents = latents * vae.config.scaling_factor
         return latents.permute(0, 2, 1, 3, 4) if self.frames_first else latents
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+    def decode(self, x0: torch.Tensor, frames_with_grad: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents -> [B,3,H,W] images (or [B,T,3,H,W] clips) in [0,1], differentiably. frames_with_grad:
+        for clips, gradients flow through that many random frames only (the others are detached; an
+        image VAE also decodes them without building a graph)."""
+        if x0.ndim == 5:
+            return self._decode_clips(x0, frames_with_grad, generator)
         vae = self.pipeline.vae
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         images = vae.decode((x0 / vae.config.scaling_factor + shift).to(vae.dtype)).sample
         return clamp_unit((images.float() + 1) / 2)
 
+    def _decode_clips(self, x0: torch.Tensor, frames_with_grad: int | None, generator: torch.Generator | None) -> torch.Tensor:
+        vae = self.pipeline.vae
+        latents = x0.permute(0, 2, 1, 3, 4) if self.frames_first else x0  # [B,C,F,h,w]
+        if vae.config.get("latents_mean") is not None:
+            shape = (1, -1, 1, 1, 1)
+            latents = latents * torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(shape) \
+                + torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
+        else:
+            latents = latents / vae.config.scaling_factor
+        latents = latents.to(vae.dtype)
+        if self._temporal_vae:
+            clips = vae.decode(latents).sample.permute(0, 2, 1, 3, 4)  # [B,T,3,H,W]
+            keep = self._frames_with_grad(clips.shape[1], frames_with_grad, generator, clips.device)
+        else:  # an image VAE, frame by frame: frames without gradient are decoded without a graph
+            frames = latents.permute(0, 2, 1, 3, 4)
+            keep = self._frames_with_grad(frames.shape[1], frames_with_grad, generator, frames.device)
+            clips = self._decode_frames(frames, keep)
+            keep = None
+        if keep is not None:
+            mask = torch.zeros(clips.shape[1], dtype=torch.bool, device=clips.device)
+            mask[keep] = True
+            clips = torch.where(mask.view(1, -1, 1, 1, 1), clips, clips.detach())
+        return clamp_unit((clips.float() + 1) / 2)
+
+    def _decode_frames(self, frames: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """[B,F,C,h,w] latents through an image VAE -> [B,F,3,H,W]; only the `keep` frames build a graph."""
+        vae = self.pipeline.vae
+
+        def run(part: torch.Tensor) -> torch.Tensor:
+            return vae.decode(part.flatten(0, 1)).sample.unflatten(0, part.shape[:2])
+
+        if keep is None:
+            return run(frames)
+        others = torch.tensor([i for i in range(frames.shape[1]) if i not in set(keep.tolist())], device=frames.device)
+        with torch.no_grad():
+            plain = run(frames[:, others])
+        chosen = run(frames[:, keep])
+        clips = torch.zeros(frames.shape[0], frames.shape[1], *chosen.shape[2:], dtype=chosen.dtype, device=chosen.device)
+        return clips.index_copy(1, others, plain).index_copy(1, keep, chosen)
+
+    @staticmethod
+    def _frames_with_grad(frames: int, count: int | None, generator: torch.Generator | None, device) -> torch.Tensor | None:
+        if count is None or count >= frames:
+            return None
+        return torch.randperm(frames, generator=generator)[:count].sort().values.to(device)
+
+    @property
+    def _temporal_vae(self) -> bool:
+        config = self.pipeline.vae.config
+        return bool(config.get("temporal_compression_ratio") or config.get("scale_factor_temporal"))
+
     def latent_shape(self, batch_size: int) -> tuple[int, ...]:
+        if self.num_frames is not None:
+            return self._clip_latent_shape(batch_size)
         factor = self.pipeline.vae_scale_factor
         channels = self.module.config.in_channels // (4 if self.packed else 1)
         return (batch_size, channels, self.resolution[0] // factor, self.resolution[1] // factor)
+
+    def _clip_latent_shape(self, batch_size: int) -> tuple[int, ...]:
+        config = self.pipeline.vae.config
+        temporal = config.get("temporal_compression_ratio") or config.get("scale_factor_temporal") or 1
+        frames = (self.num_frames - 1) // temporal + 1 if temporal > 1 else self.num_frames
+        factor = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
+        channels, height, width = self.module.config.in_channels, self.resolution[0] // factor, self.resolution[1] // factor
+        if self.frames_first:
+            return (batch_size, frames, channels, height, width)
+        return (batch_size, channels, frames, height, width)
 
     def sampling_timesteps(self, steps: int) -> torch.Tensor:
         """The pipeline scheduler's own schedule: its spacing, its shift, and for FLUX the shift its

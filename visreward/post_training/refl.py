@@ -4,7 +4,8 @@
 
 Each step samples latents from noise without gradient down to a random one of the last
 `--last-steps` sampler steps, predicts x0 there with gradient, decodes it (the VAE decoder
-for latent models) and maximises the reward of the decoded images. Hacking monitors (see
+for latent models) and maximises the reward of the decoded images (or clips, for a video
+pipeline and a video reward; `--frames-with-grad K` back-propagates through K random frames). Hacking monitors (see
 monitors.py) are logged every step: the reward's spread across the batch (RewardDance's
 signal), for GAN-RM rewards the fractions of samples above every held-out target score and off
 the reward's training data, and for digit prompts an independent classifier's agreement. When
@@ -44,7 +45,7 @@ def make_refl_loss(reward_model, config: ReFLConfig):
         stop = config.num_inference_steps - 1 - int(torch.randint(0, config.last_steps, (1,), generator=rng))
         noise = torch.randn(denoiser.latent_shape(len(prompts)), generator=rng).to(device)
         x0 = denoiser.sample_x0(module, noise, prompts, config.num_inference_steps, stop)
-        images = denoiser.decode(x0)
+        images = denoiser.decode(x0, config.frames_with_grad, rng) if x0.ndim == 5 else denoiser.decode(x0)
         if hasattr(reward_model, "reward_and_features"):  # GAN-RM: one encoder pass serves reward and monitor
             rewards, features = reward_model.reward_and_features(images, prompts)
         else:
