@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
 from ..atomic import atomic_dir
-from ..images import tensor_to_pil
+from ..images import quantize, tensor_to_pil
+from ..videos import write_video
 
 
 @dataclass
@@ -25,11 +27,6 @@ class GeneratedSample:
 
 def write_sample(sample: torch.Tensor | Image.Image | list[Image.Image], stem: Path, fps: float | None = None) -> Path:
     """A generated image as `stem`.png, or a clip ([T,3,H,W] in [0,1], or PIL frames) as `stem`.mp4 (H.264)."""
-    import numpy as np
-
-    from ..images import quantize
-    from ..videos import write_video
-
     if isinstance(sample, torch.Tensor) and sample.ndim == 4:
         return write_video(stem.with_suffix(".mp4"), quantize(sample), fps or 8.0)
     if isinstance(sample, list):
