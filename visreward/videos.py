@@ -198,6 +198,11 @@ def read_clip(source: str | os.PathLike | bytes, sampling: FrameSampling, name: 
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
+def pil_frames(clip: torch.Tensor) -> list[Image.Image]:
+    """A uint8 [T,3,H,W] clip (what read_clip returns) as a list of RGB PIL images."""
+    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in clip]
+
+
 def _is_animation(data: bytes) -> bool:
     return data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 from ..errors import VisrewardError
-from ..images import ImageInput, as_image_batch, clamp_unit, load_image, quantize, tensor_to_pil, to_rgb
+from ..images import ImageInput, as_image_batch, clamp_unit, load_image, quantize, tensor_to_pil
 from ..options import COT_MODES
 from ..rewards import spread
-from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, read_clip
+from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, pil_frames, read_clip
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
@@ -137,13 +137,11 @@ def frames_of(item, sampling: FrameSampling) -> list:
     if not _is_clip(item):
         return [_pil(item)]
     if isinstance(item, (list, tuple)):
-        return [to_rgb(item[i]) if isinstance(item[i], Image.Image) else _pil(item[i]) for i in sampling.indices(len(item))]
+        return [_pil(item[i]) for i in sampling.indices(len(item))]
     if isinstance(item, torch.Tensor):
         clip = item[sampling.indices(len(item), sampling.fps)]
-        clip = clip if clip.dtype == torch.uint8 else quantize(clip)
-    else:
-        clip = read_clip(item, sampling)
-    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in clip]
+        return pil_frames(clip if clip.dtype == torch.uint8 else quantize(clip))
+    return pil_frames(read_clip(item, sampling))
 
 
 def _reference_list(entry, candidate_is_clip: bool) -> list:

@@ -32,7 +32,7 @@ from ..errors import VisrewardError
 from ..images import decode_image
 from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
-from ..videos import FrameSampling, read_clip
+from ..videos import FrameSampling, pil_frames, read_clip
 from .model import SETTINGS_FILE, GenerativeRewardModel
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question
 
@@ -46,7 +46,7 @@ def _visual(data: bytes, sampling: FrameSampling) -> list[Image.Image]:
         animated = True
     if not animated:
         return [decode_image(data, "preference pair image")]
-    return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in read_clip(data, sampling, "preference pair video")]
+    return pil_frames(read_clip(data, sampling, "preference pair video"))
 
 
 def examples_of(pair: PreferencePair, mode: str, instruction: str | None, cot: str | None,

@@ -53,13 +53,10 @@ def decode_for_training(blobs: list[bytes], names: list[str], size: tuple[int, i
     with `frames` (a video generator), encoded clips -> uint8 [N,frames,3,H,W], frames spread over each clip."""
     if frames is None:
         return torch.stack([fit_image(decode_image(blob, name), size) for blob, name in zip(blobs, names)])
-    from PIL import Image
-
-    from ..videos import FrameSampling, read_clip
+    from ..videos import FrameSampling, pil_frames, read_clip
 
     clips = [read_clip(blob, FrameSampling(frames), name) for blob, name in zip(blobs, names)]
-    return torch.stack([torch.stack([fit_image(Image.fromarray(frame.permute(1, 2, 0).numpy()), size) for frame in clip])
-                        for clip in clips])
+    return torch.stack([torch.stack([fit_image(frame, size) for frame in pil_frames(clip)]) for clip in clips])
 
 
 def _with_lora(module: nn.Module, config: FineTuneConfig) -> nn.Module:
