@@ -236,19 +236,24 @@ class DiffusersDenoiser(Denoiser):
         normalised as each pipeline un-normalises before decoding."""
         vae = self.pipeline.vae
         pixels = clips.to(vae.device, vae.dtype) * 2 - 1
-        if self._temporal_vae:
+        if self._temporal_compression > 1:
             latents = vae.encode(pixels.permute(0, 2, 1, 3, 4)).latent_dist.sample()  # [B,C,F,h,w]
         else:
             frames = vae.encode(pixels.flatten(0, 1)).latent_dist.sample()
             latents = frames.unflatten(0, pixels.shape[:2]).permute(0, 2, 1, 3, 4)
-        if vae.config.get("latents_mean") is not None:  # Wan
-            shape = (1, -1, 1, 1, 1)
-            mean = torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
-            std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(shape)
-            latents = (latents - mean) / std
-        else:
-            latents = latents * vae.config.scaling_factor
+        shift, scale = self._clip_latent_scale(latents)
+        latents = (latents - shift) / scale
         return latents.permute(0, 2, 1, 3, 4) if self.frames_first else latents
+
+    def _clip_latent_scale(self, latents: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(shift, scale) with model latents = (VAE latents - shift) / scale: Wan's per-channel mean and std,
+        else the VAE's scaling factor."""
+        config = self.pipeline.vae.config
+        if config.get("latents_mean") is None:
+            return 0.0, 1 / config.scaling_factor
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
+        return mean, torch.tensor(config.latents_std, device=latents.device, dtype=latents.dtype).view(shape)
 
     def decode(self, x0: torch.Tensor, frames_with_grad: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -265,25 +270,18 @@ class DiffusersDenoiser(Denoiser):
     def _decode_clips(self, x0: torch.Tensor, frames_with_grad: int | None, generator: torch.Generator | None) -> torch.Tensor:
         vae = self.pipeline.vae
         latents = x0.permute(0, 2, 1, 3, 4) if self.frames_first else x0  # [B,C,F,h,w]
-        if vae.config.get("latents_mean") is not None:
-            shape = (1, -1, 1, 1, 1)
-            latents = latents * torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(shape) \
-                + torch.tensor(vae.config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
+        shift, scale = self._clip_latent_scale(latents)
+        latents = (latents * scale + shift).to(vae.dtype)
+        if self._temporal_compression == 1:  # an image VAE, frame by frame: frames without gradient build no graph
+            keep = self._frames_with_grad(latents.shape[2], frames_with_grad, generator, latents.device)
+            clips = self._decode_frames(latents.permute(0, 2, 1, 3, 4), keep)
         else:
-            latents = latents / vae.config.scaling_factor
-        latents = latents.to(vae.dtype)
-        if self._temporal_vae:
             clips = vae.decode(latents).sample.permute(0, 2, 1, 3, 4)  # [B,T,3,H,W]
             keep = self._frames_with_grad(clips.shape[1], frames_with_grad, generator, clips.device)
-        else:  # an image VAE, frame by frame: frames without gradient are decoded without a graph
-            frames = latents.permute(0, 2, 1, 3, 4)
-            keep = self._frames_with_grad(frames.shape[1], frames_with_grad, generator, frames.device)
-            clips = self._decode_frames(frames, keep)
-            keep = None
-        if keep is not None:
-            mask = torch.zeros(clips.shape[1], dtype=torch.bool, device=clips.device)
-            mask[keep] = True
-            clips = torch.where(mask.view(1, -1, 1, 1, 1), clips, clips.detach())
+            if keep is not None:
+                mask = torch.zeros(clips.shape[1], dtype=torch.bool, device=clips.device)
+                mask[keep] = True
+                clips = torch.where(mask.view(1, -1, 1, 1, 1), clips, clips.detach())
         return clamp_unit((clips.float() + 1) / 2)
 
     def _decode_frames(self, frames: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -309,9 +307,10 @@ class DiffusersDenoiser(Denoiser):
         return torch.randperm(frames, generator=generator)[:count].sort().values.to(device)
 
     @property
-    def _temporal_vae(self) -> bool:
+    def _temporal_compression(self) -> int:
+        """Frames per latent frame of the VAE (1: an image VAE, frame by frame)."""
         config = self.pipeline.vae.config
-        return bool(config.get("temporal_compression_ratio") or config.get("scale_factor_temporal"))
+        return config.get("temporal_compression_ratio") or config.get("scale_factor_temporal") or 1
 
     def latent_shape(self, batch_size: int) -> tuple[int, ...]:
         if self.num_frames is not None:
@@ -321,8 +320,7 @@ class DiffusersDenoiser(Denoiser):
         return (batch_size, channels, self.resolution[0] // factor, self.resolution[1] // factor)
 
     def _clip_latent_shape(self, batch_size: int) -> tuple[int, ...]:
-        config = self.pipeline.vae.config
-        temporal = config.get("temporal_compression_ratio") or config.get("scale_factor_temporal") or 1
+        temporal = self._temporal_compression
         frames = (self.num_frames - 1) // temporal + 1 if temporal > 1 else self.num_frames
         factor = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
         channels, height, width = self.module.config.in_channels, self.resolution[0] // factor, self.resolution[1] // factor
