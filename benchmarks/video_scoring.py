@@ -18,7 +18,6 @@ import argparse
 import os
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -30,22 +29,9 @@ from scoring import peak_rss_mb  # benchmarks/scoring.py: VmHWM of a fresh `visr
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.digits_data import digit_clip, real_digits
 from visreward.scoring import ScoreConfig, run_score
+from visreward.videos import write_video
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
-
-
-def write_h264(path: Path, frames, fps: int, width: int, height: int, preset: str = "veryfast") -> Path:
-    """Frames (an iterable of uint8 [H,W,3]) as H.264 mp4, streamed: nothing but one frame is held."""
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "23", "preset": preset}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    tmp.rename(path)
-    return path
 
 
 def panning(photo: np.ndarray, n: int, width: int, height: int, digit: np.ndarray | None = None, motion: str = "still",
@@ -74,7 +60,8 @@ def make_clips(folder: Path, n: int, frames: int = 49, width: int = 720, height:
         path = folder / f"{i:03d}.mp4"
         if not path.exists():
             motion = "right" if i % 2 else "still"
-            write_h264(path, panning(photos[i % len(photos)], frames, width, height, digits[i], motion, i), 8, width, height)
+            write_video(path, panning(photos[i % len(photos)], frames, width, height, digits[i], motion, i), fps=8,
+                        quality=23, preset="veryfast")
         paths.append(path)
     return paths
 
@@ -86,7 +73,7 @@ def make_long_video(path: Path, minutes: float = 10, fps: int = 24) -> Path:
     if path.exists():
         return path
     photo = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((1024, 1024)))
-    write_h264(path, panning(photo, int(minutes * 60 * fps), 1920, 1080), fps, 1920, 1080, preset="ultrafast")
+    write_video(path, panning(photo, int(minutes * 60 * fps), 1920, 1080), fps=fps, quality=23, preset="ultrafast")
     return path
 
 

@@ -212,47 +212,64 @@ CODECS = {".mp4": ("mp4", "libx264"), ".m4v": ("mp4", "libx264"), ".mov": ("mov"
           ".mkv": ("matroska", "libx264"), ".webm": ("webm", "libvpx-vp9"), ".avi": ("avi", "mpeg4")}
 
 
-def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray, fps: float = 8.0, quality: int = 18) -> Path:
-    """Write uint8 frames ([T,H,W,3] or [T,3,H,W]) as a video, atomically; the container follows the
-    extension: .mp4/.mov/.mkv (H.264), .webm (VP9), .avi (MPEG-4), .gif / .webp (animated, Pillow).
-    H.264 and VP9 need even sizes: an odd edge is padded by one row or column (edge pixels repeated).
-    quality: the constant rate factor (lower is better; 18 is visually lossless for H.264)."""
+def write_video(path: str | os.PathLike, frames, fps: float = 8.0, quality: int = 18, preset: str | None = None) -> Path:
+    """Write uint8 frames ([T,H,W,3] or [T,3,H,W], or an iterable of [H,W,3] frames, streamed: a long
+    video is never held) as a video, atomically; the container follows the extension: .mp4/.mov/.mkv
+    (H.264), .webm (VP9), .avi (MPEG-4), .gif / .webp (animated, Pillow). H.264 and VP9 need even
+    sizes: an odd edge is padded by one row or column (edge pixels repeated). quality: the constant
+    rate factor (lower is better; 18 is visually lossless for H.264); preset: x264's speed preset."""
     from fractions import Fraction
+    from itertools import chain
 
     import av
 
     from .atomic import atomic_path
 
-    pixels = torch.as_tensor(frames)
-    if pixels.ndim != 4 or pixels.dtype != torch.uint8 or 3 not in (pixels.shape[1], pixels.shape[-1]):
-        raise ValueError(f"frames must be uint8 [T,H,W,3] or [T,3,H,W], got {pixels.dtype} {list(pixels.shape)}")
-    if pixels.shape[-1] != 3:
-        pixels = pixels.permute(0, 2, 3, 1)
-    array = pixels.contiguous().numpy()
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in ANIMATED_EXTENSIONS and suffix not in CODECS:
+        raise ValueError(f"{path}: cannot write video with extension '{path.suffix}'")
+    stream_of_frames = _hwc_frames(frames)
+    first = next(stream_of_frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
     with atomic_path(path) as tmp:
         if suffix in ANIMATED_EXTENSIONS:
-            images = [Image.fromarray(frame) for frame in array]
+            images = [Image.fromarray(frame) for frame in chain([first], stream_of_frames)]
             images[0].save(tmp, format=suffix[1:].upper(), save_all=True, append_images=images[1:],
                            duration=round(1000 / fps), loop=0, **({"lossless": True} if suffix == ".webp" else {}))
             return path
-        if suffix not in CODECS:
-            raise ValueError(f"{path}: cannot write video with extension '{path.suffix}'")
-        array = np.pad(array, ((0, 0), (0, array.shape[1] % 2), (0, array.shape[2] % 2), (0, 0)), mode="edge")
+        padding = ((0, first.shape[0] % 2), (0, first.shape[1] % 2), (0, 0))
         container_format, codec = CODECS[suffix]
         with av.open(str(tmp), mode="w", format=container_format) as container:
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = array.shape[2], array.shape[1]
+            stream.height, stream.width = first.shape[0] + padding[0][1], first.shape[1] + padding[1][1]
             stream.pix_fmt = "yuv420p"
             if codec == "mpeg4":  # no constant-quality mode: a bit rate that keeps small frames near lossless
                 stream.bit_rate = 50_000_000
             else:
-                stream.options = {"crf": str(quality)} | ({"b": "0"} if suffix == ".webm" else {})
-            for frame in array:
+                stream.options = ({"crf": str(quality)} | ({"b": "0"} if suffix == ".webm" else {})
+                                  | ({"preset": preset} if preset and codec == "libx264" else {}))
+            for frame in chain([first], stream_of_frames):
+                frame = np.pad(frame, padding, mode="edge")
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
     return path
+
+
+def _hwc_frames(frames):
+    """uint8 [H,W,3] numpy frames, one at a time, from a [T,H,W,3] / [T,3,H,W] array or tensor or an iterable."""
+    if isinstance(frames, (torch.Tensor, np.ndarray)):
+        pixels = torch.as_tensor(frames)
+        if pixels.ndim != 4 or pixels.dtype != torch.uint8 or 3 not in (pixels.shape[1], pixels.shape[-1]):
+            raise ValueError(f"frames must be uint8 [T,H,W,3] or [T,3,H,W], got {pixels.dtype} {list(pixels.shape)}")
+        yield from (pixels if pixels.shape[-1] == 3 else pixels.permute(0, 2, 3, 1)).contiguous().numpy()
+        return
+    for frame in frames:
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.dtype != np.uint8 or frame.shape[-1] != 3:
+            raise ValueError(f"each frame must be uint8 [H,W,3], got {frame.dtype} {list(frame.shape)}")
+        yield frame
 
 
 def as_video_batch(videos):
