@@ -198,6 +198,16 @@ def read_clip(source: str | os.PathLike | bytes, sampling: FrameSampling, name: 
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
+def pillow_frame_count(source: str | os.PathLike | bytes) -> int | None:
+    """How many frames Pillow finds in an image file or its bytes (more than 1: an animation), or
+    None when Pillow cannot read it (a video container, or not an image)."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return getattr(image, "n_frames", 1)
+    except (OSError, ValueError):
+        return None
+
+
 def pil_frames(clip: torch.Tensor) -> list[Image.Image]:
     """A uint8 [T,3,H,W] clip (what read_clip returns) as a list of RGB PIL images."""
     return [Image.fromarray(frame.permute(1, 2, 0).numpy()) for frame in clip]

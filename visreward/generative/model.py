@@ -33,7 +33,7 @@ from ..errors import VisrewardError
 from ..images import ImageInput, as_image_batch, clamp_unit, load_image, quantize, tensor_to_pil
 from ..options import COT_MODES
 from ..rewards import spread
-from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, pil_frames, read_clip
+from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, pil_frames, read_clip, pillow_frame_count
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
@@ -123,10 +123,7 @@ def _is_clip(item) -> bool:
         path = Path(item)
         if is_clip(path) or path.is_dir():
             return True
-        if path.suffix.lower() in ANIMATED_EXTENSIONS:
-            with Image.open(path) as image:
-                return getattr(image, "n_frames", 1) > 1
-        return False
+        return path.suffix.lower() in ANIMATED_EXTENSIONS and (pillow_frame_count(path) or 1) > 1
     if isinstance(item, torch.Tensor):
         return item.ndim == 4
     return isinstance(item, (list, tuple))

@@ -17,7 +17,6 @@ state at the answer position, loss -log sigmoid(r_chosen - r_rejected).
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -32,19 +31,14 @@ from ..errors import VisrewardError
 from ..images import decode_image
 from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
-from ..videos import FrameSampling, pil_frames, read_clip
+from ..videos import FrameSampling, pil_frames, read_clip, pillow_frame_count
 from .model import SETTINGS_FILE, GenerativeRewardModel
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question
 
 
 def _visual(data: bytes, sampling: FrameSampling) -> list[Image.Image]:
     """A pair member's encoded bytes -> what the judge sees: [image], or a clip's sampled frames."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            animated = getattr(image, "n_frames", 1) > 1
-    except (OSError, ValueError):  # not an image Pillow reads: a video file's bytes
-        animated = True
-    if not animated:
+    if pillow_frame_count(data) == 1:  # otherwise an animation, or a video file's bytes
         return [decode_image(data, "preference pair image")]
     return pil_frames(read_clip(data, sampling, "preference pair video"))
 
