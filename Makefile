@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean chromium
+.PHONY: demo demo-video test install clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/visreward demo --output demo_out
 
+demo-video: $(STAMP)
+	$(BIN)/visreward demo --video --output demo_video_out
+
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
@@ -31,4 +34,4 @@ chromium:
 	  echo "chromium not installed: the report rendering test will be skipped"
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out demo_video_out

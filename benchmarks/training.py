@@ -1,6 +1,7 @@
 """Seconds per Diffusion-DPO (and SFT) step on this machine: the bundled digits generator, a tiny
-Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA, and tiny
-AnimateDiff, CogVideoX and Wan pipelines (random weights, 8-9 frames of 16x16).
+Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA, the bundled
+moving-digits video generator, and tiny AnimateDiff, CogVideoX and Wan pipelines (random weights,
+8-9 frames of 16x16).
 
     python benchmarks/training.py          # ~3 minutes on a 2-core CPU
 """
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny_pipelines import TINY_VIDEO_PIPELINES, save_tiny_stable_diffusion  # noqa: E402
 
 from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
-from visreward.digits_data import digit_image, digit_prompt, real_digits  # noqa: E402
+from visreward.digits_data import digit_image, digit_prompt, motion_prompt, real_digits  # noqa: E402
 from visreward.generators import DiffusersGenerator, load_bundled_generator, load_generator, save_samples  # noqa: E402
 from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n,  # noqa: E402
                                      run_dpo, run_sft, write_pairs)
@@ -62,6 +63,22 @@ def video_rows(work: Path, prompts: list[str]) -> list[tuple]:
     return rows
 
 
+def bundled_video_rows(work: Path) -> list[tuple]:
+    """The bundled moving-digits generator (trained on first use), full fine-tuning in fp32 and under bf16 autocast."""
+    load_bundled_generator(progress=False, name="moving-digits")
+    pairs, clips = clip_pairs("moving-digits", work, [motion_prompt(d, "right") for d in range(10)])
+    rows = []
+    for method in ("DPO", "SFT"):
+        for precision in ("no", "bf16"):
+            common = dict(generator="moving-digits", output=str(work / f"moving-{method}-{precision}"), steps=12,
+                          batch_size=16, mixed_precision=precision, log_every=12, progress=False)
+            metrics = (run_dpo(DPOConfig(pairs=str(pairs), **common)) if method == "DPO"
+                       else run_sft(SFTConfig(data=[str(clips)], **common)))
+            rows.append(("bundled moving-digits generator (4.5M-param UNet, 8 frames of 16x16)",
+                         f"{method}{' bf16' if precision == 'bf16' else ''}", 16, metrics["seconds_per_step"]))
+    return rows
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp())
     prompts = [digit_prompt(d) for d in range(10)]
@@ -85,7 +102,7 @@ def main() -> None:
             else:
                 metrics = run_sft(SFTConfig(data=[str(work / f"bon-{Path(spec).name}")], **common))
             rows.append((name, f"{method}{' LoRA' if lora else ''}", batch, metrics["seconds_per_step"]))
-    rows += video_rows(work, prompts)
+    rows += bundled_video_rows(work) + video_rows(work, prompts)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| generator | method | batch (pairs / images) | seconds per step |")

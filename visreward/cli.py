@@ -15,7 +15,7 @@
     visreward score --model vlm:PATH_OR_ID --output scores.parquet IMAGES...
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
     visreward serve --reward rm=rm/ --reward judge=vlm:PATH:0.5 --port 8000
-    visreward demo
+    visreward demo [--video]
     visreward report demo_out
 """
 
@@ -179,9 +179,14 @@ def _serve(config) -> None:
 
 
 def _demo(config) -> None:
-    from .demo import run_demo
+    if config.video:
+        from .demo_video import run_video_demo
 
-    run_demo(config)
+        run_video_demo(config)
+    else:
+        from .demo import run_demo
+
+        run_demo(config)
 
 
 # name -> (its config class in options.py, runner, help). The options import no framework and each runner
@@ -208,34 +213,36 @@ COMMANDS = {
     "serve": ("ServeConfig", _serve,
               "serve reward models over HTTP to RL trainers (FastAPI; batched, combined, watched)"),
     "report": ("ReportConfig", _report, "write the self-contained HTML report of a demo run"),
-    "demo": ("DemoConfig", _demo, "the whole GAN-RM pipeline on the bundled generator and real digits"),
+    "demo": ("DemoConfig", _demo, "the whole GAN-RM pipeline on the bundled generator and real digits (--video: on "
+                                  "the bundled moving-digits generator and clips)"),
 }
 
 
-def _config_class(command: str) -> type:
+def _config_class(command: str, argv: list[str]) -> type:
+    """The command's config; `demo --video` has its own (other options, other defaults)."""
     from . import options
 
-    return getattr(options, COMMANDS[command][0])
+    return options.VideoDemoConfig if command == "demo" and "--video" in argv else getattr(options, COMMANDS[command][0])
 
 
-def _parser(command: str | None) -> argparse.ArgumentParser:
+def _parser(command: str | None, argv: list[str]) -> argparse.ArgumentParser:
     """Every command listed; only `command` (the one being run) gets its options, from its config."""
     parser = argparse.ArgumentParser(prog="visreward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            add_config_arguments(sub, _config_class(name))
+            add_config_arguments(sub, _config_class(name, argv))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = _parser(command if command in COMMANDS else None).parse_args(argv)
+    args = _parser(command if command in COMMANDS else None, argv).parse_args(argv)
     _, run, _ = COMMANDS[args.command]
     try:
-        config = config_from_args(_config_class(args.command), args)
+        config = config_from_args(_config_class(args.command, argv), args)
         run(config)
     except VisrewardError as e:
         print(f"visreward: error: {e}", file=sys.stderr)

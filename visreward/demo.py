@@ -170,13 +170,15 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def seed_table(per_seed: list[dict], key: str) -> dict:
+    """run[key][name][measure] of every seed's run -> {name: {measure: [mean, sd]}}."""
+    return {name: {m: mean_sd([run[key][name][m] for run in per_seed]) for m in per_seed[0][key][name]}
+            for name in per_seed[0][key]}
+
+
 def summarise(per_seed: list[dict]) -> dict:
     """Every judged number as [mean, sd] over seeds."""
-    def table(key: str) -> dict:
-        return {name: {m: mean_sd([run[key][name][m] for run in per_seed]) for m in per_seed[0][key][name]}
-                for name in per_seed[0][key]}
-
-    return {"rows": table("rows"), "best_of_n": table("best_of_n"), "target_sizes": table("target_sizes"),
+    return {**{key: seed_table(per_seed, key) for key in ("rows", "best_of_n", "target_sizes")},
             "reward_heldout_auc": mean_sd([run["reward_heldout_auc"] for run in per_seed]),
             "probes": {model: {probe: mean_sd([run["probes"][model][probe]["percentile"] for run in per_seed])
                                for probe in per_seed[0]["probes"][model]} for model in per_seed[0]["probes"]}}

@@ -9,6 +9,7 @@ images for the Frechet distance and the copying check) that no generator or rewa
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -94,17 +95,94 @@ def digit_clip(pixels: np.ndarray, motion: str, frames: int = 8, size: int = 32,
 
     pixels: an [8,8] digit in [0,1], drawn `scale` times larger. It starts so that its path stays
     centred in the frame and moves `speed` pixels a frame in the `motion` direction (MOTIONS), plus
-    Gaussian `jitter` pixels a frame (the path is clipped to the frame).
+    Gaussian `jitter` pixels a frame (the path is clipped to the frame). Positions between pixels
+    are drawn bilinearly, so the ink's centroid moves exactly `speed` pixels a frame.
     """
     if motion not in MOTIONS:
         raise VisrewardError(f"unknown motion '{motion}' (have: {', '.join(MOTIONS)})")
     rng = rng or np.random.default_rng(0)
     digit = np.kron(np.clip(pixels, 0, 1), np.ones((scale, scale)))
-    room = size - digit.shape[0]
+    side = digit.shape[0]
+    room = size - side
     steps = np.arange(frames)[:, None] * speed * np.array(MOTIONS[motion])
     shake = rng.normal(0.0, jitter, (frames, 2)) if jitter else 0.0
-    path = np.clip(np.round(room / 2 + steps - steps.mean(axis=0) + shake), 0, room).astype(int)
-    clip = np.zeros((frames, size, size), dtype=np.float64)
+    path = np.clip(room / 2 + steps - steps.mean(axis=0) + shake, 0, room)
+    clip = np.zeros((frames, size + 1, size + 1), dtype=np.float64)  # one spare row and column for the bilinear spill
     for t, (row, col) in enumerate(path):
-        clip[t, row : row + digit.shape[0], col : col + digit.shape[1]] = digit
-    return np.repeat((clip * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+        top, left = int(row), int(col)
+        down, right = row - top, col - left
+        for dr, wr in ((0, 1 - down), (1, down)):
+            for dc, wc in ((0, 1 - right), (1, right)):
+                clip[t, top + dr : top + dr + side, left + dc : left + dc + side] += wr * wc * digit
+    return np.repeat((np.clip(clip[:, :size, :size], 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+
+
+# The video miniature's data: every digit of a split in each of four directions, each clip at its own speed.
+VIDEO_PROMPT_TEMPLATE = "a digit {digit} moving {motion}"
+DIRECTIONS = ("right", "left", "down", "up")
+SPEED_RANGE = (0.25, 1.0)  # pixels a frame: an 8-px digit crosses at most 7 px of a 16-px frame in 8 frames
+CLIP_FRAMES, CLIP_SIZE, CLIP_FPS = 8, 16, 8.0
+
+
+def motion_prompt(digit: int, motion: str) -> str:
+    return VIDEO_PROMPT_TEMPLATE.format(digit=digit, motion=motion)
+
+
+def parse_motion(prompt: str) -> str:
+    """'a digit 3 moving right' -> 'right'."""
+    match = re.search(r"\bmoving (" + "|".join(DIRECTIONS) + r")\b", prompt)
+    if not match:
+        raise VisrewardError(f"prompt {prompt!r} names no motion (expected e.g. {motion_prompt(3, 'right')!r})")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class MovingDigits:
+    """One row per clip: which digit of the split, where it moves, how fast (pixels a frame)."""
+
+    index: np.ndarray
+    motion: np.ndarray
+    speed: np.ndarray
+    label: np.ndarray
+
+    def prompts(self) -> list[str]:
+        return [motion_prompt(int(d), str(m)) for d, m in zip(self.label, self.motion)]
+
+    def subset(self, rows) -> "MovingDigits":
+        return MovingDigits(self.index[rows], self.motion[rows], self.speed[rows], self.label[rows])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@lru_cache(maxsize=2)
+def moving_digits(split: str) -> MovingDigits:
+    """Every digit of the split in each direction, at a speed drawn uniformly from SPEED_RANGE (fixed per split)."""
+    _, labels = real_digits(split)
+    index = np.repeat(np.arange(len(labels)), len(DIRECTIONS))
+    motion = np.tile(np.array(DIRECTIONS), len(labels))
+    speed = np.random.default_rng(sorted(SPLITS).index(split)).uniform(*SPEED_RANGE, len(index))
+    return MovingDigits(index, motion, speed, labels[index])
+
+
+def slow_rows(split: str, fraction: float) -> np.ndarray:
+    """Rows of moving_digits(split) whose speed is in the slowest `fraction` (the video demo's look)."""
+    speed = moving_digits(split).speed
+    return np.flatnonzero(speed <= np.quantile(speed, fraction))
+
+
+def moving_digit_clips(split: str, rows: MovingDigits) -> np.ndarray:
+    """uint8 [N,T,16,16,3] clips of the rows (the 8x8 digit drawn at its own size)."""
+    images, _ = real_digits(split)
+    return np.stack([digit_clip(images[i], str(m), frames=CLIP_FRAMES, size=CLIP_SIZE, scale=1, speed=float(v))
+                     for i, m, v in zip(rows.index, rows.motion, rows.speed)])
+
+
+def write_clips_folder(folder, split: str, rows: MovingDigits):
+    """A video folder (mp4 + metadata.jsonl prompts and frame counts) of moving digits."""
+    from .generators.base import GeneratedSample, save_samples
+
+    clips = moving_digit_clips(split, rows)
+    samples = [GeneratedSample([Image.fromarray(frame) for frame in clip], prompt, -1, CLIP_FPS)
+               for clip, prompt in zip(clips, rows.prompts())]
+    return save_samples(samples, folder)

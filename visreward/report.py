@@ -26,20 +26,32 @@ from .options import ReportConfig  # noqa: F401 - re-exported beside write_repor
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
-def save_grid(images: torch.Tensor, columns: int, path: Path, scale: int = 4) -> None:
-    """[B,3,h,w] in [0,1] -> one PNG grid, each image upscaled `scale`x without smoothing."""
+def grid_image(images: torch.Tensor, columns: int, scale: int = 4) -> Image.Image:
+    """[B,3,h,w] in [0,1] -> one grid image, each image upscaled `scale`x without smoothing."""
     tiles = [tensor_to_pil(image) for image in images]
     width, height = tiles[0].width * scale, tiles[0].height * scale
     rows = (len(tiles) + columns - 1) // columns
     grid = Image.new("RGB", (columns * (width + 2), rows * (height + 2)), "white")
     for i, tile in enumerate(tiles):
         grid.paste(tile.resize((width, height), Image.NEAREST), ((i % columns) * (width + 2), (i // columns) * (height + 2)))
-    grid.save(path)
+    return grid
+
+
+def save_grid(images: torch.Tensor, columns: int, path: Path, scale: int = 4) -> None:
+    grid_image(images, columns, scale).save(path)
+
+
+def save_clip_grid(clips: torch.Tensor, columns: int, path: Path, scale: int = 4, fps: float = 8.0) -> None:
+    """[B,T,3,h,w] in [0,1] -> one looping animated grid (GIF), frame t showing every clip's frame t."""
+    from .videos import write_video
+
+    write_video(path, np.stack([np.asarray(grid_image(clips[:, t], columns, scale)) for t in range(clips.shape[1])]), fps)
 
 
 def _image_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    mime = "image/gif" if path.suffix == ".gif" else "image/png"
+    return f'<img src="data:{mime};base64,{data}" alt="{html.escape(alt)}">'
 
 
 def _svg_frame(title: str, xlabel: str, ylabel: str, body: str, width: int = 420, height: int = 260) -> str:
@@ -101,6 +113,14 @@ def save_sample_grids(samples: dict[str, torch.Tensor], target: torch.Tensor, pe
             save_grid(images[shown], 10, tmp / f"grid-{_slug(name)}.png", scale=8)
 
 
+def save_clip_grids(samples: dict[str, torch.Tensor], target: torch.Tensor, assets: Path) -> None:
+    """Animated grids: each row's clips (one prompt per column) and the target examples."""
+    with atomic_dir(assets) as tmp:
+        save_clip_grid(target, 10, tmp / "grid-target.gif", scale=6)
+        for name, clips in samples.items():
+            save_clip_grid(clips, 10, tmp / f"grid-{_slug(name)}.gif", scale=6)
+
+
 def _slug(name: str) -> str:
     return name.lower().replace(" ", "-")
 
@@ -147,12 +167,19 @@ def _curves(metrics: dict) -> list[str]:
     return charts
 
 
-def write_report(run: str | Path) -> Path:
-    run = Path(run)
+def _metrics(run: Path) -> dict:
     try:
-        metrics = json.loads((run / "demo_metrics.json").read_text())
+        return json.loads((run / "demo_metrics.json").read_text())
     except FileNotFoundError:
         raise VisrewardError(f"{run}: no demo_metrics.json (run `visreward demo --output {run}` first)") from None
+
+
+def write_report(run: str | Path) -> Path:
+    """report.html of a demo run (of `demo --video` too)."""
+    run = Path(run)
+    metrics = _metrics(run)
+    if metrics["config"].get("video"):
+        return write_video_report(run)
     assets = run / "assets"
     last = max(int(name.split()[-1]) for name in metrics["rows"] if " round " in name)
     shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}"]
@@ -161,16 +188,7 @@ def write_report(run: str | Path) -> Path:
                     for name in shown if (assets / f"grid-{_slug(name)}.png").exists())
     first = metrics["per_seed"][0]
     config = metrics["config"]
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>visreward demo report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }} figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
-img {{ image-rendering: pixelated; border: 1px solid #ddd; }} svg text {{ font-size: 11px; }}
-</style></head>
-<body>
-<h1>visreward: GAN-RM in miniature</h1>
+    body = f"""<h1>visreward: GAN-RM in miniature</h1>
 <p>The bundled class-conditional diffusion generator, trained on all real 8&times;8 training digits, draws <em>bold</em>
 digits (ink mass in the top {config["look"]:.0%} of their class) only sometimes. GAN-RM reward models learn that look from
 {config["n_target"]} target digits against the generator's own samples; Best-of-N, SFT and DPO rounds use them.
@@ -184,14 +202,79 @@ Judges share nothing with the rewards: {html.escape(metrics["reference"]["judges
 {metrics["reward_heldout_auc"][0]:.3f} &plusmn; {metrics["reward_heldout_auc"][1]:.3f}.</p>
 {histogram({"held-out target": first["scores"]["heldout_target"], "base samples": first["scores"]["base"]}, "reward: held-out target vs base", "reward (logit)")}
 <h2>Probes: percentile among held-out target scores (below 5 is safe)</h2>{_probe_table(metrics["probes"])}
+"""
+    page = _page("visreward demo report", body)
+    write_text(run / "report.html", page)
+    return run / "report.html"
+
+
+def _page(title: str, body: str) -> str:
+    """A whole HTML page. Its script records, for a browser test, how many images loaded and how many of
+    them the browser decodes as animations (WebCodecs' ImageDecoder frame count)."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }} figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
+img {{ image-rendering: pixelated; border: 1px solid #ddd; }} svg text {{ font-size: 11px; }}
+</style></head>
+<body>
+{body}
 <script>
-window.addEventListener("load", () => {{
+window.addEventListener("load", async () => {{
   const images = [...document.images];
   document.body.dataset.imagesTotal = images.length;
   document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const frameCounts = await Promise.all(images.filter(i => i.src.startsWith("data:image/gif")).map(async image => {{
+    const decoder = new ImageDecoder({{data: (await fetch(image.src)).body, type: "image/gif"}});
+    await decoder.completed;
+    return decoder.tracks.selectedTrack.frameCount;
+  }}));
+  document.body.dataset.imagesAnimated = frameCounts.filter(count => count > 1).length;
 }});
 </script>
 </body></html>
 """
-    write_text(run / "report.html", page)
+
+
+def write_video_report(run: str | Path) -> Path:
+    """The HTML report of a `demo --video` run: its table, animated previews, round curves and the reward's scores."""
+    from .demo_video import JUDGED, LABELS
+
+    run = Path(run)
+    metrics = _metrics(run)
+    config, reference, rows = metrics["config"], metrics["reference"], metrics["rows"]
+    head = "".join(f"<th>{html.escape(LABELS[key])}</th>" for key in JUDGED)
+    table = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(r[key])}</td>" for key in JUDGED) + "</tr>"
+                    for name, r in rows.items())
+    held = reference["heldout_target"]
+    table += "<tr><td>held-out slow clips (real)</td>" + "".join(
+        f"<td>{held[key]:.3f}</td>" if key in held else "<td>1</td>" for key in JUDGED) + "</tr>"
+    previews = "".join(f'<figure>{_image_tag(run / "assets" / f"grid-{_slug(name)}.gif", name)}<figcaption>'
+                       f'{html.escape(name)}{" (training examples)" if name == "target" else ""}</figcaption></figure>'
+                       for name in ["target", *rows] if (run / "assets" / f"grid-{_slug(name)}.gif").exists())
+    charts = []
+    for key in ("speed", "accuracy"):
+        series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
+                                                           if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
+        charts.append(line_chart(series, f"rounds: {LABELS[key]}", "round (0 = base)", LABELS[key]))
+    first = metrics["per_seed"][0]
+    body = f"""<h1>visreward: GAN-RM in miniature, video</h1>
+<p>The bundled moving-digits generator (a class-conditional diffusion model over 8-frame 16&times;16 clips) learnt from
+real digits moving right, left, down or up at speeds from 0.25 to 1 pixel a frame; it draws <em>slow, steady</em> clips
+(speed in the slowest {config["look"]:.0%}) only sometimes. GAN-RM video reward models (frame features pooled over time) learn
+that look from {config["n_target"]} target clips against the generator's own clips; Best-of-N, SFT and DPO rounds use
+them. Judges share nothing with the rewards: {html.escape(reference["judges"])}. Every number is the mean &plusmn; sd
+over {len(metrics["per_seed"])} seed(s). Run time {metrics["seconds"]:.0f}s.</p>
+<h2>Results</h2><table><thead><tr><th>generator</th>{head}</tr></thead><tbody>{table}</tbody></table>
+<h2>Clips (same prompts and seeds; one prompt per column, looping)</h2>{previews}
+<h2>Rounds</h2>{"".join(charts)}
+<h2>The round-1 reward model</h2>
+<p>Held-out AUC (held-out slow clips vs fresh base clips; neither was used for training or early stopping):
+{metrics["reward_heldout_auc"][0]:.3f} &plusmn; {metrics["reward_heldout_auc"][1]:.3f}.</p>
+{histogram({"held-out target": first["scores"]["heldout_target"], "base clips": first["scores"]["base"]},
+           "reward: held-out target vs base", "reward (logit)")}
+"""
+    write_text(run / "report.html", _page("visreward video demo report", body))
     return run / "report.html"

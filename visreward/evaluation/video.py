@@ -58,3 +58,27 @@ def video_frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: to
     """Frechet distance between two sets of clips' [N,T,D] frame features, each clip mean-pooled over time."""
     return frechet_distance(np.asarray(features_a, dtype=np.float64).mean(axis=1),
                             np.asarray(features_b, dtype=np.float64).mean(axis=1))
+
+
+def centroid_track(clips: torch.Tensor) -> torch.Tensor:
+    """[B,T,3,H,W] -> [B,T,2]: each frame's centroid (row, column) in pixels of its intensity above the frame's
+    median, the position of a bright subject on a darker ground whose haze or noise (a generator's grey
+    background) would otherwise pull it toward the centre. A frame with nothing above its median: its centre."""
+    frames = clips.float().mean(dim=2)  # [B,T,H,W]
+    frames = (frames - frames.flatten(2).median(dim=2).values[..., None, None]).clamp_min(0)
+    height, width = frames.shape[-2:]
+    mass = frames.sum(dim=(-2, -1))
+    rows = (frames.sum(dim=-1) * torch.arange(height, dtype=frames.dtype)).sum(dim=-1)
+    cols = (frames.sum(dim=-2) * torch.arange(width, dtype=frames.dtype)).sum(dim=-1)
+    centre = torch.tensor([(height - 1) / 2, (width - 1) / 2], dtype=frames.dtype)
+    track = torch.stack([rows, cols], dim=-1) / mass.clamp_min(1e-8).unsqueeze(-1)
+    return torch.where(mass.unsqueeze(-1) > 1e-8, track, centre)
+
+
+def centroid_speed(clips: torch.Tensor) -> torch.Tensor:
+    """[B,T,3,H,W] -> [B]: the speed, in pixels a frame, of the straight path fitted (least squares) to the
+    centroid track: a subject moving steadily at v gives v; frame-to-frame jitter does not add to it."""
+    track = centroid_track(clips)
+    time = torch.arange(track.shape[1], dtype=track.dtype)
+    time = time - time.mean()
+    return ((track * time[:, None]).sum(dim=1) / (time ** 2).sum()).norm(dim=-1)

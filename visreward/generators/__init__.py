@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import GeneratedSample, Generator, save_samples
-from .bundled import load_bundled_generator
+from .bundled import BUNDLED, load_bundled_generator
 from .conditional import ConditionalGenerator, GeneratorTrainingConfig, train_generator
 from .diffusers_pipeline import DiffusersGenerator
 
@@ -16,8 +16,8 @@ def load_generator(spec: str, device: str | None = None):
     or a fine-tuning run folder (its generator/)."""
     if (Path(spec) / "generator").is_dir():
         spec = str(Path(spec) / "generator")
-    if spec == "digits":
-        generator = load_bundled_generator()
+    if spec in BUNDLED:
+        generator = load_bundled_generator(name=spec)
     elif (Path(spec) / "generator.json").exists():
         generator = ConditionalGenerator.from_pretrained(spec)
     else:

@@ -160,7 +160,8 @@ class Denoiser:
 
 
 class ConditionalDenoiser(Denoiser):
-    """The bundled kind of generator: pixels are the model's input, the prompt's class is its label."""
+    """The bundled kind of generator: pixels are the model's input (a clip's frames stacked on channels), the
+    prompt's class is its label."""
 
     def __init__(self, generator):
         from diffusers import DDPMScheduler
@@ -170,15 +171,13 @@ class ConditionalDenoiser(Denoiser):
         self.objective = Objective.from_scheduler(DDPMScheduler.from_config(generator.scheduler.config))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        if self.generator.channels == 1:
-            images = images.mean(dim=1, keepdim=True)
-        return images * 2 - 1
+        return self.generator.stack(images) * 2 - 1
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return clamp_unit((x0 + 1) / 2).expand(-1, 3, -1, -1)
+        return self.generator.unstack(clamp_unit((x0 + 1) / 2))
 
     def latent_shape(self, batch_size: int) -> tuple[int, ...]:
-        return (batch_size, self.generator.channels, *self.generator.resolution)
+        return (batch_size, self.generator.unet.config.in_channels, *self.generator.resolution)
 
     def condition(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.generator.class_labels(prompts)

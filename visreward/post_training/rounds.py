@@ -66,6 +66,7 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
             train_reward_model(RewardTrainingConfig(
                 target=config.target, generated=[str(folder / "negatives")],
                 unlabeled=[str(folder / "pool")] if config.pool_per_prompt else [], output=str(folder / "rm"),
+                frames=config.frames,
                 seed=config.seed + index, device=config.device, cache_dir=config.cache_dir, progress=config.progress))
         info["rm_heldout"] = json.loads((folder / "rm" / "metrics.json").read_text())["heldout"]
 
@@ -86,7 +87,8 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
             lr = config.lr if config.lr is not None else DEFAULT_LR[config.method]
             steps = config.steps if config.steps is not None else DEFAULT_STEPS[config.method]
             common = dict(generator=generator_spec, output=str(finetune_dir), steps=steps, lr=lr,
-                          batch_size=config.batch_size, lora=config.lora, seed=config.seed + index,
+                          batch_size=config.batch_size, mixed_precision=config.mixed_precision, lora=config.lora,
+                          seed=config.seed + index,
                           device=config.device, progress=config.progress)
             if config.method == "dpo":
                 run_dpo(DPOConfig(pairs=str(folder / "pairs"), beta=config.beta, **common))
