@@ -197,19 +197,26 @@ def format_table(rows: dict, refs: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: DemoConfig) -> dict:
+def prepare_run(config, bundled: str) -> tuple[Path, str]:
+    """The run folder (with demo_config.json) and the base generator's folder: config.generator, or the
+    `bundled` generator when it names it (trained on first use, then cached)."""
     from .generators.bundled import bundled_generator_dir, load_bundled_generator
-    from .report import save_sample_grids, write_report
 
-    started = time.time()
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "demo_config.json")
-    print("1/3 base generator (the bundled one trains on the first run, then is cached)")
-    generator_dir = config.generator
-    if generator_dir == "digits":
-        load_bundled_generator(config.cache_dir)
-        generator_dir = str(bundled_generator_dir(config.cache_dir))
+    print(f"1/3 base generator (the bundled {bundled} one trains on the first run, then is cached)")
+    if config.generator != bundled:
+        return out, config.generator
+    load_bundled_generator(config.cache_dir, name=bundled)
+    return out, str(bundled_generator_dir(config.cache_dir, bundled))
+
+
+def run_demo(config: DemoConfig) -> dict:
+    from .report import save_sample_grids, write_report
+
+    started = time.time()
+    out, generator_dir = prepare_run(config, "digits")
     indices = _target_indices(config)[: config.n_target]
     target = write_digits_folder(out / "target", "train", indices)
     refs = _references(indices, config.look)

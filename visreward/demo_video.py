@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from .atomic import write_text
-from .config import save_config
-from .demo import mean_sd, seed_table
+from .demo import mean_sd, prepare_run, seed_table
 from .digits_data import (DIRECTIONS, MOTIONS, slow_rows, motion_prompt, moving_digit_clips, moving_digits, parse_motion,
                           write_clips_folder)
 from .errors import VisrewardError
@@ -138,18 +137,10 @@ def _look_rows(split: str, config: VideoDemoConfig) -> np.ndarray:
 
 
 def run_video_demo(config: VideoDemoConfig) -> dict:
-    from .generators.bundled import bundled_generator_dir, load_bundled_generator
     from .report import save_clip_grids, write_video_report
 
     started = time.time()
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "demo_config.json")
-    print("1/3 base generator (the bundled moving-digits one trains on the first run, then is cached)")
-    generator_dir = config.generator
-    if generator_dir == "moving-digits":
-        load_bundled_generator(config.cache_dir, name="moving-digits")
-        generator_dir = str(bundled_generator_dir(config.cache_dir, "moving-digits"))
+    out, generator_dir = prepare_run(config, "moving-digits")
     prompts = demo_prompts(config.directions)
     slow = np.random.default_rng(0).permutation(_look_rows("train", config))
     if config.n_target > len(slow):

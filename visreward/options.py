@@ -353,7 +353,7 @@ class VideoDemoConfig:
                                 "the target, 1000 0.10, 250 0.27, digit accuracy unchanged)")
     batch_size: int = option(16, "fine-tuning batch size (clips or pairs)")
     mixed_precision: str = option("bf16", "fine-tuning mixed precision (bf16: the generator's own)", choices=MIXED_PRECISION)
-    seeds: int = option(2, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
+    seeds: int = option(3, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
     seed: int = option(0, "first seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")
 
