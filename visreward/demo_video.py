@@ -139,6 +139,8 @@ def _look_rows(split: str, config: VideoDemoConfig) -> np.ndarray:
 def run_video_demo(config: VideoDemoConfig) -> dict:
     from .report import save_clip_grids, write_video_report
 
+    if config.eval_per_prompt < 2:
+        raise VisrewardError("--eval-per-prompt: diversity is measured within a prompt, which needs 2 or more")
     started = time.time()
     out, generator_dir = prepare_run(config, "moving-digits")
     prompts = demo_prompts(config.directions)
