@@ -78,19 +78,20 @@ def test_video_generator_samples_clips_that_their_seed_reproduces_after_reloadin
 
 @pytest.fixture(scope="module")
 def video_demo_run(tmp_path_factory, tiny_video_generator_dir):
-    """`visreward demo --video` with every stage but tiny sizes and one direction, two seeds."""
+    """`visreward demo --video` with every stage but tiny sizes, one direction and one seed (the image demo's test
+    covers the spread over seeds, computed by the same code)."""
     from visreward.demo_video import run_video_demo
     from visreward.options import VideoDemoConfig
 
     out = tmp_path_factory.mktemp("video-demo") / "run"
     results = run_video_demo(VideoDemoConfig(
-        output=str(out), generator=str(tiny_video_generator_dir), directions=["right"], n_target=30, rounds=1, n=2,
-        sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, seeds=2,
+        output=str(out), generator=str(tiny_video_generator_dir), directions=["right"], look=0.1, n_target=30, rounds=1,
+        n=2, sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, seeds=1,
         mixed_precision="no"))  # accelerate keeps one precision per process: the one the other tests use
     return out, results
 
 
-def test_video_demo_judges_every_row_over_seeds_and_the_reference_clips(video_demo_run):
+def test_video_demo_judges_every_row_and_the_reference_clips(video_demo_run):
     out, results = video_demo_run
     metrics = json.loads((out / "demo_metrics.json").read_text())
     assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1"]
@@ -100,8 +101,8 @@ def test_video_demo_judges_every_row_over_seeds_and_the_reference_clips(video_de
     assert metrics["rows"]["base"]["toward_target"] == [0.0, 0.0]
     held = metrics["reference"]["heldout_target"]
     assert held["direction"] == 1.0 and held["accuracy"] > 0.95  # real clips: the judges' own upper marks
-    assert 0.25 < metrics["reference"]["target_speed"] < 0.475  # the slowest 30% of speeds in [0.25, 1]
-    assert [run["seed"] for run in metrics["per_seed"]] == [0, 1]
+    assert 0.25 < metrics["reference"]["target_speed"] < 0.325  # the slowest 10% of speeds in [0.25, 1]
+    assert [run["seed"] for run in metrics["per_seed"]] == [0]
     rows = [json.loads(line) for line in (out / "seed-0" / "rounds-sft" / "round-1" / "bon" / "best" / "metadata.jsonl")
             .read_text().splitlines()]
     assert rows[0]["file_name"].endswith(".mp4") and rows[0]["frames"] == 8

@@ -158,8 +158,8 @@ def run_video_demo(config: VideoDemoConfig) -> dict:
                 for seed in range(config.seed, config.seed + config.seeds)]
     print("3/3 report")
     shown = _preview_prompts(prompts, config.directions)
-    by_prompt = {p: [i for i, q in enumerate(target_rows.prompts()) if q == prompts[p]] for p in shown}
-    examples = [by_prompt[p][j % len(by_prompt[p])] for j in range(2) for p in shown]
+    by_prompt = {p: [i for i, q in enumerate(target_rows.prompts()) if q == prompts[p]] or [0] for p in shown}
+    examples = [by_prompt[p][j % len(by_prompt[p])] for j in range(2) for p in shown]  # a prompt with no target: the first
     first = per_seed[0]["samples"]
     preview = {name: clips.view(len(prompts), config.eval_per_prompt, *clips.shape[1:])[shown, 0] for name, clips in first.items()}
     save_clip_grids(preview, _clip_tensors("train", target_rows.subset(examples)), out / "assets")
