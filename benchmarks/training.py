@@ -65,11 +65,14 @@ def video_rows(work: Path, prompts: list[str]) -> list[tuple]:
 
 def bundled_video_rows(work: Path) -> list[tuple]:
     """The bundled moving-digits generator (trained on first use), full fine-tuning in fp32 and under bf16 autocast."""
+    from accelerate.state import AcceleratorState
+
     load_bundled_generator(progress=False, name="moving-digits")
     pairs, clips = clip_pairs("moving-digits", work, [motion_prompt(d, "right") for d in range(10)])
     rows = []
     for method in ("DPO", "SFT"):
         for precision in ("no", "bf16"):
+            AcceleratorState._reset_state(True)  # accelerate keeps one precision per process; this script measures two
             common = dict(generator="moving-digits", output=str(work / f"moving-{method}-{precision}"), steps=12,
                           batch_size=16, mixed_precision=precision, log_every=12, progress=False)
             metrics = (run_dpo(DPOConfig(pairs=str(pairs), **common)) if method == "DPO"
@@ -102,7 +105,7 @@ def main() -> None:
             else:
                 metrics = run_sft(SFTConfig(data=[str(work / f"bon-{Path(spec).name}")], **common))
             rows.append((name, f"{method}{' LoRA' if lora else ''}", batch, metrics["seconds_per_step"]))
-    rows += bundled_video_rows(work) + video_rows(work, prompts)
+    rows += video_rows(work, prompts) + bundled_video_rows(work)  # last: it changes accelerate's precision
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| generator | method | batch (pairs / images) | seconds per step |")

@@ -222,7 +222,8 @@ def _config_class(command: str, argv: list[str]) -> type:
     """The command's config; `demo --video` has its own (other options, other defaults)."""
     from . import options
 
-    return options.VideoDemoConfig if command == "demo" and "--video" in argv else getattr(options, COMMANDS[command][0])
+    video = command == "demo" and "--video" in argv and "--no-video" not in argv
+    return options.VideoDemoConfig if video else getattr(options, COMMANDS[command][0])
 
 
 def _parser(command: str | None, argv: list[str]) -> argparse.ArgumentParser:

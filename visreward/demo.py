@@ -212,6 +212,15 @@ def prepare_run(config, bundled: str) -> tuple[Path, str]:
     return out, str(bundled_generator_dir(config.cache_dir, bundled))
 
 
+def write_metrics(out: Path, reference: dict, summary: dict, per_seed: list[dict], started: float) -> dict:
+    """demo_metrics.json: the run's config, its references, the summary and every seed's numbers (not its samples)."""
+    results = {"config": json.loads((out / "demo_config.json").read_text()), "reference": reference, **summary,
+               "per_seed": [{k: v for k, v in run.items() if k != "samples"} for run in per_seed],
+               "seconds": time.time() - started}
+    write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def run_demo(config: DemoConfig) -> dict:
     from .report import save_sample_grids, write_report
 
@@ -233,10 +242,7 @@ def run_demo(config: DemoConfig) -> dict:
     summary = summarise(per_seed)
     reference = {"target_ink": refs.target_ink, "heldout_nearest": refs.heldout_nearest,
                  "judges": "pixel space of 8-bit 8x8 digits and an SVM trained on the held-out evaluation split"}
-    results = {"config": json.loads((out / "demo_config.json").read_text()), "reference": reference, **summary,
-               "per_seed": [{k: v for k, v in run.items() if k != "samples"} for run in per_seed],
-               "seconds": time.time() - started}
-    write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
+    results = write_metrics(out, reference, summary, per_seed, started)
     write_report(out)
     print()
     print(format_table(summary["rows"], reference))

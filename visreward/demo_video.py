@@ -19,15 +19,13 @@ Then the table (mean +- sd over seeds), demo_metrics.json, and report.html with 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import write_text
-from .demo import mean_sd, prepare_run, seed_table
+from .demo import mean_sd, prepare_run, seed_table, write_metrics
 from .digits_data import (DIRECTIONS, MOTIONS, slow_rows, motion_prompt, moving_digit_clips, moving_digits, parse_motion,
                           write_clips_folder)
 from .errors import VisrewardError
@@ -168,10 +166,7 @@ def run_video_demo(config: VideoDemoConfig) -> dict:
                  "judges": "the ink's centroid track and pixels of 8-bit 16x16 frames, and an SVM trained on frame "
                            "windows of held-out evaluation-split digits"}
     summary = {"rows": seed_table(per_seed, "rows"), "reward_heldout_auc": mean_sd([r["reward_heldout_auc"] for r in per_seed])}
-    results = {"config": json.loads((out / "demo_config.json").read_text()), "reference": reference, **summary,
-               "per_seed": [{k: v for k, v in run.items() if k != "samples"} for run in per_seed],
-               "seconds": time.time() - started}
-    write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
+    results = write_metrics(out, reference, summary, per_seed, started)
     write_video_report(out)
     print()
     print(format_table(summary["rows"], target_speed))
