@@ -124,3 +124,17 @@ def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'data-images-loaded="6"' in result.stdout and 'data-images-animated="6"' in result.stdout
+
+
+def test_train_generator_names_the_clip_whose_size_differs(tmp_path):
+    from visreward.errors import VisrewardError
+    from visreward.videos import write_video
+
+    images, _ = real_digits("train")
+    write_video(tmp_path / "a.mp4", digit_clip(images[0], "right", frames=4, size=16, scale=1, speed=1.0))
+    write_video(tmp_path / "b.mp4", digit_clip(images[1], "right", frames=4, size=20, scale=1, speed=1.0))
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.mp4", "prompt": "a digit 0 moving right"}\n'
+                                             '{"file_name": "b.mp4", "prompt": "a digit 0 moving right"}\n')
+    with pytest.raises(VisrewardError, match=r"b\.mp4: 20x20, but .*a\.mp4 is 16x16 \(train-generator needs one image size\)"):
+        train_generator(GeneratorTrainingConfig(data=[str(tmp_path)], output=str(tmp_path / "gen"), frames=4,
+                                                min_per_prompt=1, progress=False))

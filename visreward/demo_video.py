@@ -65,29 +65,34 @@ def demo_prompts(directions: list[str]) -> list[str]:
     return [motion_prompt(digit, motion) for digit in range(10) for motion in directions]
 
 
+def run_loops(config: VideoDemoConfig, seed: int, out: Path, target: Path, generator_dir: str) -> dict[str, list[dict]]:
+    """`config.rounds` rounds of the GAN-RM loop with DPO and with SFT, each from the base generator."""
+    from .post_training.rounds import RoundsConfig, run_rounds
+
+    runs = {}
+    for method, steps, lr, repeats in (("dpo", config.dpo_steps, config.dpo_lr, config.dpo_repeats),
+                                       ("sft", config.sft_steps, config.sft_lr, config.sft_repeats)):
+        print(f"   seed {seed}: {config.rounds} rounds of {method.upper()}")
+        runs[method] = run_rounds(RoundsConfig(
+            generator=generator_dir, target=[str(target)], prompts=demo_prompts(config.directions),
+            output=str(out / f"rounds-{method}"), rounds=config.rounds, method=method, n=config.n, repeats=repeats,
+            steps=steps, lr=lr, negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
+            frames=config.frames, beta=config.beta, batch_size=config.batch_size,
+            mixed_precision=config.mixed_precision, seed=seed, cache_dir=config.cache_dir, progress=False))
+    return runs
+
+
 def run_seed(config: VideoDemoConfig, seed: int, out: Path, target: Path, heldout: torch.Tensor,
              target_speed: float, generator_dir: str) -> dict:
     from .discriminative import DiscriminativeRewardModel
     from .evaluation.metrics import roc_auc
     from .features import encode_tensors
     from .generators import load_generator
-    from .post_training.rounds import RoundsConfig, run_rounds
 
-    prompts = demo_prompts(config.directions)
-    runs = {}
-    for method, steps, lr, repeats in (("dpo", config.dpo_steps, config.dpo_lr, config.dpo_repeats),
-                                       ("sft", config.sft_steps, config.sft_lr, config.sft_repeats)):
-        print(f"   seed {seed}: {config.rounds} rounds of {method.upper()}")
-        runs[method] = run_rounds(RoundsConfig(
-            generator=generator_dir, target=[str(target)], prompts=prompts, output=str(out / f"rounds-{method}"),
-            rounds=config.rounds, method=method, n=config.n, repeats=repeats, steps=steps, lr=lr,
-            negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
-            frames=config.frames, beta=config.beta, batch_size=config.batch_size, mixed_precision=config.mixed_precision, seed=seed,
-            cache_dir=config.cache_dir, progress=False))
-
+    runs = run_loops(config, seed, out, target, generator_dir)
     print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
     base = load_generator(generator_dir)
-    eval_prompts = [p for p in prompts for _ in range(config.eval_per_prompt)]
+    eval_prompts = [p for p in demo_prompts(config.directions) for _ in range(config.eval_per_prompt)]
     clips, _, seeds = base.generate_tensors(eval_prompts, 16, 900_000_000 + seed * 1_000_000)
     groups = clips.view(len(eval_prompts), 16, *clips.shape[1:])
     reward = DiscriminativeRewardModel.from_pretrained(out / "rounds-dpo" / "round-1" / "rm", backend="auto",
