@@ -480,3 +480,13 @@ def test_the_reward_gradient_sampler_reproduces_the_pipelines_own_images(name, t
     with torch.no_grad():
         ours = denoiser.decode(denoiser.sample_x0(denoiser.module, noise, ["a red cube"], steps=3, stop=2))
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_a_second_precision_in_one_process_is_a_one_line_error(bon_dir, tiny_generator_dir, tmp_path,
+                                                               fresh_accelerator_state):
+    from visreward.errors import VisrewardError
+
+    common = dict(generator=str(tiny_generator_dir), data=[str(bon_dir)], steps=1, batch_size=2, progress=False)
+    run_sft(SFTConfig(output=str(tmp_path / "fp32"), mixed_precision="no", **common))
+    with pytest.raises(VisrewardError, match="--mixed-precision bf16: this process already fine-tuned in another precision"):
+        run_sft(SFTConfig(output=str(tmp_path / "bf16"), mixed_precision="bf16", **common))

@@ -81,9 +81,15 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     from tqdm.auto import tqdm
 
     output = Path(config.output)
-    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.gradient_accumulation,
-                              log_with="tensorboard", project_dir=str(output / "logs"))
+    try:
+        accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
+                                  gradient_accumulation_steps=config.gradient_accumulation,
+                                  log_with="tensorboard", project_dir=str(output / "logs"))
+    except ValueError as error:
+        if "already been initialized" not in str(error):
+            raise
+        raise VisrewardError(f"--mixed-precision {config.mixed_precision}: this process already fine-tuned in another "
+                             "precision, and accelerate keeps one per process (run it in a new process)") from None
     denoiser = generator.to(accelerator.device).denoiser()
     torch.manual_seed(config.seed)
     module = denoiser.module.to(accelerator.device)
