@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from .demo import mean_sd, prepare_run, seed_table, write_metrics
-from .digits_data import (DIRECTIONS, MOTIONS, slow_rows, motion_prompt, moving_digit_clips, moving_digits, parse_motion,
-                          write_clips_folder)
+from .digits_data import DIRECTIONS, MOTIONS, motion_prompt, moving_digits, parse_motion, slow_rows, write_clips_folder
 from .errors import VisrewardError
+from .evaluation.generation import moving_digit_tensors
 from .options import VideoDemoConfig
 
 JUDGED = ("speed", "toward_target", "direction", "accuracy", "consistency", "diversity")
@@ -38,24 +38,22 @@ LABELS = {"speed": "centroid speed, px/frame", "toward_target": "moved toward ta
 
 def judge(clips: torch.Tensor, prompts: list[str], target_speed: float, base_speed: float | None = None) -> dict:
     """Judges independent of every reward model: the ink's centroid track, pixels, a held-out classifier."""
-    from .evaluation.generation import clip_digit_accuracy, digit_crops, within_prompt_diversity
-    from .evaluation.video import centroid_speed, centroid_track, temporal_consistency
+    from .evaluation.generation import digit_crops, digit_window_accuracy, within_prompt_diversity
+    from .evaluation.video import centroid_track, temporal_consistency, track_speed
 
-    speed = float(centroid_speed(clips).mean())
+    track = centroid_track(clips)  # [B,T,(row, column)]
+    windows = digit_crops(clips, track)
+    speed = float(track_speed(track).mean())
     base = base_speed if base_speed is not None else speed
-    travel = centroid_track(clips)[:, -1] - centroid_track(clips)[:, 0]  # [B,(row, column)]
+    travel = track[:, -1] - track[:, 0]
     wanted = torch.tensor([MOTIONS[parse_motion(p)] for p in prompts], dtype=travel.dtype)
     along = (travel * wanted).sum(dim=1)
     across = (travel * wanted.flip(1)).sum(dim=1).abs()
     pixels = ((clips.float().mean(dim=2) * 255).round() / 255).flatten(1)
     return {"speed": speed, "toward_target": (speed - base) / (target_speed - base),
-            "direction": float((along > across).float().mean()), "accuracy": clip_digit_accuracy(clips, prompts),
-            "consistency": float(temporal_consistency(digit_crops(clips)).mean()),
+            "direction": float((along > across).float().mean()), "accuracy": digit_window_accuracy(windows, prompts),
+            "consistency": float(temporal_consistency(windows).mean()),
             "diversity": within_prompt_diversity(pixels, prompts)}
-
-
-def _clip_tensors(split: str, rows) -> torch.Tensor:
-    return torch.from_numpy(moving_digit_clips(split, rows)).permute(0, 1, 4, 2, 3).float() / 255
 
 
 def demo_prompts(directions: list[str]) -> list[str]:
@@ -140,7 +138,7 @@ def _look_rows(split: str, config: VideoDemoConfig) -> np.ndarray:
 
 
 def run_video_demo(config: VideoDemoConfig) -> dict:
-    from .report import save_clip_grids, write_video_report
+    from .report import save_clip_grids, write_report
 
     if config.eval_per_prompt < 2:
         raise VisrewardError("--eval-per-prompt: diversity is measured within a prompt, which needs 2 or more")
@@ -153,7 +151,7 @@ def run_video_demo(config: VideoDemoConfig) -> dict:
     target_rows = moving_digits("train").subset(slow[: config.n_target])
     target = write_clips_folder(out / "target", "train", target_rows)
     heldout_rows = moving_digits("evaluation").subset(_look_rows("evaluation", config))
-    heldout = _clip_tensors("evaluation", heldout_rows)
+    heldout = moving_digit_tensors("evaluation", heldout_rows)
     target_speed = float(heldout_rows.speed.mean())
 
     print(f"2/3 {config.seeds} seed(s): GAN-RM loop, Best-of-N, judges")
@@ -165,14 +163,14 @@ def run_video_demo(config: VideoDemoConfig) -> dict:
     examples = [by_prompt[p][j % len(by_prompt[p])] for j in range(2) for p in shown]  # a prompt with no target: the first
     first = per_seed[0]["samples"]
     preview = {name: clips.view(len(prompts), config.eval_per_prompt, *clips.shape[1:])[shown, 0] for name, clips in first.items()}
-    save_clip_grids(preview, _clip_tensors("train", target_rows.subset(examples)), out / "assets")
+    save_clip_grids(preview, moving_digit_tensors("train", target_rows.subset(examples)), out / "assets")
     heldout_judged = judge(heldout, heldout_rows.prompts(), target_speed)
     reference = {"target_speed": target_speed, "heldout_target": {k: v for k, v in heldout_judged.items() if k != "toward_target"},
                  "judges": "the ink's centroid track and pixels of 8-bit 16x16 frames, and an SVM trained on frame "
                            "windows of held-out evaluation-split digits"}
     summary = {"rows": seed_table(per_seed, "rows"), "reward_heldout_auc": mean_sd([r["reward_heldout_auc"] for r in per_seed])}
     results = write_metrics(out, reference, summary, per_seed, started)
-    write_video_report(out)
+    write_report(out)
     print()
     print(format_table(summary["rows"], target_speed))
     print(f"\n{config.seeds} seed(s), {len(prompts) * config.eval_per_prompt} clips per row and seed; held-out slow clips: "

@@ -161,10 +161,15 @@ def _curves(metrics: dict) -> list[str]:
         charts.append(line_chart({label: [(int(size), v[key][0]) for size, v in sizes.items()]},
                                  f"target-set size: {label}", "target images", label))
     for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
-        series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
-                                                           if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
-        charts.append(line_chart(series, f"rounds: {label}", "round (0 = base)", label))
+        charts.append(_rounds_chart(rows, key, label))
     return charts
+
+
+def _rounds_chart(rows: dict, key: str, label: str) -> str:
+    """One measure over the SFT and DPO rounds, round 0 being the base row."""
+    series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
+                                                       if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
+    return line_chart(series, f"rounds: {label}", "round (0 = base)", label)
 
 
 def _metrics(run: Path) -> dict:
@@ -179,7 +184,7 @@ def write_report(run: str | Path) -> Path:
     run = Path(run)
     metrics = _metrics(run)
     if metrics["config"].get("video"):
-        return write_video_report(run)
+        return _write_video_report(run, metrics)
     assets = run / "assets"
     last = max(int(name.split()[-1]) for name in metrics["rows"] if " round " in name)
     shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}"]
@@ -238,12 +243,10 @@ window.addEventListener("load", async () => {{
 """
 
 
-def write_video_report(run: str | Path) -> Path:
+def _write_video_report(run: Path, metrics: dict) -> Path:
     """The HTML report of a `demo --video` run: its table, animated previews, round curves and the reward's scores."""
     from .demo_video import JUDGED, LABELS
 
-    run = Path(run)
-    metrics = _metrics(run)
     config, reference, rows = metrics["config"], metrics["reference"], metrics["rows"]
     head = "".join(f"<th>{html.escape(LABELS[key])}</th>" for key in JUDGED)
     table = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(r[key])}</td>" for key in JUDGED) + "</tr>"
@@ -254,11 +257,7 @@ def write_video_report(run: str | Path) -> Path:
     previews = "".join(f'<figure>{_image_tag(run / "assets" / f"grid-{_slug(name)}.gif", name)}<figcaption>'
                        f'{html.escape(name)}{" (training examples)" if name == "target" else ""}</figcaption></figure>'
                        for name in ["target", *rows] if (run / "assets" / f"grid-{_slug(name)}.gif").exists())
-    charts = []
-    for key in ("speed", "accuracy"):
-        series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
-                                                           if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
-        charts.append(line_chart(series, f"rounds: {LABELS[key]}", "round (0 = base)", LABELS[key]))
+    charts = [_rounds_chart(rows, key, LABELS[key]) for key in ("speed", "accuracy")]
     first = metrics["per_seed"][0]
     body = f"""<h1>visreward: GAN-RM in miniature, video</h1>
 <p>The bundled moving-digits generator (a class-conditional diffusion model over 8-frame 16&times;16 clips) learnt from

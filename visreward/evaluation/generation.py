@@ -57,14 +57,14 @@ def digit_accuracy(images: torch.Tensor, prompts: list[str]) -> float:
     return float((predicted == np.array([parse_digit(p) for p in prompts])).mean())
 
 
-def digit_crops(clips: torch.Tensor) -> torch.Tensor:
+def digit_crops(clips: torch.Tensor, track: torch.Tensor | None = None) -> torch.Tensor:
     """[B,T,3,H,W] clips of one digit moving on black -> [B,T,64]: each frame's 8x8 window placed where the
     ink's centroid puts the digit (real digits' centroid sits at the mean of theirs within the 8x8 box),
-    as 8-bit grayscale pixels."""
+    as 8-bit grayscale pixels. track: the clips' centroid_track, when the caller has it already."""
     from .video import centroid_track
 
     offset = torch.from_numpy(_real_digit_centroid())
-    corner = (centroid_track(clips) - offset).round().long()  # [B,T,2]
+    corner = ((centroid_track(clips) if track is None else track) - offset).round().long()  # [B,T,2]
     frames = torch.nn.functional.pad(clips.float().mean(dim=2), (8, 8, 8, 8))  # a window may reach past the edge
     corner = corner.clamp(min=-8).clamp(max=torch.tensor(frames.shape[-2:]) - 16) + 8
     crops = torch.stack([torch.stack([frame[r : r + 8, c : c + 8] for frame, (r, c) in zip(clip, where.tolist())])
@@ -81,6 +81,13 @@ def _real_digit_centroid() -> np.ndarray:
                     dtype=np.float32)
 
 
+def moving_digit_tensors(split: str, rows) -> torch.Tensor:
+    """digits_data.moving_digit_clips as [N,T,3,H,W] floats in [0,1], the layout generators return."""
+    from ..digits_data import moving_digit_clips
+
+    return torch.from_numpy(moving_digit_clips(split, rows)).permute(0, 1, 4, 2, 3).float() / 255
+
+
 @lru_cache(maxsize=1)
 def clip_digit_classifier():
     """An SVM on the frame windows (digit_crops) of every `evaluation`-split moving digit: windows of clips
@@ -88,15 +95,15 @@ def clip_digit_classifier():
     (0.84 of real clips' frames right, against 0.95 on digits this one did not train on)."""
     from sklearn.svm import SVC
 
-    from ..digits_data import moving_digit_clips, moving_digits
+    from ..digits_data import moving_digits
 
     rows = moving_digits("evaluation")
-    crops = digit_crops(torch.from_numpy(moving_digit_clips("evaluation", rows)).permute(0, 1, 4, 2, 3).float() / 255)
+    crops = digit_crops(moving_digit_tensors("evaluation", rows))
     return SVC(gamma=0.001 * 256).fit(crops.flatten(0, 1).numpy(), np.repeat(rows.label, crops.shape[1]))
 
 
-def clip_digit_accuracy(clips: torch.Tensor, prompts: list[str]) -> float:
-    """Fraction of the clips' frames the classifier reads as the digit their prompt asked for."""
-    crops = digit_crops(clips)
+def digit_window_accuracy(crops: torch.Tensor, prompts: list[str]) -> float:
+    """Fraction of the clips' frame windows ([B,T,64], digit_crops) the classifier reads as the digit their
+    prompt asked for."""
     predicted = clip_digit_classifier().predict(crops.flatten(0, 1).numpy()).reshape(crops.shape[:2])
     return float((predicted == np.array([parse_digit(p) for p in prompts])[:, None]).mean())

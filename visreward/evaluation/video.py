@@ -78,7 +78,11 @@ def centroid_track(clips: torch.Tensor) -> torch.Tensor:
 def centroid_speed(clips: torch.Tensor) -> torch.Tensor:
     """[B,T,3,H,W] -> [B]: the speed, in pixels a frame, of the straight path fitted (least squares) to the
     centroid track: a subject moving steadily at v gives v; frame-to-frame jitter does not add to it."""
-    track = centroid_track(clips)
+    return track_speed(centroid_track(clips))
+
+
+def track_speed(track: torch.Tensor) -> torch.Tensor:
+    """[B,T,2] positions -> [B]: the speed of the straight path fitted (least squares) to each track."""
     time = torch.arange(track.shape[1], dtype=track.dtype)
     time = time - time.mean()
     return ((track * time[:, None]).sum(dim=1) / (time ** 2).sum()).norm(dim=-1)
