@@ -419,16 +419,14 @@ def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_
         assert torch.equal(before, after)
 
 
-def test_ddim_sampling_clips_x0_like_the_scheduler():
-    """Near t = T the epsilon-implied x0 divides by ~0; pixel models clip it, as diffusers' DDIM does."""
-    from diffusers import DDPMScheduler
-
-    objective = Objective.from_scheduler(DDPMScheduler(num_train_timesteps=10, clip_sample=True))
-    assert objective.clip_range == 1.0
-    noisy, x0 = torch.zeros(1, 1, 1, 1), torch.full((1, 1, 1, 1), 50.0)
-    stepped = objective.step(noisy, x0, torch.tensor([9]), torch.tensor([-1]))
-    assert stepped.item() == pytest.approx(1.0)  # t' = -1 (alpha 1): the clipped x0 itself
-    assert Objective.from_scheduler(DDPMScheduler(num_train_timesteps=10, clip_sample=False)).clip_range is None
+def test_the_reward_gradient_sampler_reproduces_the_bundled_generators_own_samples(tiny_generator):
+    """ReFL samples with the generator's own DDIM scheduler (its spacing, its x0 clipping near t = T)."""
+    prompts = [digit_prompt(2), digit_prompt(7)]
+    theirs = tiny_generator.generate_from_seeds(prompts, [3, 4])
+    denoiser = tiny_generator.denoiser()
+    with torch.no_grad():
+        x0 = denoiser.sample_x0(denoiser.module, tiny_generator.initial_noise([3, 4]), prompts, steps=10, stop=9)
+    assert (denoiser.decode(x0) - theirs).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("build", [save_tiny_sdxl, save_tiny_sd3])

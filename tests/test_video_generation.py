@@ -11,15 +11,17 @@ from visreward.generators import DiffusersGenerator, load_generator, save_sample
 from tiny_pipelines import TINY_VIDEO_PIPELINES
 
 SETTINGS = {"num_inference_steps": 2, "height": 16, "width": 16, "guidance_scale": 1.0}
-FRAMES = {"animatediff": 8, "cogvideox": 9, "wan": 9}  # CogVideoX and Wan: 4k + 1 frames (4x temporal VAE)
+FRAMES = {"animatediff": 8, "cogvideox": 9, "wan": 9, "ltx": 9}  # 4k + 1 frames for a 4x temporal VAE
+SIZE = {"ltx": 32}  # LTXPipeline asks for multiples of 32; the others sample 16x16
 
 
 @pytest.fixture(scope="module", params=sorted(TINY_VIDEO_PIPELINES))
 def video_generator_dir(request, tmp_path_factory):
     """A tiny pipeline saved with visreward's generation settings, as `--generator` reads it."""
     root = tmp_path_factory.mktemp(request.param)
-    pipeline = DiffusersGenerator.from_pretrained(TINY_VIDEO_PIPELINES[request.param](root), **SETTINGS,
-                                                  num_frames=FRAMES[request.param], fps=4.0)
+    size = SIZE.get(request.param, 16)
+    pipeline = DiffusersGenerator.from_pretrained(TINY_VIDEO_PIPELINES[request.param](root),
+                                                  **{**SETTINGS, "height": size, "width": size}, num_frames=FRAMES[request.param], fps=4.0)
     pipeline.save_pretrained(root / "generator")
     return request.param, root / "generator"
 
@@ -28,7 +30,8 @@ def test_a_video_pipeline_samples_clips_that_their_seed_reproduces(video_generat
     family, folder = video_generator_dir
     generator = load_generator(str(folder))
     clips, prompts, seeds = generator.generate_tensors(["a digit 3 moving right", "a digit 5 moving up"], 2, seed=7)
-    assert tuple(clips.shape) == (4, FRAMES[family], 3, 16, 16) and 0 <= clips.min() and clips.max() <= 1
+    size = SIZE.get(family, 16)
+    assert tuple(clips.shape) == (4, FRAMES[family], 3, size, size) and 0 <= clips.min() and clips.max() <= 1
     assert prompts == ["a digit 3 moving right"] * 2 + ["a digit 5 moving up"] * 2 and seeds == [7, 8, 9, 10]
     again = generator.generate_from_seeds([prompts[3]], [seeds[3]])
     assert torch.allclose(again[0], clips[3], atol=1e-5)
@@ -47,7 +50,7 @@ def test_generated_clips_are_written_as_h264_mp4_with_prompt_seed_and_frame_coun
         assert (stream.codec_context.name, stream.frames, stream.average_rate) == ("h264", FRAMES[family], 4)
 
 
-PREDICTION = {"animatediff": "epsilon", "cogvideox": "v_prediction", "wan": "flow"}
+PREDICTION = {"animatediff": "epsilon", "cogvideox": "v_prediction", "wan": "flow", "ltx": "flow"}
 
 
 def test_dpo_and_sft_train_a_video_pipeline_on_its_own_clips(video_generator_dir, tmp_path):
@@ -123,3 +126,21 @@ def test_frames_with_grad_limits_the_reward_gradient_to_that_many_frames(tmp_pat
     reached = latents.grad.abs().sum(dim=(0, 1, 3, 4)) > 0
     expected = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:3].sort().values.tolist()
     assert reached.nonzero().flatten().tolist() == expected
+
+
+@pytest.mark.parametrize("family", sorted(TINY_VIDEO_PIPELINES))
+def test_the_reward_gradient_sampler_reproduces_the_pipelines_own_clips(family, tmp_path):
+    """ReFL's sampler (latent layout, token packing and RoPE scale, shifted schedule, classifier-free guidance
+    at the pipeline's default scale, the timestep-conditioned decoder) against diffusers' own __call__ from the
+    same noise: the clips must agree."""
+    size = SIZE.get(family, 16)
+    generator = DiffusersGenerator.from_pretrained(TINY_VIDEO_PIPELINES[family](tmp_path), num_inference_steps=3,
+                                                   height=size, width=size, num_frames=FRAMES[family])
+    theirs = generator.generate_from_seeds(["a digit 3 moving right"], [7])
+    denoiser = generator.denoiser()
+    assert denoiser.guidance_scale > 1
+    noise = torch.randn(denoiser.latent_shape(1), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ours = denoiser.decode(denoiser.sample_x0(denoiser.module, noise, ["a digit 3 moving right"], steps=3, stop=2))
+    assert tuple(ours.shape) == (1, FRAMES[family], 3, size, size)
+    assert (ours - theirs).abs().max() < 1e-4

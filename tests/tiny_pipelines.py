@@ -158,8 +158,9 @@ def save_tiny_cogvideox(root: Path) -> Path:
 
 def save_tiny_wan(root: Path) -> Path:
     """Wan 2.1's layout: a UMT5 text encoder, a 3D transformer on 1x2x2 patches, Wan's causal VAE (4x in
-    time, 8x in space), flow matching; 9 frames of 16x16."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    time, 8x in space), flow matching sampled by UniPC on shifted flow sigmas, as its checkpoints ship;
+    9 frames of 16x16."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 
     torch.manual_seed(0)
     tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
@@ -172,7 +173,8 @@ def save_tiny_wan(root: Path) -> Path:
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=1,
                                                num_heads=4, pad_token_id=1, eos_token_id=1))
     pipeline = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+                           scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                                             flow_shift=3.0))
     pipeline.save_pretrained(root / "pipeline")
     return root / "pipeline"
 
@@ -198,4 +200,24 @@ def save_tiny_animatediff(root: Path) -> Path:
     return root / "pipeline"
 
 
-TINY_VIDEO_PIPELINES = {"animatediff": save_tiny_animatediff, "cogvideox": save_tiny_cogvideox, "wan": save_tiny_wan}
+def save_tiny_ltx(root: Path) -> Path:
+    """LTX-Video 0.9.1's layout: a T5 text encoder, a transformer on 1x1x1 patch tokens, a causal 3D VAE (4x in
+    time and space) whose decoder is timestep-conditioned, flow matching; 9 frames of 32x32 (its pipeline
+    asks for multiples of 32)."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                                             attention_head_dim=8, cross_attention_dim=16, num_layers=1, caption_channels=32)
+    levels = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False))
+    vae = AutoencoderKLLTXVideo(latent_channels=8, patch_size=1, patch_size_t=1, timestep_conditioning=True, **levels,
+                                **{f"decoder_{key}": value for key, value in levels.items()})
+    pipeline = LTXPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae, transformer=transformer,
+                           scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+TINY_VIDEO_PIPELINES = {"animatediff": save_tiny_animatediff, "cogvideox": save_tiny_cogvideox, "wan": save_tiny_wan,
+                        "ltx": save_tiny_ltx}

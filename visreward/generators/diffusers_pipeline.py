@@ -92,12 +92,11 @@ class DiffusersGenerator(Generator):
     @property
     def sampling_guidance(self) -> float:
         """The classifier-free guidance scale it samples with: its setting, else the pipeline's default."""
-        import inspect
+        from ..post_training.denoisers import call_default
 
         if self.guidance_scale is not None:
             return self.guidance_scale
-        parameter = inspect.signature(self.pipeline.__call__).parameters.get("guidance_scale")
-        return float(parameter.default) if parameter is not None and parameter.default is not None else 1.0
+        return float(call_default(self.pipeline, "guidance_scale", None) or 1.0)
 
     def denoiser(self):
         from ..post_training.denoisers import DiffusersDenoiser

@@ -10,6 +10,7 @@ noise - x0, as in SD3/FLUX's FlowMatchEulerDiscreteScheduler).
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -33,8 +34,7 @@ class NoisyBatch:
 class Objective:
     """Forward noising and regression target of one prediction type."""
 
-    def __init__(self, prediction_type: str, num_train_timesteps: int = 1000,
-                 alphas_cumprod: torch.Tensor | None = None, clip_range: float | None = None):
+    def __init__(self, prediction_type: str, num_train_timesteps: int = 1000, alphas_cumprod: torch.Tensor | None = None):
         if prediction_type not in PREDICTION_TYPES:
             raise VisrewardError(f"unsupported prediction type {prediction_type!r} (have: {', '.join(PREDICTION_TYPES)})")
         if prediction_type != "flow" and alphas_cumprod is None:
@@ -42,21 +42,17 @@ class Objective:
         self.prediction_type = prediction_type
         self.num_train_timesteps = num_train_timesteps
         self.alphas_cumprod = alphas_cumprod
-        # Pixel-space models clip x0 while sampling (the scheduler's clip_sample): near t = T the
-        # epsilon-implied x0 divides by sqrt(alpha_bar) ~ 0 and would otherwise derail every later step.
-        self.clip_range = clip_range
 
     @classmethod
     def from_scheduler(cls, scheduler) -> "Objective":
+        """Flow matching for a scheduler without a DDPM noise schedule (FlowMatchEuler) or one set to flow
+        sigmas (Wan's UniPC); otherwise the scheduler's own alphas_cumprod, which may differ from its betas'
+        (CogVideoX's DDIM shifts the SNR)."""
         config = scheduler.config
-        if "FlowMatch" in type(scheduler).__name__:
+        if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction" or not hasattr(
+                scheduler, "alphas_cumprod"):
             return cls("flow", config.num_train_timesteps)
-        from diffusers import DDPMScheduler
-
-        # Any DDPM-family scheduler shares the training noise schedule its config describes.
-        ddpm = DDPMScheduler.from_config(config)
-        clip_range = config.get("clip_sample_range", 1.0) if config.get("clip_sample", False) else None
-        return cls(config.get("prediction_type", "epsilon"), config.num_train_timesteps, ddpm.alphas_cumprod, clip_range)
+        return cls(config.get("prediction_type", "epsilon"), config.num_train_timesteps, scheduler.alphas_cumprod)
 
     def noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> NoisyBatch:
         """Noisy inputs and targets for given noise and integer timesteps in [0, T)."""
@@ -79,26 +75,16 @@ class Objective:
             return (noisy - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
         return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * prediction
 
-    def step(self, noisy: torch.Tensor, x0: torch.Tensor, timesteps: torch.Tensor, next_timesteps: torch.Tensor) -> torch.Tensor:
-        """A deterministic sampler step (DDIM for DDPM-family models, Euler for flow) from t to an earlier t'."""
-        shape = (-1,) + (1,) * (noisy.ndim - 1)
-        if self.prediction_type == "flow":
-            sigma = (timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
-            sigma_next = (next_timesteps.float() / self.num_train_timesteps).view(shape).to(noisy.dtype)
-            return x0 + sigma_next / sigma.clamp_min(1e-6) * (noisy - x0)
-        if self.clip_range is not None:
-            x0 = x0.clamp(-self.clip_range, self.clip_range)
-        alphas = self.alphas_cumprod.to(noisy.device)
-        alpha_bar = alphas[timesteps.long()].view(shape).to(noisy.dtype)
-        alpha_next = torch.where(next_timesteps >= 0, alphas[next_timesteps.clamp_min(0).long()], torch.ones_like(alphas[:1]))
-        alpha_next = alpha_next.view(shape).to(noisy.dtype)
-        noise = (noisy - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
-        return alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * noise
-
     def sample(self, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         timesteps = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
         return self.noise(x0, noise, timesteps)
+
+
+def call_default(pipeline, name: str, fallback: Any = None) -> Any:
+    """The default of a pipeline's __call__ argument: what its own sampler uses when the caller does not say."""
+    parameter = inspect.signature(pipeline.__call__).parameters.get(name)
+    return fallback if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 class Denoiser:
@@ -123,9 +109,13 @@ class Denoiser:
 
     guidance_scale: float = 1.0  # classifier-free guidance the generator samples with (1: none)
 
+    def sampling_scheduler(self, steps: int):
+        """A copy of the scheduler the generator samples with, set to `steps` steps as its sampler sets it."""
+        raise NotImplementedError
+
     def sampling_timesteps(self, steps: int) -> torch.Tensor:
         """Timesteps of a `steps`-step sampler, from noisiest to cleanest."""
-        return torch.linspace(self.objective.num_train_timesteps - 1, 0, steps).round().long()
+        return self.sampling_scheduler(steps).timesteps.clone()
 
     def guided_predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any,
                        unconditional: Any) -> torch.Tensor:
@@ -137,22 +127,24 @@ class Denoiser:
         return plain + self.guidance_scale * (prediction - plain)
 
     def sample_x0(self, module: nn.Module, noise: torch.Tensor, prompts: Sequence[str], steps: int, stop: int) -> torch.Tensor:
-        """Sample from `noise` as the generator does (its schedule, its guidance) through steps 0..stop-1
-        without gradient, then predict x0 at step `stop` in the caller's grad mode (ReFL's gradient
+        """Sample from `noise` as the generator does (its scheduler's steps, its guidance) through steps
+        0..stop-1 without gradient, then predict x0 at step `stop` in the caller's grad mode (ReFL's gradient
         step). With stop = steps - 1 this is the sampler's final output."""
         condition = self.condition(prompts)
         unconditional = self.condition([""] * len(prompts)) if self.guidance_scale > 1 else None
-        schedule = self.sampling_timesteps(steps).to(noise.device)
+        scheduler = self.sampling_scheduler(steps)
+        schedule = scheduler.timesteps.to(noise.device)
         at = lambda i: schedule[i].repeat(len(prompts))  # noqa: E731
         x = noise
-
-        def x0_at(i: int) -> torch.Tensor:
-            return self.objective.predict_x0(x, self.guided_predict(module, x, at(i), condition, unconditional), at(i))
-
         with torch.no_grad():
             for i in range(stop):
-                x = self.objective.step(x, x0_at(i), at(i), at(i + 1))
-        return x0_at(stop)
+                prediction = self.guided_predict(module, x, at(i), condition, unconditional)
+                x = scheduler.step(prediction.to(x.dtype), schedule[i], x).prev_sample
+        prediction = self.guided_predict(module, x, at(stop), condition, unconditional)
+        sigmas = getattr(scheduler, "sigmas", None)
+        if self.objective.prediction_type == "flow" and sigmas is not None:
+            return x - sigmas[stop].to(x) * prediction  # the scheduler's own sigma: UniPC truncates its timesteps
+        return self.objective.predict_x0(x, prediction, at(stop))
 
     def predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any) -> torch.Tensor:
         """`module` is passed in so a wrapped (LoRA, DDP) or frozen reference copy can be used."""
@@ -164,11 +156,14 @@ class ConditionalDenoiser(Denoiser):
     prompt's class is its label."""
 
     def __init__(self, generator):
-        from diffusers import DDPMScheduler
-
         self.generator = generator
         self.module = generator.unet
-        self.objective = Objective.from_scheduler(DDPMScheduler.from_config(generator.scheduler.config))
+        self.objective = Objective.from_scheduler(generator.scheduler)
+
+    def sampling_scheduler(self, steps: int):
+        scheduler = copy.deepcopy(self.generator.scheduler)
+        scheduler.set_timesteps(steps)
+        return scheduler
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.generator.stack(images) * 2 - 1
@@ -187,14 +182,16 @@ class ConditionalDenoiser(Denoiser):
 
 
 class DiffusersDenoiser(Denoiser):
-    """UNet (SD 1.x/2.x, SDXL; AnimateDiff's motion UNet) or transformer (SD3, FLUX; CogVideoX, Wan) of a
-    diffusers pipeline; VAE and text encoders frozen. Video pipelines train on [B,T,3,H,W] clips.
+    """UNet (SD 1.x/2.x, SDXL; AnimateDiff's motion UNet) or transformer (SD3, FLUX; CogVideoX, Wan, LTX-Video)
+    of a diffusers pipeline; VAE and text encoders frozen. Video pipelines train on [B,T,3,H,W] clips.
 
     What the denoiser needs is read from its config, not from the pipeline's class name: a transformer
     with `guidance_embeds` works on 2x2-packed latent tokens with position ids and takes the guidance
     scale as an input (FLUX; x0 stays unpacked here, packing happens around each call); one with
     `pooled_projection_dim` takes pooled text projections (SD3's MMDiT); a UNet whose
-    `addition_embed_type` is "text_time" takes pooled text and size ids (SDXL).
+    `addition_embed_type` is "text_time" takes pooled text and size ids (SDXL); a video transformer whose
+    forward takes `rope_interpolation_scale` works on a token sequence with the latent grid's size given
+    beside it, and a text attention mask (LTX-Video; x0 stays [B,C,F,h,w], packing happens around each call).
     """
 
     def __init__(self, pipeline, resolution: tuple[int, int], guidance_scale: float = 1.0, num_frames: int | None = None):
@@ -213,7 +210,8 @@ class DiffusersDenoiser(Denoiser):
         self.text_time = config.get("addition_embed_type") == "text_time"
         # video transformers: CogVideoX works on [B,F,C,H,W] latents (and may take rotary embeddings), Wan on [B,C,F,H,W]
         self.frames_first = config.get("temporal_compression_ratio") is not None
-        self.video_transformer = self.frames_first or config.get("rope_max_seq_len") is not None
+        self.token_video = "rope_interpolation_scale" in inspect.signature(self.module.forward).parameters
+        self.video_transformer = self.frames_first or self.token_video or config.get("rope_max_seq_len") is not None
         for part in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
             component = getattr(pipeline, part, None)
             if component is not None:
@@ -245,14 +243,17 @@ class DiffusersDenoiser(Denoiser):
         return latents.permute(0, 2, 1, 3, 4) if self.frames_first else latents
 
     def _clip_latent_scale(self, latents: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
-        """(shift, scale) with model latents = (VAE latents - shift) / scale: Wan's per-channel mean and std,
-        else the VAE's scaling factor."""
-        config = self.pipeline.vae.config
-        if config.get("latents_mean") is None:
-            return 0.0, 1 / config.scaling_factor
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(config.latents_mean, device=latents.device, dtype=latents.dtype).view(shape)
-        return mean, torch.tensor(config.latents_std, device=latents.device, dtype=latents.dtype).view(shape)
+        """(shift, scale) with model latents = (VAE latents - shift) / scale: a per-channel mean and std (Wan's
+        in its VAE config, LTX-Video's as VAE buffers, both over the scaling factor), else the scaling factor."""
+        vae = self.pipeline.vae
+        mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
+        if mean is None:
+            mean, std = getattr(vae, "latents_mean", None), getattr(vae, "latents_std", None)
+        factor = vae.config.get("scaling_factor") or 1.0
+        if mean is None:
+            return 0.0, 1 / factor
+        as_channels = lambda values: torch.as_tensor(values).to(latents.device, latents.dtype).view(1, -1, 1, 1, 1)  # noqa: E731
+        return as_channels(mean), as_channels(std) / factor
 
     def decode(self, x0: torch.Tensor, frames_with_grad: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -275,7 +276,7 @@ class DiffusersDenoiser(Denoiser):
             keep = self._frames_with_grad(latents.shape[2], frames_with_grad, generator, latents.device)
             clips = self._decode_frames(latents.permute(0, 2, 1, 3, 4), keep)
         else:
-            clips = vae.decode(latents).sample.permute(0, 2, 1, 3, 4)  # [B,T,3,H,W]
+            clips = vae.decode(latents, *self._decode_timestep(latents)).sample.permute(0, 2, 1, 3, 4)  # [B,T,3,H,W]
             keep = self._frames_with_grad(clips.shape[1], frames_with_grad, generator, clips.device)
             if keep is not None:
                 mask = torch.zeros(clips.shape[1], dtype=torch.bool, device=clips.device)
@@ -299,6 +300,14 @@ class DiffusersDenoiser(Denoiser):
         clips = torch.zeros(frames.shape[0], frames.shape[1], *chosen.shape[2:], dtype=chosen.dtype, device=chosen.device)
         return clips.index_copy(1, others, plain).index_copy(1, keep, chosen)
 
+    def _decode_timestep(self, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A timestep-conditioned VAE decoder (LTX-Video 0.9.1+) decodes clean latents at its pipeline's
+        default decode_timestep (0 for LTXPipeline)."""
+        if not self.pipeline.vae.config.get("timestep_conditioning"):
+            return ()
+        value = float(call_default(self.pipeline, "decode_timestep", 0.0))
+        return (torch.full((latents.shape[0],), value, device=latents.device, dtype=latents.dtype),)
+
     @staticmethod
     def _frames_with_grad(frames: int, count: int | None, generator: torch.Generator | None, device) -> torch.Tensor | None:
         if count is None or count >= frames:
@@ -308,8 +317,15 @@ class DiffusersDenoiser(Denoiser):
     @property
     def _temporal_compression(self) -> int:
         """Frames per latent frame of the VAE (1: an image VAE, frame by frame)."""
-        config = self.pipeline.vae.config
-        return config.get("temporal_compression_ratio") or config.get("scale_factor_temporal") or 1
+        vae = self.pipeline.vae
+        return (vae.config.get("temporal_compression_ratio") or vae.config.get("scale_factor_temporal")
+                or getattr(vae, "temporal_compression_ratio", None) or 1)  # LTX-Video: derived, not in its config
+
+    @property
+    def _spatial_compression(self) -> int:
+        pipe = self.pipeline
+        return (getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_spatial_compression_ratio", None)
+                or pipe.vae_scale_factor)
 
     def latent_shape(self, batch_size: int) -> tuple[int, ...]:
         if self.num_frames is not None:
@@ -321,28 +337,36 @@ class DiffusersDenoiser(Denoiser):
     def _clip_latent_shape(self, batch_size: int) -> tuple[int, ...]:
         temporal = self._temporal_compression
         frames = (self.num_frames - 1) // temporal + 1 if temporal > 1 else self.num_frames
-        factor = getattr(self.pipeline, "vae_scale_factor_spatial", None) or self.pipeline.vae_scale_factor
+        factor = self._spatial_compression
         channels, height, width = self.module.config.in_channels, self.resolution[0] // factor, self.resolution[1] // factor
         if self.frames_first:
             return (batch_size, frames, channels, height, width)
         return (batch_size, channels, frames, height, width)
 
-    def sampling_timesteps(self, steps: int) -> torch.Tensor:
-        """The pipeline scheduler's own schedule: its spacing, its shift, and for FLUX the shift its
-        pipeline derives from the image's token count."""
+    def sampling_scheduler(self, steps: int):
+        """The pipeline's scheduler set as its pipeline sets it: its spacing, its shift, and for FLUX and
+        LTX-Video the shift their pipelines derive from the token count."""
         scheduler = copy.deepcopy(self.pipeline.scheduler)
         if scheduler.config.get("use_dynamic_shifting"):
             from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-            _, _, height, width = self.latent_shape(1)
             config = scheduler.config
-            mu = calculate_shift((height // 2) * (width // 2), config.get("base_image_seq_len", 256),
+            mu = calculate_shift(self._token_count(), config.get("base_image_seq_len", 256),
                                  config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
                                  config.get("max_shift", 1.15))
             scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
         else:
             scheduler.set_timesteps(steps)
-        return scheduler.timesteps.clone()
+        return scheduler
+
+    def _token_count(self) -> int:
+        """Tokens the transformer sees per sample: 2x2 patches of an image's latents (FLUX), or a clip's latent
+        grid over the transformer's patch sizes (LTX-Video)."""
+        shape = self.latent_shape(1)
+        if len(shape) == 4:
+            return (shape[2] // 2) * (shape[3] // 2)
+        config = self.module.config
+        return (shape[2] // config.get("patch_size_t", 1)) * (shape[3] // config.patch_size) * (shape[4] // config.patch_size)
 
     @torch.no_grad()
     def condition(self, prompts: Sequence[str]) -> Any:
@@ -356,7 +380,11 @@ class DiffusersDenoiser(Denoiser):
                                                                 do_classifier_free_guidance=False)
             return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
         if self.video_transformer:
-            embeds, _ = self.pipeline.encode_prompt(prompts, do_classifier_free_guidance=False, device=device)
+            # padded to the length the pipeline's own __call__ pads to: the transformer attends to the padding
+            length = {"max_sequence_length": call_default(self.pipeline, "max_sequence_length", 226)}
+            embeds, second, *_ = self.pipeline.encode_prompt(prompts, do_classifier_free_guidance=False, device=device, **length)
+            if self.token_video:  # LTX-Video returns, and its transformer takes, the text attention mask
+                return {"encoder_hidden_states": embeds, "encoder_attention_mask": second}
             return {"encoder_hidden_states": embeds}
         if self.text_time:
             embeds, _, pooled, _ = self.pipeline.encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
@@ -370,6 +398,8 @@ class DiffusersDenoiser(Denoiser):
     def predict(self, module, noisy, timesteps, condition):
         if self.packed:
             return self._predict_packed(module, noisy, timesteps, condition)
+        if self.token_video:
+            return self._predict_tokens(module, noisy, timesteps, condition)
         if self.frames_first and module.config.get("use_rotary_positional_embeddings"):
             _, frames, _, height, width = noisy.shape
             factor = self.pipeline.vae_scale_factor_spatial
@@ -380,6 +410,17 @@ class DiffusersDenoiser(Denoiser):
         if noisy.ndim == 5:  # AnimateDiff's motion UNet attends to the prompt once per frame, as its pipeline feeds it
             condition = {"encoder_hidden_states": condition["encoder_hidden_states"].repeat_interleave(noisy.shape[2], dim=0)}
         return module(noisy, timesteps, **condition).sample
+
+    def _predict_tokens(self, module, noisy, timesteps, condition):
+        """LTX-Video: [B,C,F,h,w] latents as patch tokens, with the grid size and the RoPE scale its pipeline
+        derives from the VAE's compression and the default frame rate."""
+        pipe, (_, _, frames, height, width) = self.pipeline, noisy.shape
+        patch, patch_t = pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        frame_rate = call_default(pipe, "frame_rate")
+        scale = (self._temporal_compression / frame_rate, self._spatial_compression, self._spatial_compression)
+        velocity = module(hidden_states=pipe._pack_latents(noisy, patch, patch_t), timestep=timesteps, num_frames=frames // patch_t,
+                          height=height // patch, width=width // patch, rope_interpolation_scale=scale, **condition).sample
+        return pipe._unpack_latents(velocity, frames // patch_t, height // patch, width // patch, patch, patch_t)
 
     def _predict_packed(self, module, noisy, timesteps, condition):
         pipe, (batch, channels, height, width) = self.pipeline, noisy.shape
