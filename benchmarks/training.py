@@ -48,10 +48,11 @@ def clip_pairs(generator: str, work: Path, prompts: list[str]) -> tuple[Path, Pa
 
 def video_rows(work: Path, prompts: list[str]) -> list[tuple]:
     rows = []
-    frames = {"animatediff": 8, "cogvideox": 9, "wan": 9}
+    frames = {"animatediff": 8, "cogvideox": 9, "wan": 9, "ltx": 9}
+    size = {"ltx": 32}  # LTXPipeline asks for multiples of 32
     for family, build in sorted(TINY_VIDEO_PIPELINES.items()):
-        spec = work / f"{family}-gen"
-        DiffusersGenerator.from_pretrained(build(work / family), num_inference_steps=2, height=16, width=16,
+        spec, side = work / f"{family}-gen", size.get(family, 16)
+        DiffusersGenerator.from_pretrained(build(work / family), num_inference_steps=2, height=side, width=side,
                                            guidance_scale=1.0, num_frames=frames[family]).save_pretrained(spec)
         pairs, clips = clip_pairs(str(spec), work, prompts)
         for method in ("DPO", "SFT"):
@@ -59,7 +60,7 @@ def video_rows(work: Path, prompts: list[str]) -> list[tuple]:
                           log_every=12, progress=False)
             metrics = (run_dpo(DPOConfig(pairs=str(pairs), **common)) if method == "DPO"
                        else run_sft(SFTConfig(data=[str(clips)], **common)))
-            rows.append((f"tiny {family} pipeline ({frames[family]} frames of 16x16)", method, 4, metrics["seconds_per_step"]))
+            rows.append((f"tiny {family} pipeline ({frames[family]} frames of {side}x{side})", method, 4, metrics["seconds_per_step"]))
     return rows
 
 

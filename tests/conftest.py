@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visreward.digits_data import digit_prompt, write_digits_folder
+from visreward.digits_data import digit_prompt, real_digits, write_digits_folder
 from visreward.generators import GeneratorTrainingConfig, save_samples, train_generator
 
 
@@ -128,3 +128,16 @@ def write_metadata(folder: Path, rows: list[dict]) -> None:
 
 def rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
+
+
+def write_image_prompts(folder, digits_to_use=(3, 5)):
+    """prompts.jsonl naming a real digit image (PNG, relative path) per prompt."""
+    images, labels = real_digits("evaluation")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for digit in digits_to_use:
+        index = int(np.flatnonzero(labels == digit)[0])
+        Image.fromarray(images[index]).convert("RGB").resize((32, 32)).save(folder / f"digit-{digit}.png")
+        rows.append(json.dumps({"prompt": f"a digit {digit} moving right", "image": f"digit-{digit}.png"}))
+    (folder / "prompts.jsonl").write_text("\n".join(rows) + "\n")
+    return folder / "prompts.jsonl"

@@ -398,3 +398,22 @@ def test_best_of_n_samples_a_video_pipeline_and_keeps_the_clip_the_video_reward_
         assert best[group]["frames"] == 9
     kept = tmp_path / "bon" / "best" / best[0]["file_name"]
     assert kept.read_bytes() == (tmp_path / "bon" / "samples" / best[0]["file_name"]).read_bytes()
+
+
+def test_best_of_n_on_an_image_to_video_pipeline_keeps_each_prompts_image_with_its_clips(video_rm, tmp_path):
+    from conftest import write_image_prompts
+    from tiny_pipelines import save_tiny_cogvideox_i2v
+
+    from visreward.generators import DiffusersGenerator
+    from visreward.post_training.best_of_n import BestOfNConfig, run_best_of_n
+
+    DiffusersGenerator.from_pretrained(save_tiny_cogvideox_i2v(tmp_path), num_inference_steps=2, height=16, width=16,
+                                       num_frames=9, guidance_scale=1.0).save_pretrained(tmp_path / "i2v")
+    prompts = write_image_prompts(tmp_path / "prompts")
+    run_best_of_n(BestOfNConfig(generator=str(tmp_path / "i2v"), reward=str(video_rm[0]), prompts=[str(prompts)], n=2,
+                                keep=1, output=str(tmp_path / "bon"), progress=False))
+    best = [json.loads(line) for line in (tmp_path / "bon" / "best" / "metadata.jsonl").read_text().splitlines()]
+    assert [(row["prompt"], row["image"]) for row in best] == [
+        ("a digit 3 moving right", str(tmp_path / "prompts" / "digit-3.png")),
+        ("a digit 5 moving right", str(tmp_path / "prompts" / "digit-5.png"))]
+    assert len(pq.read_table(tmp_path / "bon" / "scores.parquet")) == 4

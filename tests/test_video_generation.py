@@ -1,6 +1,7 @@
 """Text-to-video diffusers pipelines (tiny, random, built from configs) as visreward generators."""
 
 import json
+from pathlib import Path
 
 import av
 import pytest
@@ -8,7 +9,8 @@ import torch
 
 from visreward.generators import DiffusersGenerator, load_generator, save_samples
 
-from tiny_pipelines import TINY_VIDEO_PIPELINES
+from conftest import write_image_prompts
+from tiny_pipelines import TINY_IMAGE_TO_VIDEO_PIPELINES, TINY_VIDEO_PIPELINES
 
 SETTINGS = {"num_inference_steps": 2, "height": 16, "width": 16, "guidance_scale": 1.0}
 FRAMES = {"animatediff": 8, "cogvideox": 9, "wan": 9, "ltx": 9}  # 4k + 1 frames for a 4x temporal VAE
@@ -36,6 +38,10 @@ def test_a_video_pipeline_samples_clips_that_their_seed_reproduces(video_generat
     again = generator.generate_from_seeds([prompts[3]], [seeds[3]])
     assert torch.allclose(again[0], clips[3], atol=1e-5)
     assert not torch.allclose(clips[2], clips[3], atol=1e-3)
+    from visreward.errors import VisrewardError
+
+    with pytest.raises(VisrewardError, match="is not an image-to-video pipeline: its prompts take no image"):
+        generator.condition_on({"a digit 3 moving right": "digit-3.png"})
 
 
 def test_generated_clips_are_written_as_h264_mp4_with_prompt_seed_and_frame_count(video_generator_dir, tmp_path):
@@ -144,3 +150,55 @@ def test_the_reward_gradient_sampler_reproduces_the_pipelines_own_clips(family, 
         ours = denoiser.decode(denoiser.sample_x0(denoiser.module, noise, ["a digit 3 moving right"], steps=3, stop=2))
     assert tuple(ours.shape) == (1, FRAMES[family], 3, size, size)
     assert (ours - theirs).abs().max() < 1e-4
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_IMAGE_TO_VIDEO_PIPELINES))
+def image_to_video_dir(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    size = 32 if request.param.startswith("ltx") else 16
+    generator = DiffusersGenerator.from_pretrained(TINY_IMAGE_TO_VIDEO_PIPELINES[request.param](root),
+                                                   **{**SETTINGS, "height": size, "width": size}, num_frames=9, fps=4.0)
+    generator.save_pretrained(root / "generator")
+    return size, root / "generator"
+
+
+def test_generate_starts_an_image_to_video_pipelines_clips_from_each_prompts_image(image_to_video_dir, tmp_path):
+    from visreward.cli import main
+
+    size, folder = image_to_video_dir
+    prompts = write_image_prompts(tmp_path / "prompts")
+    assert main(["generate", "--generator", str(folder), "--prompts", str(prompts), "--n", "2",
+                 "--output", str(tmp_path / "out")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()]
+    assert [(row["prompt"], row["seed"], row["frames"], Path(row["image"]).name) for row in rows] == [
+        ("a digit 3 moving right", 0, 9, "digit-3.png"), ("a digit 3 moving right", 1, 9, "digit-3.png"),
+        ("a digit 5 moving right", 2, 9, "digit-5.png"), ("a digit 5 moving right", 3, 9, "digit-5.png")]
+    generator = load_generator(str(folder)).condition_on({row["prompt"]: row["image"] for row in rows})
+    clip = generator.generate_from_seeds(["a digit 5 moving right"], [3])
+    assert tuple(clip.shape) == (1, 9, 3, size, size)
+    with av.open(str(tmp_path / "out" / "000003.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.frames, stream.width) == ("h264", 9, size)
+    assert torch.equal(generator.generate_from_seeds(["a digit 5 moving right"], [3]), clip)
+    other = generator.condition_on({"a digit 5 moving right": rows[0]["image"]}).generate_from_seeds(["a digit 5 moving right"], [3])
+    assert (other - clip).abs().max() > 1e-5  # the image conditions the clip (weakly: the tiny models are random)
+
+
+def test_image_to_video_prompts_are_checked_and_fine_tuning_refuses_in_one_line(image_to_video_dir, tmp_path):
+    from visreward.errors import VisrewardError
+    from visreward.prompts import read_prompt_images
+
+    _, folder = image_to_video_dir
+    prompts = write_image_prompts(tmp_path / "prompts")
+    generator = load_generator(str(folder))
+    with pytest.raises(VisrewardError, match="prompt 'a digit 7' has no image"):
+        generator.generate_from_seeds(["a digit 7"], [0])
+    with pytest.raises(VisrewardError, match="fine-tuning an image-to-video pipeline is not supported"):
+        generator.denoiser()
+    (tmp_path / "prompts" / "prompts.jsonl").write_text(prompts.read_text() + json.dumps(
+        {"prompt": "a digit 3 moving right", "image": "digit-5.png"}) + "\n" + json.dumps({"prompt": "x", "image": "gone.png"}))
+    with pytest.raises(VisrewardError, match=r"prompts.jsonl:3: prompt 'a digit 3 moving right' has two images"):
+        read_prompt_images([str(prompts)])
+    (tmp_path / "prompts" / "prompts.jsonl").write_text(json.dumps({"prompt": "x", "image": "gone.png"}) + "\n")
+    with pytest.raises(VisrewardError, match=r"prompts.jsonl:1: image 'gone.png' does not exist"):
+        read_prompt_images([str(prompts)])

@@ -219,5 +219,67 @@ def save_tiny_ltx(root: Path) -> Path:
     return root / "pipeline"
 
 
+def save_tiny_cogvideox_i2v(root: Path) -> Path:
+    """CogVideoX-I2V's layout: CogVideoX's, with the image's latents beside the noise on the channel axis."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=8, in_channels=8, out_channels=4,
+                                              time_embed_dim=8, text_embed_dim=32, num_layers=1, sample_width=4,
+                                              sample_height=4, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+                                              max_text_seq_length=226)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
+                                 temporal_compression_ratio=4, down_block_types=("CogVideoXDownBlock3D",) * 3,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 3)
+    pipeline = CogVideoXImageToVideoPipeline(tokenizer=tokenizer, text_encoder=_tiny_t5(vocab_size), vae=vae,
+                                             transformer=transformer, scheduler=CogVideoXDDIMScheduler(
+                                                 prediction_type="v_prediction", timestep_spacing="trailing",
+                                                 rescale_betas_zero_snr=True))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def save_tiny_wan_i2v(root: Path) -> Path:
+    """Wan 2.1-I2V's layout: Wan's, with a CLIP vision tower whose image tokens the transformer attends to, and
+    the image (as the clip's first frame) and its mask beside the noise on the channel axis."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=12,
+                                        out_channels=4, text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=32,
+                                        image_dim=32, added_kv_proj_dim=16)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=1,
+                                               num_heads=4, pad_token_id=1, eos_token_id=1))
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                                     num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32))
+    processor = CLIPImageProcessor(crop_size=32, size={"shortest_edge": 32})
+    pipeline = WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                                       image_encoder=image_encoder, image_processor=processor,
+                                       scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                                         use_flow_sigmas=True, flow_shift=3.0))
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+def save_tiny_ltx_i2v(root: Path) -> Path:
+    """LTX-Video's image-to-video layout: LTX-Video's components, the image as the first latent frame."""
+    from diffusers import LTXImageToVideoPipeline
+
+    from diffusers import DiffusionPipeline
+
+    t2v = DiffusionPipeline.from_pretrained(str(save_tiny_ltx(root / "t2v")))
+    pipeline = LTXImageToVideoPipeline(**t2v.components)
+    pipeline.save_pretrained(root / "pipeline")
+    return root / "pipeline"
+
+
+TINY_IMAGE_TO_VIDEO_PIPELINES = {"cogvideox-i2v": save_tiny_cogvideox_i2v, "wan-i2v": save_tiny_wan_i2v,
+                                 "ltx-i2v": save_tiny_ltx_i2v}
+
 TINY_VIDEO_PIPELINES = {"animatediff": save_tiny_animatediff, "cogvideox": save_tiny_cogvideox, "wan": save_tiny_wan,
                         "ltx": save_tiny_ltx}

@@ -90,9 +90,9 @@ def _eval_rm(config) -> None:
 def _generate(config) -> None:
     from .generators import load_generator, save_samples
 
-    from .prompts import read_prompts
+    from .prompts import read_prompt_images, read_prompts
 
-    generator = load_generator(config.generator)
+    generator = load_generator(config.generator).condition_on(read_prompt_images(config.prompts))
     samples = generator.generate(read_prompts(config.prompts), config.n, config.seed)
     save_samples(samples, config.output)
     print(f"wrote {len(samples)} samples to {config.output}/")

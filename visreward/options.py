@@ -113,11 +113,12 @@ class EvalConfig:
 
 @dataclass
 class GenerateConfig:
-    prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
+    prompts: list[str] = option([], "prompts, one .txt file with a prompt per line, or one .jsonl file of "
+                                    "{\"prompt\", \"image\"} rows (image-to-video: the image each prompt's clips start from)")
     output: str = option("samples", "imagefolder written (PNG, or H.264 mp4 from a video pipeline, + metadata.jsonl with "
-                                    "prompt, seed and a video's frame count)")
+                                    "prompt, seed, a video's frame count and an image-to-video sample's image)")
     generator: str = option("digits", "'digits' (bundled; trained and cached on first use), a generator folder, or a diffusers "
-                                      "text-to-image or text-to-video pipeline")
+                                      "text-to-image, text-to-video or image-to-video pipeline")
     n: int = option(1, "samples per prompt")
     seed: int = option(0, "sample k uses seed + k")
 
@@ -152,7 +153,8 @@ class BestOfNConfig:
     generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
     reward: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID")
     references: str | None = option(None, "vlm rewards: top-K = pointwise pass, then pairwise rerank against the group's top K")
-    prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
+    prompts: list[str] = option([], "prompts, one .txt file with a prompt per line, or one .jsonl file of "
+                                    "{\"prompt\", \"image\"} rows (image-to-video: the image each prompt's clips start from)")
     output: str = option("bon", "run folder: best/, samples/, scores.parquet")
     n: int = option(16, "samples per group")
     repeats: int = option(1, "independent best-of-N groups per prompt (more selected samples per prompt)")

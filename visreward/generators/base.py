@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_dir
+from ..errors import VisrewardError
 from ..images import quantize, tensor_to_pil
 from ..videos import write_video
 
@@ -23,6 +24,7 @@ class GeneratedSample:
     prompt: str
     seed: int  # generate([prompt], 1, seed=seed) reproduces this sample
     fps: float | None = None  # a video's frame rate, for the file it is written to
+    condition: str | None = None  # an image-to-video sample's starting image (its path)
 
 
 def write_sample(sample: torch.Tensor | Image.Image | list[Image.Image], stem: Path, fps: float | None = None) -> Path:
@@ -44,6 +46,13 @@ class Generator:
     """
 
     batch_size: int  # samples per forward pass when the caller does not say
+    images: dict[str, str] = {}  # image-to-video: each prompt's starting image (none for other generators)
+
+    def condition_on(self, images: dict[str, str]) -> "Generator":
+        """Image-to-video generators take each prompt's starting image; others take none."""
+        if images:
+            raise VisrewardError(f"{type(self).__name__} is not an image-to-video generator: its prompts take no image")
+        return self
 
     def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
         """One sample per (prompt, seed), as [B,3,H,W] in [0,1]: any recorded sample, regenerated."""
@@ -66,7 +75,8 @@ class Generator:
         """n_per_prompt samples per prompt, as PIL images (or a video's frames) with their prompt and seed."""
         images, expanded, seeds = self.generate_tensors(prompts, n_per_prompt, seed)
         fps = getattr(self, "fps", None)
-        return [GeneratedSample(self.to_pil(image), prompt, s, fps) for image, prompt, s in zip(images, expanded, seeds)]
+        return [GeneratedSample(self.to_pil(image), prompt, s, fps, self.images.get(prompt))
+                for image, prompt, s in zip(images, expanded, seeds)]
 
 
 def sample_seeds(n_prompts: int, n_per_prompt: int, seed: int) -> list[int]:
@@ -74,8 +84,8 @@ def sample_seeds(n_prompts: int, n_per_prompt: int, seed: int) -> list[int]:
 
 
 def save_samples(samples: Sequence[GeneratedSample], folder: str | os.PathLike) -> Path:
-    """Write an imagefolder (PNG files, or mp4 for videos, + metadata.jsonl with prompt and seed, and
-    a video's frame count), atomically."""
+    """Write an imagefolder (PNG files, or mp4 for videos, + metadata.jsonl with prompt and seed, a video's
+    frame count and an image-to-video sample's starting image), atomically."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         rows = []
@@ -84,6 +94,8 @@ def save_samples(samples: Sequence[GeneratedSample], folder: str | os.PathLike) 
             row = {"file_name": written.name, "prompt": sample.prompt, "seed": sample.seed}
             if isinstance(sample.image, list):
                 row["frames"] = len(sample.image)
+            if sample.condition is not None:
+                row["image"] = sample.condition
             rows.append(json.dumps(row))
         (tmp / "metadata.jsonl").write_text("\n".join(rows) + "\n")
     return folder

@@ -1,8 +1,10 @@
-"""Any diffusers text-to-image or text-to-video pipeline as a visreward generator (SD 1.x/2.x, SDXL, SD3,
-FLUX.1; AnimateDiff, CogVideoX, Wan, ...). A video pipeline's samples are [T,3,H,W] clips."""
+"""Any diffusers text-to-image, text-to-video or image-to-video pipeline as a visreward generator (SD 1.x/2.x,
+SDXL, SD3, FLUX.1; AnimateDiff, CogVideoX, Wan, LTX-Video; CogVideoX-I2V, Wan-I2V, LTX-Video I2V, ...). A video
+pipeline's samples are [T,3,H,W] clips; an image-to-video pipeline starts each prompt's clips from its image."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -28,7 +30,19 @@ class DiffusersGenerator(Generator):
         self.guidance_scale = guidance_scale
         self.height, self.width = height, width
         self.num_frames, self.fps = num_frames, fps  # video pipelines: frames per clip (None: the pipeline's default)
+        self.images: dict[str, str] = {}
         pipeline.set_progress_bar_config(disable=True)
+
+    @property
+    def takes_image(self) -> bool:
+        """An image-to-video pipeline: its __call__ takes the image to start from."""
+        return "image" in inspect.signature(self.pipeline.__call__).parameters
+
+    def condition_on(self, images: dict[str, str]) -> "DiffusersGenerator":
+        if images and not self.takes_image:
+            raise VisrewardError(f"{type(self.pipeline).__name__} is not an image-to-video pipeline: its prompts take no image")
+        self.images = {**self.images, **images}
+        return self
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | None = None,
@@ -77,17 +91,29 @@ class DiffusersGenerator(Generator):
 
     def generate_from_seeds(self, prompts: Sequence[str], seeds: Sequence[int], batch_size: int | None = None) -> torch.Tensor:
         """One sample per (prompt, seed): [B,3,H,W] in [0,1], or [B,T,3,H,W] from a video pipeline."""
+        if self.takes_image:  # image-to-video pipelines disagree on batched images: one sample per call
+            return torch.cat([self._sample([prompt], torch.Generator(self.device).manual_seed(seed), image=self._image_of(prompt))
+                              for prompt, seed in zip(prompts, seeds)])
         batch_size = batch_size or self.batch_size
+        return torch.cat([self._sample(prompts[i : i + batch_size],
+                                       [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]])
+                          for i in range(0, len(prompts), batch_size)])
+
+    @torch.no_grad()
+    def _sample(self, prompts: Sequence[str], generator, **inputs) -> torch.Tensor:
         extra = {k: v for k, v in (("guidance_scale", self.guidance_scale), ("height", self.height),
                                     ("width", self.width), ("num_frames", self.num_frames)) if v is not None}
-        chunks = []
-        for i in range(0, len(prompts), batch_size):
-            generators = [torch.Generator(self.device).manual_seed(s) for s in seeds[i : i + batch_size]]
-            with torch.no_grad():
-                output = self.pipeline(prompt=list(prompts[i : i + batch_size]), generator=generators,
-                                       num_inference_steps=self.num_inference_steps, output_type="pt", **extra)
-            chunks.append((output.frames if hasattr(output, "frames") else output.images).float().cpu())
-        return torch.cat(chunks).clamp(0, 1)
+        output = self.pipeline(prompt=list(prompts), generator=generator, num_inference_steps=self.num_inference_steps,
+                               output_type="pt", **extra, **inputs)
+        return (output.frames if hasattr(output, "frames") else output.images).float().cpu().clamp(0, 1)
+
+    def _image_of(self, prompt: str):
+        from ..images import load_image
+
+        if prompt not in self.images:
+            raise VisrewardError(f"{type(self.pipeline).__name__} is image-to-video: prompt {prompt!r} has no image "
+                                 "(give --prompts a .jsonl file with an \"image\" per prompt)")
+        return load_image(self.images[prompt])
 
     @property
     def sampling_guidance(self) -> float:
@@ -101,6 +127,9 @@ class DiffusersGenerator(Generator):
     def denoiser(self):
         from ..post_training.denoisers import DiffusersDenoiser
 
+        if self.takes_image:
+            raise VisrewardError(f"{type(self.pipeline).__name__}: fine-tuning an image-to-video pipeline is not supported "
+                                 "(generate and best-of-n are)")
         return DiffusersDenoiser(self.pipeline, self.resolution, self.sampling_guidance, self.training_frames)
 
     def with_module(self, module: torch.nn.Module) -> "DiffusersGenerator":

@@ -25,7 +25,7 @@ from ..errors import VisrewardError
 from ..formats import write_table
 from ..generators.base import write_sample
 from ..options import BestOfNConfig
-from ..prompts import read_prompts
+from ..prompts import read_prompt_images, read_prompts
 
 
 def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: int, batch_size: int = 64,
@@ -71,7 +71,7 @@ def run_best_of_n(config: BestOfNConfig) -> dict:
     from ..rewards import is_generative, load_reward_model
 
     instances = [p for p in read_prompts(config.prompts) for _ in range(config.repeats)]
-    generator = load_generator(config.generator, device=config.device)
+    generator = load_generator(config.generator, device=config.device).condition_on(read_prompt_images(config.prompts))
     reward = load_reward_model(config.reward, config.device, config.backend, config.precision)
     images, prompts, seeds, scores = sample_and_score(generator, reward, instances, config.n, config.seed,
                                                       config.batch_size, config.progress)
@@ -89,7 +89,8 @@ def run_best_of_n(config: BestOfNConfig) -> dict:
             written = write_sample(image, tmp / "samples" / f"{i:06d}", getattr(generator, "fps", None))
             name = written.name
             row = {"file_name": name, "prompt": prompt, "seed": seed, "score": score, "rank": rank, "group": i // config.n,
-                   **({"frames": len(image)} if image.ndim == 4 else {})}
+                   **({"frames": len(image)} if image.ndim == 4 else {}),
+                   **({"image": generator.images[prompt]} if prompt in generator.images else {})}
             targets = ["samples"] + ["best"] * (rank < config.keep) + ["worst"] * (rank >= config.n - config.keep_bottom)
             for folder in targets:
                 (tmp / folder).mkdir(exist_ok=True)
