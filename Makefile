@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,serve]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,serve,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visreward.digits_data import digit_prompt, real_digits, write_digits_folder
+from visreward import RewardTrainingConfig, train_reward_model
+from visreward.digits_data import digit_clip, digit_prompt, real_digits, write_digits_folder
 from visreward.generators import GeneratorTrainingConfig, save_samples, train_generator
+from visreward.videos import write_video
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -68,8 +70,6 @@ def digit_folders(tmp_path_factory, tiny_generator) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def rm_dir(digit_folders, tmp_path_factory) -> Path:
     """A small GAN-RM (real target digits vs the tiny generator's samples) for tests that need a reward."""
-    from visreward import RewardTrainingConfig, train_reward_model
-
     output = tmp_path_factory.mktemp("rm") / "rm"
     train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
                                             output=str(output), progress=False, epochs=10))
@@ -141,3 +141,31 @@ def write_image_prompts(folder, digits_to_use=(3, 5)):
         rows.append(json.dumps({"prompt": f"a digit {digit} moving right", "image": f"digit-{digit}.png"}))
     (folder / "prompts.jsonl").write_text("\n".join(rows) + "\n")
     return folder / "prompts.jsonl"
+
+
+FRAMES = 4  # frames the tests' video reward models sample per clip: the default 8 doubles encoding time
+
+
+@pytest.fixture(scope="session")
+def motion_clips(tmp_path_factory):
+    """Real digits gliding right (target) vs the same kind of digits standing and shaking (generated), as mp4."""
+    root = tmp_path_factory.mktemp("clips")
+    images, labels = real_digits("train")
+    rng = np.random.default_rng(0)
+    for name, motion, jitter, offset in (("gliding", "right", 0.0, 0), ("shaking", "still", 1.5, 50)):
+        (root / name).mkdir()
+        rows = []
+        for i in range(offset, offset + 50):
+            write_video(root / name / f"{i:03d}.mp4", digit_clip(images[i], motion, jitter=jitter, rng=rng), fps=8)
+            rows.append(json.dumps({"file_name": f"{i:03d}.mp4", "prompt": digit_prompt(int(labels[i]))}))
+        (root / name / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def video_rm(motion_clips, tmp_path_factory):
+    output = tmp_path_factory.mktemp("video-rm") / "rm"
+    _, metrics = train_reward_model(RewardTrainingConfig(
+        target=[str(motion_clips / "gliding")], generated=[str(motion_clips / "shaking")], output=str(output),
+        frames=FRAMES, test=0.3, progress=False))
+    return output, metrics

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
+from visreward import DiscriminativeRewardModel
 from visreward.digits_data import digit_clip, digit_prompt, real_digits
 from visreward.features import FeatureCache
 from visreward.images import ImageLoadError
@@ -18,7 +18,7 @@ from visreward.videos import FrameSampling, read_clip, write_video
 
 from tiny_vlms import TINY_VLMS, save_tiny_qwen2_5_vl
 
-FRAMES = 4  # frames the tests' reward models sample per clip: the default 8 doubles encoding time
+from conftest import FRAMES
 
 
 def counting_clip(n_frames: int, size=(32, 48)) -> np.ndarray:
@@ -107,31 +107,6 @@ def test_every_kind_of_bad_clip_is_an_error_naming_the_file_and_the_problem(tmp_
         with pytest.raises(ImageLoadError) as error:
             read_clip(tmp_path / name, FrameSampling(4))
         assert error.value.source == str(tmp_path / name) and reason in error.value.reason, (name, error.value.reason)
-
-
-@pytest.fixture(scope="session")
-def motion_clips(tmp_path_factory):
-    """Real digits gliding right (target) vs the same kind of digits standing and shaking (generated), as mp4."""
-    root = tmp_path_factory.mktemp("clips")
-    images, labels = real_digits("train")
-    rng = np.random.default_rng(0)
-    for name, motion, jitter, offset in (("gliding", "right", 0.0, 0), ("shaking", "still", 1.5, 50)):
-        (root / name).mkdir()
-        rows = []
-        for i in range(offset, offset + 50):
-            write_video(root / name / f"{i:03d}.mp4", digit_clip(images[i], motion, jitter=jitter, rng=rng), fps=8)
-            rows.append(json.dumps({"file_name": f"{i:03d}.mp4", "prompt": digit_prompt(int(labels[i]))}))
-        (root / name / "metadata.jsonl").write_text("\n".join(rows) + "\n")
-    return root
-
-
-@pytest.fixture(scope="session")
-def video_rm(motion_clips, tmp_path_factory):
-    output = tmp_path_factory.mktemp("video-rm") / "rm"
-    _, metrics = train_reward_model(RewardTrainingConfig(
-        target=[str(motion_clips / "gliding")], generated=[str(motion_clips / "shaking")], output=str(output),
-        frames=FRAMES, test=0.3, progress=False))
-    return output, metrics
 
 
 def test_train_rm_tells_gliding_from_shaking_clips_on_held_out_clips(video_rm):

@@ -87,6 +87,13 @@ class ScoreConfig:
     no_cache: bool = option(False, "do not read or write the feature cache")
     strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
     progress: bool = option(True, "show a progress bar")
+    engine: str = option("local", "local: this process (or torchrun/SLURM ranks); ray: a Ray Data pipeline, decoding in "
+                                  "CPU tasks and scoring in a pool of reward-model actors", choices=("local", "ray"))
+    ray_address: str | None = option(None, "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    ray_actors: int = option(1, "reward-model actors (each loads the model once)")
+    ray_gpus_per_actor: float = option(0.0, "GPUs each actor holds (its device is then cuda)")
+    ray_cpus_per_actor: float = option(1.0, "CPUs each actor holds")
+    ray_cpus_per_decoder: float = option(1.0, "CPUs each decoding task holds")
 
 
 @dataclass

@@ -41,6 +41,8 @@ class Shard:
     index: int
     name: str
     open: Callable[[], Iterator[Item]]
+    container: Path | None = None  # a .tar or .parquet shard, read when opened (None: listed files)
+    base: Path | None = None  # what its ids are relative to
 
 
 def _prompt_of(row: dict) -> str | None:
@@ -233,10 +235,10 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
     base = Path(os.path.commonpath([Path(raw).resolve().parent for raw in inputs]))
     index = 0
 
-    def shard(name: str, opener: Callable[[], Iterator[Item]]) -> Shard:
+    def shard(name: str, opener: Callable[[], Iterator[Item]], container: Path | None = None) -> Shard:
         nonlocal index
         index += 1
-        return Shard(index - 1, name, opener)
+        return Shard(index - 1, name, opener, container, base)
 
     for raw in inputs:
         path = Path(raw)
@@ -255,8 +257,12 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
         for chunk in streams:
             yield shard(f"{index:06d}", lambda chunk=chunk: iter(chunk))
         for container in containers:
-            reader = _tar_items if container.suffix.lower() == ".tar" else _parquet_items
-            yield shard(f"{index:06d}", lambda c=container, r=reader: r(c, base, skipped))
+            yield shard(f"{index:06d}", lambda c=container: read_container(c, base, skipped), container)
+
+
+def read_container(path: Path, base: Path, skipped: SkipLog) -> Iterator[Item]:
+    """The items of a WebDataset .tar or a .parquet file; unreadable containers and rows go to `skipped`."""
+    return (_tar_items if path.suffix.lower() == ".tar" else _parquet_items)(path, base, skipped)
 
 
 def read_images(inputs: Sequence[str | os.PathLike], skipped: SkipLog | None = None, clips: bool = False) -> list[Item]:

@@ -9,6 +9,7 @@ few batches of pixels are all that is held.
     visreward score --model rm/ --output scores.parquet DIR          # one process: parts merged at the end
     torchrun --nproc_per_node 8 -m visreward.cli score --model rm/ --output scores/ --device cuda DIR
     visreward merge-scores scores/ --output scores.parquet           # after a multi-process run
+    visreward score --engine ray --model rm/ --output scores.parquet DIR   # a Ray Data pipeline (ray_scoring.py)
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class ScoreRun:
 
 
 def run_score(config: ScoreConfig) -> ScoreRun:
+    if config.engine == "ray":
+        from .ray_scoring import run_ray_score
+
+        return run_ray_score(config)
     placement = placement_from_env(rank=config.rank, world_size=config.world_size)
     device = local_device(config.device, placement)
     model = load_reward_model(config.model, device, config.backend, config.precision, config.cache_dir)
@@ -122,8 +127,7 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         for shard in iter_shards(config.inputs, read_skipped, config.shard_size, clips):
             if not placement.owns(shard.index):
                 continue
-            part = parts / f"part-{shard.name}.parquet"
-            if part.exists():
+            if (parts / f"part-{shard.name}.parquet").exists():
                 resumed += 1
                 continue
             shard_skipped = SkipLog(strict=config.strict)
@@ -136,22 +140,31 @@ def run_score(config: ScoreConfig) -> ScoreRun:
                 kept.extend(batch)
                 logits.append(scores)
             scores = torch.cat(logits) if logits else torch.empty(0)
-            if len(shard_skipped):
-                shard_skipped.write(parts / f"part-{shard.name}.skipped.txt")
-                skipped.entries.extend(shard_skipped.entries)
-            probs = (scores if generative else torch.sigmoid(scores)).tolist() if config.prob else None
-            table = score_table(kept, scores.tolist(), probs)
-            write_table(table, part)  # last: an existing part means the shard is complete
+            probs = (scores if generative else torch.sigmoid(scores)) if config.prob else None
+            write_part(parts, shard.name, kept, scores, probs, shard_skipped)
+            skipped.entries.extend(shard_skipped.entries)
             rows += len(kept)
             done += 1
+    return finish_run(config, parts, placement, ScoreRun(rows, done, resumed, skipped, parts), read_skipped)
+
+
+def write_part(parts: Path, name: str, kept: list[ImageRecord], scores: torch.Tensor, probs: torch.Tensor | None,
+               shard_skipped: SkipLog) -> None:
+    """One shard's scores and what it skipped; the part is written last: an existing part means a complete shard."""
+    if len(shard_skipped):
+        shard_skipped.write(parts / f"part-{name}.skipped.txt")
+    write_table(score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None), parts / f"part-{name}.parquet")
+
+
+def finish_run(config: ScoreConfig, parts: Path, placement, run: ScoreRun, read_skipped: SkipLog) -> ScoreRun:
+    """Report what the readers skipped; a single process writing FILE.parquet merges its parts into it."""
     if len(read_skipped):
         read_skipped.write(parts / f"read-rank{placement.rank}.skipped.txt")
-        skipped.entries.extend(read_skipped.entries)
-    output = parts
+        run.skipped.entries.extend(read_skipped.entries)
     if Path(config.output).suffix == ".parquet" and placement.world_size == 1:
-        rows = merge_parts(parts, Path(config.output))
+        run.rows = merge_parts(parts, Path(config.output))
         shutil.rmtree(parts)
-        output = Path(config.output)
-    return ScoreRun(rows, done, resumed, skipped, output)
+        run.output = Path(config.output)
+    return run
 
 
