@@ -112,6 +112,9 @@ def _best_of_n(config) -> None:
     result = run_best_of_n(config)
     print(f"{result['samples']} samples in {result['groups']} groups: mean reward {result['mean_score']:+.3f}, "
           f"mean best-of-{config.n} reward {result['mean_best_score']:+.3f}; wrote {config.output}/")
+    total = result["generation_seconds"] + result["reward_seconds"]
+    print(f"generating {result['generation_seconds']:.1f} s, scoring {result['reward_seconds']:.1f} s "
+          f"({result['reward_seconds'] / max(total, 1e-9):.1%} of the two)")
 
 
 def _make_pairs(config) -> None:

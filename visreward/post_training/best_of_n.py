@@ -29,21 +29,28 @@ from ..prompts import read_prompt_images, read_prompts
 
 
 def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: int, batch_size: int = 64,
-                     progress: bool = False) -> tuple[torch.Tensor, list[str], list[int], torch.Tensor]:
-    """(images [len(prompts)*n,3,H,W] or clips [.., T,3,H,W], prompts, seeds, scores), prompt-major: group g
-    is rows g*n .. g*n+n-1."""
+                     progress: bool = False) -> tuple[torch.Tensor, list[str], list[int], torch.Tensor, dict]:
+    """(images [len(prompts)*n,3,H,W] or clips [.., T,3,H,W], prompts, seeds, scores, seconds spent generating and
+    scoring), prompt-major: group g is rows g*n .. g*n+n-1."""
+    import time
+
     from tqdm.auto import tqdm
 
     images, expanded, seeds, scores = [], [], [], []
+    seconds = {"generation": 0.0, "reward": 0.0}
     groups_per_batch = max(1, batch_size // n)
     for start in tqdm(range(0, len(prompts), groups_per_batch), desc="best-of-n", disable=not progress):
         chunk = prompts[start : start + groups_per_batch]
+        began = time.perf_counter()
         batch, batch_prompts, batch_seeds = generator.generate_tensors(chunk, n, seed + start * n)
+        generated = time.perf_counter()
+        scores.append(reward_model.score(batch, batch_prompts))
+        seconds["generation"] += generated - began
+        seconds["reward"] += time.perf_counter() - generated
         images.append(batch)
         expanded += batch_prompts
         seeds += batch_seeds
-        scores.append(reward_model.score(batch, batch_prompts))
-    return torch.cat(images), expanded, seeds, torch.cat(scores)
+    return torch.cat(images), expanded, seeds, torch.cat(scores), seconds
 
 
 def rerank_with_references(judge, images: torch.Tensor, prompts: list[str], pointwise: torch.Tensor, n: int,
@@ -73,8 +80,8 @@ def run_best_of_n(config: BestOfNConfig) -> dict:
     instances = [p for p in read_prompts(config.prompts) for _ in range(config.repeats)]
     generator = load_generator(config.generator, device=config.device).condition_on(read_prompt_images(config.prompts))
     reward = load_reward_model(config.reward, config.device, config.backend, config.precision)
-    images, prompts, seeds, scores = sample_and_score(generator, reward, instances, config.n, config.seed,
-                                                      config.batch_size, config.progress)
+    images, prompts, seeds, scores, seconds = sample_and_score(generator, reward, instances, config.n, config.seed,
+                                                               config.batch_size, config.progress)
     if config.references:
         if not is_generative(config.reward) or not config.references.startswith("top-"):
             raise VisrewardError("--references top-K needs a vlm: reward (pairwise judging)")
@@ -105,4 +112,5 @@ def run_best_of_n(config: BestOfNConfig) -> dict:
         write_table(table, tmp / "scores.parquet")
     best = scores.view(-1, config.n).max(dim=1).values
     return {"samples": len(rows), "groups": len(instances), "mean_score": float(scores.mean()),
-            "mean_best_score": float(best.mean())}
+            "mean_best_score": float(best.mean()), "generation_seconds": seconds["generation"],
+            "reward_seconds": seconds["reward"]}
