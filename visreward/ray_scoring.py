@@ -59,7 +59,7 @@ def run_ray_score(config: ScoreConfig) -> ScoreRun:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # a shard's chunks arrive together, in order
         context.enable_progress_bars = config.progress
-        scored = (ray.data.from_items(chunks)
+        scored = (ray.data.from_items(chunks, override_num_blocks=len(chunks))  # a block per chunk: any actor takes any
                   # Reading a container is I/O: holding no CPU, it never waits behind actors that hold them all, and
                   # as many readers as actors keep pace without a new worker process per shard.
                   .flat_map(_expand_containers, fn_kwargs={"batch_size": config.batch_size}, num_cpus=0,
@@ -73,10 +73,16 @@ def run_ray_score(config: ScoreConfig) -> ScoreRun:
 
 
 def _connect(config: ScoreConfig) -> None:
+    """Join the cluster named by --ray-address or $RAY_ADDRESS, else start a local instance bound to 127.0.0.1."""
+    import os
+
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=config.progress)
+    if ray.is_initialized():
+        return
+    address = config.ray_address or os.environ.get("RAY_ADDRESS")
+    local = {} if address else {"_node_ip_address": "127.0.0.1"}
+    ray.init(address=address, include_dashboard=False, log_to_driver=config.progress, **local)
 
 
 def _decoding_recipe(encoder) -> SimpleNamespace:
