@@ -23,8 +23,9 @@ demo: $(STAMP)
 demo-video: $(STAMP)
 	$(BIN)/visreward demo --video --output demo_video_out
 
+# Two workers of one thread each: the tiny models' tests are bound by Python, not by the cores (2:58 against 3:53).
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # The report test renders HTML in Debian's headless Chromium; install it where apt-get is allowed.
 chromium:

@@ -4,7 +4,11 @@ and tiny randomly initialised transformers models saved to a temp folder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, before torch is imported
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
