@@ -33,7 +33,7 @@ from .images import ImageRecord, SkipLog
 from .options import ScoreConfig
 from .readers import Shard, chunked, iter_shards, read_container
 from .rewards import is_generative, load_reward_model
-from .scoring import ScoreRun, finish_run, parts_folder, write_part
+from .scoring import ScoreRun, finish_run, part_file, parts_folder, write_part
 
 
 def run_ray_score(config: ScoreConfig) -> ScoreRun:
@@ -41,15 +41,14 @@ def run_ray_score(config: ScoreConfig) -> ScoreRun:
 
     if is_generative(config.model):
         raise VisrewardError("--engine ray scores GAN-RM reward models; vlm: judges run on the local engine")
-    model = load_reward_model(config.model, "cpu", config.backend, config.precision, config.cache_dir)
-    decoding = _decoding_recipe(model.encoder)
-    del model
+    # the driver needs only the encoder's preprocessing: eager fp32, no runtime session to build or export
+    decoding = _decoding_recipe(load_reward_model(config.model, "cpu", cache_dir=config.cache_dir).encoder)
     parts = parts_folder(config.output)
     parts.mkdir(parents=True, exist_ok=True)
     read_skipped = SkipLog(strict=config.strict)
     chunks, resumed = [], 0
     for shard in iter_shards(config.inputs, read_skipped, config.shard_size, hasattr(decoding, "sampling")):
-        if (parts / f"part-{shard.name}.parquet").exists():
+        if part_file(parts, shard.name).exists():
             resumed += 1
         else:
             chunks.extend(_chunk_rows(shard, config.batch_size))
@@ -95,7 +94,7 @@ def _decoding_recipe(encoder) -> SimpleNamespace:
 
 def _model_kwargs(config: ScoreConfig) -> dict:
     return {"spec": config.model, "device": "cuda" if config.ray_gpus_per_actor > 0 else "cpu", "backend": config.backend,
-            "precision": config.precision, "cache_dir": config.cache_dir, "prob": config.prob}
+            "precision": config.precision, "cache_dir": config.cache_dir}
 
 
 def _chunk_rows(shard: Shard, batch_size: int) -> list[dict]:
@@ -133,9 +132,8 @@ def _decode_chunk(row: dict, decoding: SimpleNamespace) -> dict:
 class _ChunkScorer:
     """A Ray actor holding one reward model; scores whole chunks (a chunk is one encoder batch)."""
 
-    def __init__(self, spec: str, device: str, backend: str, precision: str, cache_dir: str | None, prob: bool):
+    def __init__(self, spec: str, device: str, backend: str, precision: str, cache_dir: str | None):
         self.model = load_reward_model(spec, device, backend, precision, cache_dir)
-        self.prob = prob
 
     def __call__(self, batch: dict) -> dict:
         payloads = [self._score(payload) for payload in batch["payload"]]
@@ -143,14 +141,13 @@ class _ChunkScorer:
 
     def _score(self, payload: bytes) -> bytes:
         records, pixels, errors, read_errors = pickle.loads(payload)
-        logits = probs = None
+        logits = None
         if records:
             encoder = self.model.encoder
             features = encoder.encode_pixels(encoder.preprocessing.normalise(torch.from_numpy(pixels)))
             prompts = [r.prompt for r in records] if self.model.head.uses_text else None
             logits = self.model.score_features(features, prompts)
-            probs = torch.sigmoid(logits) if self.prob else None
-        return pickle.dumps((records, logits, probs, errors, read_errors))
+        return pickle.dumps((records, logits, errors, read_errors))
 
 
 def _by_shard(rows: Iterator[dict]) -> Iterator[tuple[str, list[tuple]]]:
@@ -170,8 +167,8 @@ def _write_shard(parts: Path, name: str, results: list[tuple], config: ScoreConf
                  read_skipped: SkipLog) -> None:
     shard_skipped = SkipLog(strict=config.strict)
     kept: list[ImageRecord] = []
-    logits, probs = [], []
-    for records, chunk_logits, chunk_probs, errors, read_errors in results:
+    logits = []
+    for records, chunk_logits, errors, read_errors in results:
         for source, reason in read_errors:
             read_skipped.skip(source, reason)
         for source, reason in errors:
@@ -179,10 +176,8 @@ def _write_shard(parts: Path, name: str, results: list[tuple], config: ScoreConf
         if records:
             kept.extend(records)
             logits.append(chunk_logits)
-            probs.append(chunk_probs)
     scores = torch.cat(logits) if logits else torch.empty(0)
-    write_part(parts, name, kept, scores, (torch.cat(probs) if probs else torch.empty(0)) if config.prob else None,
-               shard_skipped)
+    write_part(parts, name, kept, scores, torch.sigmoid(scores) if config.prob else None, shard_skipped)
     run.skipped.entries.extend(shard_skipped.entries)
     run.rows += len(kept)
     run.shards_done += 1

@@ -127,7 +127,7 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         for shard in iter_shards(config.inputs, read_skipped, config.shard_size, clips):
             if not placement.owns(shard.index):
                 continue
-            if (parts / f"part-{shard.name}.parquet").exists():
+            if part_file(parts, shard.name).exists():
                 resumed += 1
                 continue
             shard_skipped = SkipLog(strict=config.strict)
@@ -148,12 +148,16 @@ def run_score(config: ScoreConfig) -> ScoreRun:
     return finish_run(config, parts, placement, ScoreRun(rows, done, resumed, skipped, parts), read_skipped)
 
 
+def part_file(parts: Path, shard_name: str) -> Path:
+    return parts / f"part-{shard_name}.parquet"
+
+
 def write_part(parts: Path, name: str, kept: list[ImageRecord], scores: torch.Tensor, probs: torch.Tensor | None,
                shard_skipped: SkipLog) -> None:
     """One shard's scores and what it skipped; the part is written last: an existing part means a complete shard."""
     if len(shard_skipped):
         shard_skipped.write(parts / f"part-{name}.skipped.txt")
-    write_table(score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None), parts / f"part-{name}.parquet")
+    write_table(score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None), part_file(parts, name))
 
 
 def finish_run(config: ScoreConfig, parts: Path, placement, run: ScoreRun, read_skipped: SkipLog) -> ScoreRun:
