@@ -450,7 +450,7 @@ def test_refl_samples_sd3_on_its_shifted_schedule_and_sd_with_guidance(tmp_path)
         return 3.0 * s / (1 + 2.0 * s)
 
     sigmas = np.linspace(1.0, shift(1 / 1000), 4)  # the scheduler spans its (shifted) sigma range, then shifts
-    assert np.allclose(sd3.sampling_timesteps(4).numpy(), shift(sigmas) * 1000, atol=1e-3)  # [1000, 857.7, 602.2, 8.9]
+    assert np.allclose(sd3.sampling_scheduler(4).timesteps.numpy(), shift(sigmas) * 1000, atol=1e-3)  # [1000, 857.7, 602.2, 8.9]
 
     sd = DiffusersGenerator.from_pretrained(save_tiny_stable_diffusion(tmp_path / "sd")).denoiser()
     assert sd.guidance_scale == 7.5  # StableDiffusionPipeline's default, as its own sampler uses

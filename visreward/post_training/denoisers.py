@@ -113,10 +113,6 @@ class Denoiser:
         """A copy of the scheduler the generator samples with, set to `steps` steps as its sampler sets it."""
         raise NotImplementedError
 
-    def sampling_timesteps(self, steps: int) -> torch.Tensor:
-        """Timesteps of a `steps`-step sampler, from noisiest to cleanest."""
-        return self.sampling_scheduler(steps).timesteps.clone()
-
     def guided_predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any,
                        unconditional: Any) -> torch.Tensor:
         """The prediction the sampler uses: with classifier-free guidance when guidance_scale > 1."""
