@@ -18,6 +18,8 @@ TEXT_CONDITIONING = ("none", "embedding", "similarity", "both")
 COLOURS = ("auto", "gray", "rgb")
 FORMATS = ("trl", "pickapic")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+PROMPTS_WITH_IMAGES = ("prompts, one .txt file with a prompt per line, or one .jsonl file of {\"prompt\", \"image\"} rows "
+                       "(image-to-video: the image each prompt's clips start from)")
 METHODS = ("dpo", "sft")
 MODES = ("pairwise", "pointwise", "both")
 COT_MODES = ("reason-first", "decision-first")
@@ -120,8 +122,7 @@ class EvalConfig:
 
 @dataclass
 class GenerateConfig:
-    prompts: list[str] = option([], "prompts, one .txt file with a prompt per line, or one .jsonl file of "
-                                    "{\"prompt\", \"image\"} rows (image-to-video: the image each prompt's clips start from)")
+    prompts: list[str] = option([], PROMPTS_WITH_IMAGES)
     output: str = option("samples", "imagefolder written (PNG, or H.264 mp4 from a video pipeline, + metadata.jsonl with "
                                     "prompt, seed, a video's frame count and an image-to-video sample's image)")
     generator: str = option("digits", "'digits' (bundled; trained and cached on first use), a generator folder, or a diffusers "
@@ -160,8 +161,7 @@ class BestOfNConfig:
     generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
     reward: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID")
     references: str | None = option(None, "vlm rewards: top-K = pointwise pass, then pairwise rerank against the group's top K")
-    prompts: list[str] = option([], "prompts, one .txt file with a prompt per line, or one .jsonl file of "
-                                    "{\"prompt\", \"image\"} rows (image-to-video: the image each prompt's clips start from)")
+    prompts: list[str] = option([], PROMPTS_WITH_IMAGES)
     output: str = option("bon", "run folder: best/, samples/, scores.parquet")
     n: int = option(16, "samples per group")
     repeats: int = option(1, "independent best-of-N groups per prompt (more selected samples per prompt)")
