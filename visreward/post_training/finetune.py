@@ -99,7 +99,11 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     if config.lora:
         module = _with_lora(module, config)
     elif needs_reference:
-        frozen_reference = copy.deepcopy(module).requires_grad_(False).eval()
+        # The copy keeps requires_grad set, though it is never optimised and runs under no_grad: at::matmul folds a
+        # non-contiguous 3-D input (attention's to_v) into one mm when the weight requires grad and runs bmm when it
+        # does not, and without native bf16 the two kernels round differently, so a frozen copy would disagree
+        # with the policy at step 0.
+        frozen_reference = copy.deepcopy(module).eval()
     module.train()
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
