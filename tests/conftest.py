@@ -28,6 +28,16 @@ def isolated_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one precision per process; these tests change it."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from visreward.encoders import load_encoder

@@ -13,11 +13,11 @@ from .config import option
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 BACKENDS = ("auto", "torch", "onnx")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 TEXT_CONDITIONING = ("none", "embedding", "similarity", "both")
 COLOURS = ("auto", "gray", "rgb")
 FORMATS = ("trl", "pickapic")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("no", "fp16", "bf16", "auto")
 PROMPTS_WITH_IMAGES = ("prompts, one .txt file with a prompt per line, or one .jsonl file of {\"prompt\", \"image\"} rows "
                        "(image-to-video: the image each prompt's clips start from)")
 METHODS = ("dpo", "sft")
@@ -62,7 +62,7 @@ class RewardTrainingConfig:
     seed: int = option(0, "random seed (split, initialisation, batches)")
     device: str = option("cpu", "torch device for the encoder and head")
     backend: str = option("auto", "encoder runtime for feature extraction: auto (onnx on CPU), torch, onnx", choices=BACKENDS)
-    precision: str = option("fp32", "encoder precision for feature extraction (bf16/fp16 drift slightly)", choices=PRECISIONS)
+    precision: str = option("fp32", "encoder precision for feature extraction (bf16/fp16 drift slightly); auto: bf16 where native, else fp32", choices=PRECISIONS)
     encode_batch_size: int = option(32, "images per encoder forward pass")
     num_workers: int = option(4, "threads reading and decoding images")
     cache_dir: str | None = option(None, "feature cache folder (default: $VISREWARD_CACHE or ~/.cache/visreward)")
@@ -84,7 +84,7 @@ class ScoreConfig:
     world_size: int | None = option(None, "number of processes (default: from torchrun/accelerate/SLURM, else 1)")
     device: str = option("cpu", "torch device; 'cuda' uses cuda:LOCAL_RANK")
     backend: str = option("auto", "encoder runtime: auto (onnx on CPU when it exports), torch, onnx", choices=BACKENDS)
-    precision: str = option("fp32", "encoder precision; bf16/fp16 are faster and drift slightly", choices=PRECISIONS)
+    precision: str = option("fp32", "encoder precision; bf16/fp16 are faster and drift slightly; auto: bf16 where native, else fp32", choices=PRECISIONS)
     cache_dir: str | None = option(None, "feature cache folder (default: $VISREWARD_CACHE or ~/.cache/visreward)")
     no_cache: bool = option(False, "do not read or write the feature cache")
     strict: bool = option(False, "fail on the first unreadable image instead of skipping it")
@@ -148,8 +148,9 @@ class GeneratorTrainingConfig:
     prediction_type: str = option("epsilon", "what the UNet predicts: epsilon, or v_prediction (cleaner clips after "
                                              "short training: measured 0.68 vs 0.21 digit accuracy at 800 steps)",
                                   choices=("epsilon", "v_prediction"))
-    mixed_precision: str = option("no", "bf16: train and sample under bf16 autocast (1.8x faster on CPUs with AVX-512 "
-                                        "bf16)", choices=("no", "bf16"))
+    mixed_precision: str = option("auto", "bf16: train under bf16 autocast (1.8x faster where bf16 is native: CUDA, or a "
+                                          "CPU with AVX512_BF16/AMX; 2x slower on others); auto: bf16 only where native",
+                                  choices=("auto", "no", "bf16"))
     min_per_prompt: int = option(8, "refuse prompts with fewer images than this")
     checkpoint_every: int = option(200, "save a resumable checkpoint every this many steps")
     seed: int = option(0, "training seed")
@@ -171,7 +172,7 @@ class BestOfNConfig:
     batch_size: int = option(64, "samples generated and scored per batch")
     device: str = option("cpu", "torch device")
     backend: str = option("auto", "reward encoder runtime", choices=BACKENDS)
-    precision: str = option("fp32", "reward encoder precision", choices=PRECISIONS)
+    precision: str = option("fp32", "reward encoder precision (auto: bf16 where native, else fp32)", choices=PRECISIONS)
     progress: bool = option(True, "show a progress bar")
 
 
@@ -194,7 +195,8 @@ class FineTuneConfig:
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping")
     gradient_accumulation: int = option(1, "micro-steps per optimizer step")
-    mixed_precision: str = option("no", "accelerate mixed precision", choices=MIXED_PRECISION)
+    mixed_precision: str = option("no", "accelerate mixed precision; auto: bf16 only where it is native (CUDA with bf16, "
+                                        "a CPU with AVX512_BF16/AMX), else no", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, more time)")
     lora: bool = option(False, "train LoRA adapters (peft) instead of all denoiser weights")
     lora_rank: int = option(8, "LoRA rank")
@@ -215,7 +217,13 @@ class SFTConfig(FineTuneConfig):
 @dataclass
 class DPOConfig(FineTuneConfig):
     pairs: str = option("pairs", "preference pairs: make-pairs output (trl) or Pick-a-Pic parquet")
+    lr: float = option(2e-6, "AdamW learning rate (1e-4 over-optimised the bundled digits within 30 steps; 1e-5 cost "
+                             "4 points of digit accuracy in one round)")
     beta: float = option(5000.0, "DPO KL strength (the paper's 5000 for Stable Diffusion; also the bundled digits' best)")
+    chosen_error_ratio: float = option(1.5, "hacking: the policy's denoising error on chosen images rises above this "
+                                            "multiple of the reference's (it stops denoising the data)")
+    saturated_loss: float = option(0.02, "hacking: the running DPO loss falls below this (every pair separated)")
+    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a monitor fires")
 
 
 @dataclass
@@ -257,7 +265,7 @@ class RoundsConfig:
     seed: int = option(0, "base seed")
     device: str = option("cpu", "torch device")
     backend: str = option("auto", "reward encoder runtime", choices=BACKENDS)
-    precision: str = option("fp32", "reward encoder precision", choices=PRECISIONS)
+    precision: str = option("fp32", "reward encoder precision (auto: bf16 where native, else fp32)", choices=PRECISIONS)
     cache_dir: str | None = option(None, "feature cache folder")
     progress: bool = option(True, "show progress bars")
 
@@ -300,7 +308,7 @@ class ServeConfig:
     window: int = option(1024, "recent scores per reward kept for statistics and z-scores")
     device: str = option("cpu", "torch device for the models")
     backend: str = option("auto", "GAN-RM encoder runtime (auto, torch, onnx)")
-    precision: str = option("fp32", "GAN-RM encoder precision")
+    precision: str = option("fp32", "GAN-RM encoder precision (auto: bf16 where native, else fp32)")
     cache_dir: str | None = option(None, "cache for exported encoders")
 
 
@@ -361,7 +369,8 @@ class VideoDemoConfig:
     beta: float = option(250.0, "DPO beta (one round from base, seed 0: beta 5000 moved the speed 0.02 of the way to "
                                 "the target, 1000 0.10, 250 0.27, digit accuracy unchanged)")
     batch_size: int = option(16, "fine-tuning batch size (clips or pairs)")
-    mixed_precision: str = option("bf16", "fine-tuning mixed precision (bf16: the generator's own)", choices=MIXED_PRECISION)
+    mixed_precision: str = option("auto", "fine-tuning mixed precision (auto: bf16 where it is native, else fp32)",
+                                  choices=MIXED_PRECISION)
     seeds: int = option(3, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
     seed: int = option(0, "first seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")

@@ -21,9 +21,12 @@ def available_encoders() -> list[str]:
 def load_encoder(spec: str = DEFAULT_ENCODER, device: str | None = None, backend: str = "torch",
                  precision: str = "fp32", cache_dir=None) -> ImageEncoder:
     """The encoder named by `spec`; backend onnx/auto or precision bf16/fp16 give a faster inference path."""
+    from ..precision import resolve_encoder_precision
+
     kind, sep, location = spec.partition(":")
     encoder = TransformersEncoder(kind, location) if sep else EfficientNetLiteEncoder(spec)
     encoder = encoder.to(device) if device else encoder
+    precision = resolve_encoder_precision(precision, encoder.device)
     if backend == "torch" and precision == "fp32":
         return encoder
     return AcceleratedEncoder(encoder, backend, precision, cache_dir)

@@ -38,7 +38,7 @@ def _write_moving_digits(folder: Path) -> None:
 BUNDLED: dict[str, tuple[GeneratorTrainingConfig, Callable[[Path], None]]] = {
     "digits": (GeneratorTrainingConfig(resolution=8, colour="gray", steps=600, width=64), _write_digits),
     "moving-digits": (GeneratorTrainingConfig(resolution=16, colour="gray", steps=800, batch_size=64, width=64, frames=8,
-                                              inference_steps=20, prediction_type="v_prediction", mixed_precision="bf16"),
+                                              inference_steps=20, prediction_type="v_prediction", mixed_precision="auto"),
                       _write_moving_digits),
 }
 

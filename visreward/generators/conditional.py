@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,7 @@ from PIL import Image
 from ..atomic import atomic_dir, write_text
 from ..errors import VisrewardError
 from ..options import GeneratorTrainingConfig
+from ..precision import resolve_mixed_precision
 from .base import Generator
 
 GENERATOR_TYPE = "visreward-conditional"
@@ -57,6 +59,12 @@ def _autocast(mixed_precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
+def sampling_precision(trained_in: str, device: torch.device) -> str:
+    """A generator trained under bf16 samples under bf16 where bf16 is native; elsewhere bf16 is emulated and
+    slower than fp32, so it samples in fp32 (how it was trained is a record, not an order)."""
+    return resolve_mixed_precision("auto", device) if trained_in == "bf16" else "no"
+
+
 class ConditionalGenerator(Generator):
     """Prompts (one of the training set's) -> images, or clips of `frames` frames; every sample has its own seed."""
 
@@ -69,7 +77,7 @@ class ConditionalGenerator(Generator):
         self.inference_steps = inference_steps
         self.frames, self.fps = frames, fps
         self.scheduler = scheduler or DDIMScheduler.from_config(training_scheduler().config)
-        self.mixed_precision = mixed_precision  # bf16: the UNet runs under autocast, as it was trained
+        self.mixed_precision = mixed_precision  # how the UNet was trained; it samples in sampling_precision()
         self._class = {p: i for i, p in enumerate(self.prompts)}
 
     @property
@@ -101,8 +109,9 @@ class ConditionalGenerator(Generator):
         self.scheduler.set_timesteps(self.inference_steps)
         x = noise.to(self.unet.device)
         labels = labels.to(self.unet.device)
+        precision = sampling_precision(self.mixed_precision, x.device)
         for t in self.scheduler.timesteps:
-            with _autocast(self.mixed_precision, x.device):
+            with _autocast(precision, x.device):
                 prediction = self.unet(x, t, class_labels=labels).sample
             x = self.scheduler.step(prediction.float(), t, x).prev_sample
         return ((x.clamp(-1, 1) + 1) / 2).float()
@@ -231,6 +240,8 @@ def _decode_same_size(items, config: GeneratorTrainingConfig) -> torch.Tensor:
 
 def train_generator(config: GeneratorTrainingConfig) -> ConditionalGenerator:
     """Epsilon-prediction DDPM training; resumes from output/checkpoints; writes output/ atomically."""
+    precision = resolve_mixed_precision(config.mixed_precision)
+    config = replace(config, mixed_precision=precision)  # what it was trained in, recorded with the generator
     pixels, prompts, classes = load_training_images(config)
     data = pixels.float() / 127.5 - 1
     labels = torch.tensor([classes.index(p) for p in prompts])
@@ -256,8 +267,19 @@ def _train_steps(unet, optimizer, lr_schedule, data, labels, config: GeneratorTr
 
     scheduler = training_scheduler(config.prediction_type)
     unet.train()
-    for step in tqdm(range(start, config.steps), initial=start, total=config.steps, desc="training the generator",
-                     disable=not config.progress):
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="training the generator",
+               disable=not config.progress)
+    if config.progress:
+        bar.write(f"training the generator on {len(data)} {'clips' if config.frames else 'images'} for "
+                  f"{config.steps - start} steps of {config.batch_size} in {'bf16' if config.mixed_precision == 'bf16' else 'fp32'} "
+                  f"(CPU capability {torch.backends.cpu.get_cpu_capability()}); the time left follows the first steps")
+    timer = 0.0
+    for step in bar:
+        if step == start + 1:  # the first step warms up; the next three give a fair rate
+            timer = time.perf_counter()
+        if config.progress and step == start + 4:
+            per_step = (time.perf_counter() - timer) / 3
+            bar.write(f"about {per_step:.2f} s per step here: {per_step * (config.steps - step) / 60:.1f} min left")
         # each step's draws depend only on (seed, step): a resumed run continues exactly
         rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         index = torch.randint(0, len(data), (config.batch_size,), generator=rng)

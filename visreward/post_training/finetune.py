@@ -33,6 +33,7 @@ from ..config import save_config
 from ..errors import VisrewardError
 from ..images import decode_image, fit_image
 from ..options import FineTuneConfig
+from ..precision import describe, resolve_mixed_precision
 from .denoisers import Denoiser
 
 
@@ -81,15 +82,18 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     from tqdm.auto import tqdm
 
     output = Path(config.output)
+    precision = resolve_mixed_precision(config.mixed_precision, "cpu" if config.device == "cpu" else "cuda")
     try:
-        accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=config.mixed_precision,
+        accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=precision,
                                   gradient_accumulation_steps=config.gradient_accumulation,
                                   log_with="tensorboard", project_dir=str(output / "logs"))
     except ValueError as error:
         if "already been initialized" not in str(error):
             raise
-        raise VisrewardError(f"--mixed-precision {config.mixed_precision}: this process already fine-tuned in another "
+        raise VisrewardError(f"--mixed-precision {precision}: this process already fine-tuned in another "
                              "precision, and accelerate keeps one per process (run it in a new process)") from None
+    if config.progress:
+        accelerator.print(f"fine-tuning in mixed {describe(precision, config.mixed_precision, accelerator.device)}")
     denoiser = generator.to(accelerator.device).denoiser()
     torch.manual_seed(config.seed)
     module = denoiser.module.to(accelerator.device)
@@ -147,13 +151,16 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
                 optimizer.zero_grad(set_to_none=True)
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 running.setdefault(key, []).append(value)
-        if not all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:]):
-            raise VisrewardError(f"loss became {running['loss'][-1]} at step {step}: lower --lr (or --beta for DPO)")
-        if stops and loss_fn.stop_reason:
+        finite = all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:])
+        if not _on_every_rank(accelerator, finite):
+            raise VisrewardError(f"loss became {running['loss'][-1] if not finite else 'non-finite on another rank'} at "
+                                 f"step {step}: lower --lr (or --beta for DPO)")
+        reason = _first_reason(accelerator, loss_fn.stop_reason) if stops else None
+        if reason:
             kept_step, weights = snapshots[0]
-            stopped = {"step": step + 1, "reason": loss_fn.stop_reason, "kept_weights_of_step": kept_step}
+            stopped = {"step": step + 1, "reason": reason, "kept_weights_of_step": kept_step}
             accelerator.unwrap_model(module).load_state_dict(weights, strict=False)
-            accelerator.print(f"stopped at step {step + 1}: {loss_fn.stop_reason}; keeping the weights of step {kept_step}")
+            accelerator.print(f"stopped at step {step + 1}: {reason}; keeping the weights of step {kept_step}")
             break
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
@@ -168,6 +175,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             _checkpoint(accelerator, checkpoints, step + 1, history, monitor.state_dict() if monitor is not None else None)
     accelerator.wait_for_everyone()
     metrics = {"steps": config.steps, "history": history, "world_size": accelerator.num_processes, "stopped": stopped,
+               "mixed_precision": precision,
                "seconds_per_step": (time.time() - started) / max(1, config.steps - start_step)}
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(module)
@@ -180,6 +188,23 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
         shutil.rmtree(checkpoints, ignore_errors=True)
     accelerator.end_training()
     return metrics
+
+
+def _on_every_rank(accelerator, flag: bool) -> bool:
+    """Whether `flag` holds on every rank: one rank raising or stopping alone would leave the others waiting."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([0.0 if flag else 1.0], device=accelerator.device)
+    return float(accelerator.reduce(value, reduction="sum")) == 0
+
+
+def _first_reason(accelerator, reason: str | None) -> str | None:
+    """The first rank's stop reason, on every rank (any rank's monitor stops all of them)."""
+    if accelerator.num_processes == 1:
+        return reason
+    from accelerate.utils import gather_object
+
+    return next((r for r in gather_object([reason]) if r), None)
 
 
 def _trainable_weights(module: nn.Module) -> dict:
