@@ -191,16 +191,6 @@ def test_a_crash_while_saving_the_lora_adapter_leaves_no_partial_adapter(bon_dir
     assert not (tmp_path / "sft" / "adapter").exists()
 
 
-@pytest.fixture
-def fresh_accelerator_state():
-    """accelerate keeps one precision per process; these tests change it."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
-
-
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_dpo_loss_is_log2_at_step_0_with_full_fine_tuning_in_every_precision(pairs_dir, tiny_generator_dir, tmp_path,
                                                                             precision, fresh_accelerator_state):
@@ -345,6 +335,52 @@ def test_rounds_loop_saves_every_step_and_resumes(digit_folders, tiny_generator_
     monkeypatch.setattr(rounds_module, "run_dpo", lambda c: calls.append("dpo") or real_dpo(c))
     run_rounds(config)
     assert calls == ["dpo"]  # only the unfinished step ran again
+
+
+def test_a_round_whose_fine_tuning_monitors_fired_is_not_the_next_rounds_base(digit_folders, tiny_generator_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    import dataclasses
+
+    from visreward.post_training import RoundsConfig, run_rounds
+    from visreward.post_training import rounds as rounds_module
+
+    real_dpo, calls = rounds_module.run_dpo, []
+
+    def first_round_alarms(config):  # every loss is "saturated" under this threshold: the monitor fires after warm-up
+        calls.append(config.generator)
+        return real_dpo(dataclasses.replace(config, saturated_loss=100.0) if len(calls) == 1 else config)
+
+    monkeypatch.setattr(rounds_module, "run_dpo", first_round_alarms)
+    summary = run_rounds(RoundsConfig(generator=str(tiny_generator_dir), target=[str(digit_folders["target"])],
+                                      prompts=[digit_prompt(1), digit_prompt(7)], output=str(tmp_path / "run"), rounds=2,
+                                      method="dpo", n=2, repeats=2, negatives_per_prompt=6, pool_per_prompt=0, steps=8,
+                                      batch_size=2, progress=False))
+    assert "saturated" in summary[0]["stopped"]["reason"] and summary[1]["stopped"] is None
+    assert calls == [str(tiny_generator_dir)] * 2  # round 2 fine-tunes the base again, not round 1's result
+    assert summary[0]["next_generator"] == str(tiny_generator_dir)
+    assert summary[1]["next_generator"].endswith("round-2/finetune/generator")
+    assert "round 1: fine-tuning stopped" in capsys.readouterr().out
+
+
+def test_dpo_built_to_over_optimise_stops_itself_and_keeps_the_weights_from_before_the_alarm(pairs_dir, tiny_generator_dir,
+                                                                                             tmp_path, capsys):
+    from visreward.cli import main
+
+    assert main(["dpo", "--generator", str(tiny_generator_dir), "--pairs", str(pairs_dir), "--output", str(tmp_path / "dpo"),
+                 "--steps", "200", "--batch-size", "4", "--lr", "1e-3", "--log-every", "2", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    stopped = metrics["stopped"]
+    assert stopped is not None and stopped["step"] < 200 and stopped["kept_weights_of_step"] < stopped["step"]
+    assert "error on chosen images" in stopped["reason"] or "saturated" in stopped["reason"]
+    assert f"stopped early at step {stopped['step']}" in capsys.readouterr().out
+    assert all({"chosen_error_ratio", "reference_loss_chosen", "implicit_accuracy"} <= set(row) for row in metrics["history"])
+
+
+def test_dpo_with_its_defaults_runs_to_the_end_without_an_alarm(pairs_dir, tiny_generator_dir, tmp_path):
+    metrics = run_dpo(DPOConfig(generator=str(tiny_generator_dir), pairs=str(pairs_dir), output=str(tmp_path / "dpo"),
+                                steps=30, batch_size=4, log_every=10, progress=False))
+    assert metrics["stopped"] is None and [row["step"] for row in metrics["history"]] == [10, 20, 30]
+    assert all(0.9 < row["chosen_error_ratio"] < 1.1 for row in metrics["history"])
 
 
 def test_refl_raises_the_reward_and_logs_the_hacking_monitors(rm_dir, tiny_generator_dir, tmp_path):

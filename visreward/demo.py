@@ -149,7 +149,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
     probes = {}
     for method in ("sft", "dpo"):
         for info in runs[method]:
-            rm = DiscriminativeRewardModel.from_pretrained(Path(info["next_generator"]).parents[1] / "rm", backend="auto",
+            rm = DiscriminativeRewardModel.from_pretrained(info["reward_model"], backend="auto",
                                                            cache_dir=config.cache_dir)
             probes[f"{method}-round-{info['round']}"] = probe_report(rm, rm.score_features(heldout_features),
                                                                      groups[: config.probe_starts, 0], seed)

@@ -95,3 +95,49 @@ class HackingMonitor:
 
     def load_state_dict(self, state: dict) -> None:
         self.start, self.seen, self.running = dict(state["start"]), list(state["seen"]), dict(state["running"])
+
+
+@dataclass
+class PreferenceLimits:
+    chosen_error_ratio: float = 1.5  # the policy's denoising error on chosen images, over the reference's on the same noise
+    saturated_loss: float = 0.02     # the running DPO loss below this: every pair is separated, so further steps only push
+
+
+@dataclass
+class PreferenceMonitor:
+    """Diffusion-DPO watching its own loss terms. The loss only asks the policy to denoise chosen images better than
+    rejected ones *relative to the reference*, so it can be minimised by denoising both worse: the policy then stops
+    denoising the data at all. Its error on the chosen images, against the frozen reference's on the same noise and
+    timesteps, shows it (one user's run: 0.36 against 0.087 while the loss read 0.000 and the content was gone)."""
+
+    limits: PreferenceLimits = field(default_factory=PreferenceLimits)
+    warmup: int = 5
+    smoothing: float = 0.2
+    seen: int = 0
+    running: dict = field(default_factory=dict)
+
+    def update(self, logs: dict) -> dict:
+        """logs: a DPO batch's terms (dpo_loss_terms); returns them with the chosen-error ratio added."""
+        logs = {**logs, "chosen_error_ratio": logs["model_loss_chosen"] / max(logs["reference_loss_chosen"], 1e-12)}
+        self.seen += 1
+        self.running = {k: v if k not in self.running else (1 - self.smoothing) * self.running[k] + self.smoothing * v
+                        for k, v in logs.items()}
+        return logs
+
+    def alarms(self) -> list[str]:
+        logs, found = self.running, []
+        if self.seen < self.warmup:
+            return found
+        if logs["chosen_error_ratio"] > self.limits.chosen_error_ratio:
+            found.append(f"the policy's error on chosen images rose to {logs['chosen_error_ratio']:.2f}x the reference's "
+                         "(it no longer denoises the data it is told to prefer)")
+        if logs["loss"] < self.limits.saturated_loss:
+            found.append(f"the DPO loss saturated at {logs['loss']:.3f} with implicit accuracy "
+                         f"{logs['implicit_accuracy']:.2f} (every pair separated: further steps only over-optimise)")
+        return found
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen, "running": self.running}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen, self.running = int(state["seen"]), dict(state["running"])

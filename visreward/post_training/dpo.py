@@ -17,10 +17,13 @@ preference (the brighter image of each pair) moved unseen samples' brightness fr
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import VisrewardError
+from ..monitors import PreferenceLimits, PreferenceMonitor
 from ..options import DPOConfig
 from .finetune import TrainingImages, decode_for_training, finetune
 from .pairs import read_pairs
@@ -37,7 +40,7 @@ def dpo_loss_terms(model_error: torch.Tensor, reference_error: torch.Tensor, bet
         "implicit_accuracy": (inside > 0).float().mean().item(),
         "reward_margin": inside.mean().item(),
         "model_loss_chosen": model_w.mean().item(), "model_loss_rejected": model_l.mean().item(),
-        "reference_loss": reference_error.mean().item(),
+        "reference_loss": reference_error.mean().item(), "reference_loss_chosen": ref_w.mean().item(),
     }
 
 
@@ -57,7 +60,9 @@ def draw_pairs(data: TrainingImages, batch_size: int, rng: torch.Generator) -> d
     return {"images": images, "prompts": [data.prompts[i] for i in index.tolist()]}
 
 
-def make_dpo_loss(beta: float):
+def make_dpo_loss(beta: float, limits: PreferenceLimits | None = None, stop_on_hacking: bool = True):
+    monitor = PreferenceMonitor(limits or PreferenceLimits())
+
     def dpo_loss(denoiser, module, reference, batch: dict, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
         device = next(module.parameters()).device
         x0 = denoiser.encode_images(batch["images"].to(device))
@@ -71,8 +76,19 @@ def make_dpo_loss(beta: float):
         prediction = denoiser.predict(module, noisy.noisy, noisy.timesteps, condition)
         model_error = (prediction.float() - noisy.target.float()).pow(2).mean(dim=dims)
         reference_error = (reference(noisy.noisy, noisy.timesteps, condition).float() - noisy.target.float()).pow(2).mean(dim=dims)
-        return dpo_loss_terms(model_error, reference_error, beta)
+        loss, logs = dpo_loss_terms(model_error, reference_error, beta)
+        logs = monitor.update({"loss": loss.item(), **logs})
+        logs.pop("loss")
+        alarms = monitor.alarms()
+        if alarms and dpo_loss.stop_reason is None:
+            dpo_loss.stop_reason = "; ".join(alarms)
+            warnings.warn(f"DPO: {dpo_loss.stop_reason}; " + ("stopping" if stop_on_hacking else
+                                                               "lower --lr, raise --beta or stop earlier"))
+        return loss, logs
 
+    dpo_loss.stop_reason = None
+    dpo_loss.stops = stop_on_hacking
+    dpo_loss.monitor = monitor
     return dpo_loss
 
 
@@ -81,4 +97,6 @@ def run_dpo(config: DPOConfig) -> dict:
 
     generator = load_generator(config.generator)
     data = load_pairs(config.pairs, generator.resolution, getattr(generator, "training_frames", None))
-    return finetune(config, generator, data, make_dpo_loss(config.beta), needs_reference=True, draw=draw_pairs)
+    limits = PreferenceLimits(config.chosen_error_ratio, config.saturated_loss)
+    return finetune(config, generator, data, make_dpo_loss(config.beta, limits, config.stop_on_hacking),
+                    needs_reference=True, draw=draw_pairs)

@@ -8,7 +8,8 @@ Round t, starting from generator G_t:
   3. bon/:        N samples per prompt group scored by rm/, best and worst kept
   4. pairs/:      best vs worst per group (trl format)
   5. finetune/:   SFT on bon/best or Diffusion-DPO on pairs/ (reference = G_t) -> G_{t+1}
-Each step writes its own folder atomically and is skipped when a rerun finds it complete,
+A round whose fine-tuning monitors fired (see monitors.py) is not taken: the next round starts from the
+last healthy generator, and rounds.json records why. Each step writes its own folder atomically and is skipped when a rerun finds it complete,
 so an interrupted run resumes at the last finished step (and fine-tuning at its checkpoint).
 """
 
@@ -68,6 +69,7 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
                 unlabeled=[str(folder / "pool")] if config.pool_per_prompt else [], output=str(folder / "rm"),
                 frames=config.frames,
                 seed=config.seed + index, device=config.device, cache_dir=config.cache_dir, progress=config.progress))
+        info["reward_model"] = str(folder / "rm")
         info["rm_heldout"] = json.loads((folder / "rm" / "metrics.json").read_text())["heldout"]
 
         if not _done(folder / "bon", "scores.parquet"):
@@ -94,9 +96,14 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
                 run_dpo(DPOConfig(pairs=str(folder / "pairs"), beta=config.beta, **common))
             else:
                 run_sft(SFTConfig(data=[str(folder / "bon" / "best")], **common))
-        history = json.loads((finetune_dir / "metrics.json").read_text())["history"]
-        info["finetune_last"] = history[-1] if history else {}
-        generator_spec = str(finetune_dir / "generator")
+        finetuned = json.loads((finetune_dir / "metrics.json").read_text())
+        info["finetune_last"] = finetuned["history"][-1] if finetuned["history"] else {}
+        info["stopped"] = finetuned.get("stopped")
+        if info["stopped"]:  # a round whose monitors fired does not become the next round's base
+            print(f"round {index}: fine-tuning stopped ({info['stopped']['reason']}); the next round starts again from "
+                  f"{generator_spec}")
+        else:
+            generator_spec = str(finetune_dir / "generator")
         info["next_generator"] = generator_spec
         summary.append(info)
         write_text(output / "rounds.json", json.dumps(summary, indent=2) + "\n")
