@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, before torch is imported
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from visreward import RewardTrainingConfig, train_reward_model
@@ -45,14 +48,32 @@ def encoder():
     return load_encoder("efficientnet-lite0")
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A session fixture's folder, built by the first pytest-xdist worker that needs it and read by the others
+    (every build is deterministic; each worker building its own copy cost the suite a minute)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder = root / "built-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_generator_dir(tmp_path_factory) -> Path:
     """The bundled generator's real training code, run briefly, saved and reloaded from disk."""
-    root = tmp_path_factory.mktemp("generator")
-    data = write_digits_folder(root / "data", "train", range(300))
-    train_generator(GeneratorTrainingConfig(data=[str(data)], output=str(root / "digits"), steps=40, width=32,
-                                            inference_steps=10, progress=False))
-    return root / "digits"
+    def build(root: Path) -> None:
+        data = write_digits_folder(root / "data", "train", range(300))
+        train_generator(GeneratorTrainingConfig(data=[str(data)], output=str(root / "digits"), steps=40, width=32,
+                                                inference_steps=10, progress=False))
+
+    return built_once(tmp_path_factory, "generator", build) / "digits"
 
 
 @pytest.fixture(scope="session")
@@ -69,25 +90,28 @@ def write_real_digits(folder: Path, n: int, split: str = "train", offset: int = 
 @pytest.fixture(scope="session")
 def digit_folders(tmp_path_factory, tiny_generator) -> dict[str, Path]:
     """Real target digits vs the (barely trained) generator's outputs, plus a pool and held-out sets."""
-    root = tmp_path_factory.mktemp("digits")
     prompts = [digit_prompt(d) for d in range(10)]
-    folders = {
-        "target": write_real_digits(root / "target", 40),
-        "heldout_target": write_real_digits(root / "heldout_target", 20, offset=40),
-        "generated": save_samples(tiny_generator.generate(prompts, 4, seed=0), root / "generated"),
-        "heldout_generated": save_samples(tiny_generator.generate(prompts, 2, seed=10_000), root / "heldout_generated"),
-        "unlabeled": save_samples(tiny_generator.generate(prompts, 2, seed=20_000), root / "unlabeled"),
-    }
-    return folders
+
+    def build(root: Path) -> None:
+        write_real_digits(root / "target", 40)
+        write_real_digits(root / "heldout_target", 20, offset=40)
+        save_samples(tiny_generator.generate(prompts, 4, seed=0), root / "generated")
+        save_samples(tiny_generator.generate(prompts, 2, seed=10_000), root / "heldout_generated")
+        save_samples(tiny_generator.generate(prompts, 2, seed=20_000), root / "unlabeled")
+
+    root = built_once(tmp_path_factory, "digits", build)
+    return {name: root / name for name in ("target", "heldout_target", "generated", "heldout_generated", "unlabeled")}
 
 
 @pytest.fixture(scope="session")
 def rm_dir(digit_folders, tmp_path_factory) -> Path:
     """A small GAN-RM (real target digits vs the tiny generator's samples) for tests that need a reward."""
-    output = tmp_path_factory.mktemp("rm") / "rm"
-    train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])], generated=[str(digit_folders["generated"])],
-                                            output=str(output), progress=False, epochs=10))
-    return output
+    def build(root: Path) -> None:
+        train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])],
+                                                generated=[str(digit_folders["generated"])], output=str(root / "rm"),
+                                                progress=False, epochs=10))
+
+    return built_once(tmp_path_factory, "rm", build) / "rm"
 
 
 TINY_WORDS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + "a handwritten digit photo of 0 1 2 3 4 5 6 7 8 9".split()
@@ -163,23 +187,26 @@ FRAMES = 4  # frames the tests' video reward models sample per clip: the default
 @pytest.fixture(scope="session")
 def motion_clips(tmp_path_factory):
     """Real digits gliding right (target) vs the same kind of digits standing and shaking (generated), as mp4."""
-    root = tmp_path_factory.mktemp("clips")
-    images, labels = real_digits("train")
-    rng = np.random.default_rng(0)
-    for name, motion, jitter, offset in (("gliding", "right", 0.0, 0), ("shaking", "still", 1.5, 50)):
-        (root / name).mkdir()
-        rows = []
-        for i in range(offset, offset + 50):
-            write_video(root / name / f"{i:03d}.mp4", digit_clip(images[i], motion, jitter=jitter, rng=rng), fps=8)
-            rows.append(json.dumps({"file_name": f"{i:03d}.mp4", "prompt": digit_prompt(int(labels[i]))}))
-        (root / name / "metadata.jsonl").write_text("\n".join(rows) + "\n")
-    return root
+    def build(root: Path) -> None:
+        images, labels = real_digits("train")
+        rng = np.random.default_rng(0)
+        for name, motion, jitter, offset in (("gliding", "right", 0.0, 0), ("shaking", "still", 1.5, 50)):
+            (root / name).mkdir()
+            rows = []
+            for i in range(offset, offset + 50):
+                write_video(root / name / f"{i:03d}.mp4", digit_clip(images[i], motion, jitter=jitter, rng=rng), fps=8)
+                rows.append(json.dumps({"file_name": f"{i:03d}.mp4", "prompt": digit_prompt(int(labels[i]))}))
+            (root / name / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+
+    return built_once(tmp_path_factory, "clips", build)
 
 
 @pytest.fixture(scope="session")
 def video_rm(motion_clips, tmp_path_factory):
-    output = tmp_path_factory.mktemp("video-rm") / "rm"
-    _, metrics = train_reward_model(RewardTrainingConfig(
-        target=[str(motion_clips / "gliding")], generated=[str(motion_clips / "shaking")], output=str(output),
-        frames=FRAMES, test=0.3, progress=False))
-    return output, metrics
+    def build(root: Path) -> None:
+        train_reward_model(RewardTrainingConfig(
+            target=[str(motion_clips / "gliding")], generated=[str(motion_clips / "shaking")], output=str(root / "rm"),
+            frames=FRAMES, test=0.3, progress=False))
+
+    output = built_once(tmp_path_factory, "video-rm", build) / "rm"
+    return output, json.loads((output / "metrics.json").read_text())

@@ -11,6 +11,7 @@ from visreward.digits_data import DIRECTIONS, digit_clip, moving_digits, real_di
 from visreward.evaluation.generation import digit_crops
 from visreward.evaluation.video import centroid_speed, centroid_track
 from visreward.generators import ConditionalGenerator, GeneratorTrainingConfig, load_generator, train_generator
+from visreward.precision import resolve_mixed_precision
 
 from test_report import _chromium
 
@@ -52,7 +53,7 @@ def test_moving_digits_cover_every_digit_and_direction_at_fixed_speeds():
 
 @pytest.fixture(scope="module")
 def tiny_video_generator_dir(tmp_path_factory):
-    """The bundled video generator's real training code (v-prediction, bf16), run briefly on clips of real digits
+    """The bundled video generator's real training code (v-prediction, auto precision), run briefly on clips of real digits
     moving right, written as mp4 and read back."""
     root = tmp_path_factory.mktemp("video-generator")
     rows = moving_digits("train")
@@ -60,14 +61,15 @@ def tiny_video_generator_dir(tmp_path_factory):
     data = write_clips_folder(root / "data", "train", rows.subset(right))
     train_generator(GeneratorTrainingConfig(data=[str(data)], output=str(root / "generator"), frames=8, steps=6,
                                             batch_size=8, width=16, inference_steps=3, min_per_prompt=1,
-                                            prediction_type="v_prediction", mixed_precision="bf16", progress=False))
+                                            prediction_type="v_prediction", mixed_precision="auto", progress=False))
     return root / "generator"
 
 
 def test_video_generator_samples_clips_that_their_seed_reproduces_after_reloading(tiny_video_generator_dir):
     generator = load_generator(str(tiny_video_generator_dir))
     assert isinstance(generator, ConditionalGenerator) and generator.training_frames == 8 and generator.channels == 1
-    assert generator.scheduler.config.prediction_type == "v_prediction" and generator.mixed_precision == "bf16"
+    assert generator.scheduler.config.prediction_type == "v_prediction"
+    assert generator.mixed_precision == resolve_mixed_precision("auto")  # recorded as trained: bf16 only where native
     clips, prompts, seeds = generator.generate_tensors(["a digit 3 moving right"], 3, seed=5)
     assert tuple(clips.shape) == (3, 8, 3, 16, 16) and seeds == [5, 6, 7]
     assert torch.equal(clips[..., 0, :, :], clips[..., 2, :, :])  # gray, repeated to RGB

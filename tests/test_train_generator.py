@@ -34,7 +34,7 @@ def faces_folder(tmp_path_factory):
 def test_train_generator_then_rounds_on_faces(faces_folder, tmp_path):
     gen = tmp_path / "gen"
     assert main(["train-generator", "--data", str(faces_folder), "--output", str(gen), "--resolution", "16",
-                 "--steps", "30", "--width", "32", "--inference-steps", "5", "--no-progress"]) == 0
+                 "--steps", "30", "--batch-size", "32", "--width", "32", "--inference-steps", "5", "--no-progress"]) == 0
     generator = load_generator(str(gen))
     assert generator.prompts == [FACE, OTHER] and generator.resolution == (16, 16) and generator.channels == 1
     images, prompts, seeds = generator.generate_tensors([OTHER, FACE], 2, seed=3)

@@ -36,7 +36,10 @@ def _write_moving_digits(folder: Path) -> None:
 
 # name -> (training recipe, writer of its training folder)
 BUNDLED: dict[str, tuple[GeneratorTrainingConfig, Callable[[Path], None]]] = {
-    "digits": (GeneratorTrainingConfig(resolution=8, colour="gray", steps=600, width=64), _write_digits),
+    # width 32, 1000 steps, 10 DDIM steps: against width 64, 600 steps, 25 DDIM steps (the recipe until issue 27), digit
+    # accuracy 0.950 vs 0.922 and Frechet distance to held-out targets 0.533 vs 0.539 (320 samples), trained in 5 instead
+    # of 8 minutes and sampled 7.6x faster on a 2-core AVX2 CPU
+    "digits": (GeneratorTrainingConfig(resolution=8, colour="gray", steps=1000, width=32, inference_steps=10), _write_digits),
     "moving-digits": (GeneratorTrainingConfig(resolution=16, colour="gray", steps=800, batch_size=64, width=64, frames=8,
                                               inference_steps=20, prediction_type="v_prediction", mixed_precision="auto"),
                       _write_moving_digits),
