@@ -95,7 +95,7 @@ def main() -> None:
     sd = save_tiny_stable_diffusion(work / "sd")
     DiffusersGenerator.from_pretrained(sd, num_inference_steps=4).save_pretrained(work / "sd-gen")
     rows = []
-    for name, spec, batch in (("bundled digits generator (2.8M-param UNet, 8x8)", "digits", 32),
+    for name, spec, batch in (("bundled digits generator (0.7M-param UNet, 8x8)", "digits", 32),
                               ("tiny SD pipeline (UNet2DCondition + VAE + CLIP text, 16x16)", str(work / "sd-gen"), 8)):
         pairs = pairs_for(spec, work / "rm", work, prompts)
         for method, lora in (("DPO", False), ("DPO", True), ("SFT", False)):

@@ -1,6 +1,7 @@
 """One rank of a 2-process Diffusion-DPO run; started by torchrun from test_post_training.py.
 
-Each rank draws different pairs (its batches are seeded by its rank). Before accelerate tears
+Each rank draws different pairs (its batches are seeded by its rank), and only rank 1's monitor fires: both
+ranks must stop at the same step with its reason (one stopping alone would leave the other waiting). Before accelerate tears
 the run down, every rank saves the weights it ended with, so the test can check that the
 gradients were averaged across ranks: equal weights on both, different from the start.
 """
@@ -23,7 +24,10 @@ if __name__ == "__main__":
         end_training(accelerator)
 
     Accelerator.end_training = save_weights_then_end
-    metrics = run_dpo(DPOConfig(generator=generator, pairs=pairs, output=output, steps=2, batch_size=2, beta=1000.0,
-                                lr=1e-3, log_every=1, progress=False))
+    # rank 1 alone finds every loss "saturated", so its monitor alone fires, after the 5-step warm-up
+    saturated_loss = 100.0 if os.environ["RANK"] == "1" else 0.0
+    metrics = run_dpo(DPOConfig(generator=generator, pairs=pairs, output=output, steps=8, batch_size=2, beta=1000.0,
+                                lr=1e-3, log_every=1, saturated_loss=saturated_loss, progress=False))
     assert metrics["world_size"] == 2, metrics["world_size"]
+    assert metrics["stopped"]["step"] == 5 and "saturated" in metrics["stopped"]["reason"], metrics["stopped"]
     print(f"rank {os.environ['RANK']} of world size {metrics['world_size']}")

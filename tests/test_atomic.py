@@ -49,3 +49,20 @@ def test_the_rounds_loop_finds_a_step_whose_replacement_crashed(tmp_path):
     (tmp_path / ".rm.old").mkdir()
     (tmp_path / ".rm.old" / "metrics.json").write_text("{}")
     assert _done(tmp_path / "rm", "metrics.json")
+
+
+def test_atomic_outputs_get_the_umask_s_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    from visreward.atomic import atomic_dir, write_text
+
+    previous = os.umask(0o022)
+    try:
+        write_text(tmp_path / "scores.json", "{}")
+        with atomic_dir(tmp_path / "model") as folder:
+            (folder / "config.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "scores.json").stat().st_mode) == 0o644  # mkstemp alone: 0o600
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755       # mkdtemp alone: 0o700

@@ -178,3 +178,20 @@ def test_reward_fn_takes_rl_trainer_batches_and_returns_a_normal_tensor(trained,
         assert torch.allclose(rewards, expected, atol=1e-4)
     rewards.mul_(2)  # a trainer's in-place op on the rewards
     assert not rewards.is_inference()
+
+
+def test_train_rm_takes_generated_images_in_a_webdataset_tar_with_the_default_off_manifold_negatives(digit_folders,
+                                                                                                     tmp_path):
+    """Tar members have no file of their own (`shard.tar/key.png`): the wrecked negatives come from their bytes."""
+    import tarfile
+
+    from visreward import RewardTrainingConfig, train_reward_model
+
+    with tarfile.open(tmp_path / "generated.tar", "w") as archive:
+        for path in sorted(digit_folders["generated"].glob("*.png")):
+            archive.add(path, arcname=path.name)
+    _, metrics = train_reward_model(RewardTrainingConfig(target=[str(digit_folders["target"])],
+                                                         generated=[str(tmp_path / "generated.tar")],
+                                                         output=str(tmp_path / "rm"), epochs=3, progress=False))
+    assert metrics["n_generated"] == 40
+    assert metrics["rounds"][0]["n_train"] == 28 + 28 + 14  # target, generated, and half as many wrecked ones

@@ -120,6 +120,12 @@ def test_training_a_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, t
         clean = [str(Path(noisy_digit_pairs).parent / f"{i}-clean.png") for i in range(3)]
         noisy = [str(Path(noisy_digit_pairs).parent / f"{i}-noisy.png") for i in range(3)]
         assert (judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy) > 0.5).all()
+    else:  # its backbone never learnt to answer yes or no: P(yes) from it would be a reward of nothing
+        from visreward.errors import VisrewardError
+        from visreward.rewards import load_reward_model
+
+        with pytest.raises(VisrewardError, match="Bradley-Terry baseline"):
+            load_reward_model(f"vlm:{tmp_path / 'rm'}")
 
 
 def test_lora_training_saves_an_adapter_that_loads(noisy_digit_pairs, tmp_path):

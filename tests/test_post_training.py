@@ -247,17 +247,18 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_uninter
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)  # bit for bit
 
 
-def test_two_processes_averaging_gradients_end_with_equal_weights_after_dpo_on_different_pairs(
+def test_two_processes_averaging_gradients_end_with_equal_weights_and_stop_together_when_one_ranks_monitor_fires(
         pairs_dir, tiny_generator_dir, tmp_path):
     from visreward.generators import ConditionalGenerator
 
     worker = Path(__file__).with_name("dpo_worker.py")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(worker), str(tiny_generator_dir), str(pairs_dir), str(tmp_path / "dpo")],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=300)  # a rank stopping alone hangs the other
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "world size 2" in result.stdout
-    assert json.loads((tmp_path / "dpo" / "metrics.json").read_text())["world_size"] == 2
+    assert result.stdout.count("world size 2") == 2
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["stopped"]["step"] == 5  # written by rank 0, stopped by rank 1's alarm
     rank0, rank1 = (torch.load(tmp_path / f"dpo.rank{rank}.pt") for rank in (0, 1))
     start = ConditionalGenerator.from_pretrained(tiny_generator_dir).unet.state_dict()
     assert all(torch.equal(rank0[name], rank1[name]) for name in start)
@@ -505,10 +506,12 @@ def test_refl_samples_sd3_on_its_shifted_schedule_and_sd_with_guidance(tmp_path)
     assert not torch.allclose(guided, conditional, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["sd3", "flux-dev", "flux-schnell"])
+@pytest.mark.parametrize("name", sorted(PIPELINES))
 def test_the_reward_gradient_sampler_reproduces_the_pipelines_own_images(name, tmp_path):
-    """ReFL's sampler (packing, position ids, embedded guidance, shifted schedule) against diffusers' own
-    __call__ from the same noise: the images must agree."""
+    """ReFL's sampler against diffusers' own __call__ from the same noise, for every image pipeline: SD's DDIM with
+    guidance, SDXL's Euler (noise scaled by init_noise_sigma, inputs by scale_model_input, x0 in Euler's
+    parametrisation, zeros as the unconditional embedding), SD3 and FLUX (packing, position ids, embedded guidance,
+    shifted schedule): the images must agree."""
     from visreward.generators import DiffusersGenerator
 
     build, _ = PIPELINES[name]

@@ -131,3 +131,23 @@ def test_bad_metadata_row_is_an_error_naming_file_and_line_in_strict_mode(tmp_pa
     _imagefolder_with_bad_metadata(tmp_path)
     with pytest.raises(VisrewardError, match=r"metadata.jsonl:2: not valid JSON"):
         read_images([tmp_path], SkipLog(strict=True))
+
+
+def test_symlinked_inputs_read_as_a_hugging_face_snapshot_lays_them_out(tmp_path, rm_dir):
+    """Hub snapshots link every file to ../../blobs/<hash>: ids come from the paths as given, not their targets."""
+    from visreward.cli import main
+
+    blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "0123abc"
+    blobs.mkdir(parents=True)
+    (snapshot / "images").mkdir(parents=True)
+    for name in ("coffee", "rocket"):
+        (blobs / f"hash-{name}").write_bytes(_png_bytes(name))
+        (snapshot / "images" / f"{name}.png").symlink_to(f"../../../blobs/hash-{name}")
+    (blobs / "hash-meta").write_text('{"file_name": "coffee.png", "prompt": "a cup of coffee"}\n')
+    (snapshot / "images" / "metadata.jsonl").symlink_to("../../../blobs/hash-meta")
+    items = read_images([str(snapshot / "images")], SkipLog(strict=True))
+    assert [(record.id, record.prompt) for record, _ in items] == [("images/coffee.png", "a cup of coffee"),
+                                                                   ("images/rocket.png", None)]
+    assert main(["score", "--model", str(rm_dir), "--output", str(tmp_path / "scores.parquet"), "--no-progress",
+                 str(snapshot / "images")]) == 0
+    assert pq.read_table(tmp_path / "scores.parquet").column("id").to_pylist() == ["images/coffee.png", "images/rocket.png"]

@@ -97,3 +97,23 @@ def test_merge_without_parts_is_an_error(tmp_path):
 
     with pytest.raises(VisrewardError, match="no score parts"):
         merge_parts(tmp_path, tmp_path / "x.parquet")
+
+
+def test_a_rerun_refuses_parts_scored_with_another_shard_size_or_from_other_images(rm_dir, images, tmp_path):
+    import shutil
+
+    from visreward.errors import VisrewardError
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(images, folder)
+    parts = tmp_path / "parts"
+    first = run_score(_config(rm_dir, folder, parts))
+    assert (first.shards_done, first.shards_resumed) == (3, 0)
+    again = run_score(_config(rm_dir, folder, parts))
+    assert (again.shards_done, again.shards_resumed) == (0, 3)  # the same images and settings: every part is taken
+    with pytest.raises(VisrewardError, match=r"part-000000\.parquet: scored from other shard_size, items than this run's"):
+        run_score(_config(rm_dir, folder, parts, shard_size=2))  # before: shards of 2 over parts of 3, rows lost
+    shutil.copyfile(folder / "0.png", folder / "00.png")  # sorts first: every shard's items move by one
+    with pytest.raises(VisrewardError, match=r"part-000000\.parquet: scored from other items than this run's"):
+        run_score(_config(rm_dir, folder, parts))
+    assert pq.read_table(parts / "part-000000.parquet").num_rows == 3  # nothing was overwritten

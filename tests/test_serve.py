@@ -244,3 +244,40 @@ def test_combine_in_process_feeds_best_of_n_style_callers(rm_dir, images, local_
     assert torch.allclose(reward.score(files), torch.from_numpy(1.5 * local_scores).float(), atol=1e-5)
     details, _ = flow_grpo_multi_score(reward)(files, None, None)
     assert set(details) == {"a", "b", "avg"} and np.abs(details["a"] - local_scores).max() < 1e-5
+
+
+def test_a_small_compressed_npz_that_would_expand_to_gigabytes_is_refused_unread():
+    from visreward.serving.protocol import NPZ, ProtocolError, RequestLimits, parse_score_request
+
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("images.npy", "w") as member:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (2000, 1024, 1024, 3)}  # 6 GiB once decompressed
+        np.lib.format.write_array_header_1_0(member, header)
+        for _ in range(16):  # its first 16 MiB of zeros, as savez_compressed would stream them
+            member.write(bytes(2**20))
+    body = buffer.getvalue()
+    assert len(body) < 2**17
+    with pytest.raises(ProtocolError) as refused:
+        parse_score_request(body, NPZ)
+    assert refused.value.status == 413 and "compressed .npz members are refused" in refused.value.message
+
+
+def test_requests_over_the_image_or_pixel_limit_get_413_before_decoding():
+    from visreward.serving.protocol import NPZ, ProtocolError, RequestLimits, parse_score_request, encode_images
+
+    small = RequestLimits(max_images=2, max_pixels=3 * 64 * 64)
+    body, content_type, _ = encode_images(np.zeros((3, 8, 8, 3), np.uint8), None, None)
+    with pytest.raises(ProtocolError, match="3 images is over the 2-image limit") as refused:
+        parse_score_request(body, content_type, limits=small)
+    assert refused.value.status == 413
+    body, content_type, _ = encode_images(np.zeros((2, 64, 128, 3), np.uint8), None, None)  # declared in the header
+    with pytest.raises(ProtocolError, match="16384 pixels in all is over the 12288-pixel limit"):
+        parse_score_request(body, content_type, limits=small)
+    pngs = [Image.fromarray(np.zeros((64, 128, 3), np.uint8))] * 2
+    body, content_type, _ = encode_images(pngs, None, None)
+    with pytest.raises(ProtocolError, match="16384 pixels in all is over the 12288-pixel limit"):
+        parse_score_request(body, content_type, limits=small)
+    body, content_type, _ = encode_images(np.zeros((2, 64, 64, 3), np.uint8), None, None)
+    assert len(parse_score_request(body, content_type, limits=small).images) == 2

@@ -52,6 +52,18 @@ def test_a_folder_of_frames_is_a_clip_in_name_order(tmp_path):
     assert frame_numbers(read_clip(tmp_path, FrameSampling(5))) == [1, 3, 5, 7, 9]
 
 
+def test_fps_sampling_takes_consecutive_frames_of_a_frame_folder_as_of_the_same_clip_as_a_tensor(tmp_path):
+    frames = counting_clip(40)  # levels 0..234: 40 frames, each its own number
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"frame_{i:03d}.png")
+    sampling = FrameSampling(8, fps=8)
+    # 40 frames at the sampling's 8 fps: 5 s; 8 frames at 1/8 s around 2.5 s start at 2.0625 s, frame 16
+    assert frame_numbers(read_clip(tmp_path, sampling)) == list(range(16, 24))  # before: 19 and 20, each four times
+    assert sampling.indices(100) == list(range(46, 54))
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    assert frame_numbers(tensor[sampling.indices(len(tensor))]) == list(range(16, 24))
+
+
 def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
     from visreward import images
 

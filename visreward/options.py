@@ -303,6 +303,9 @@ class ServeConfig:
     max_wait_ms: float = option(5.0, "how long a batch waits to fill")
     max_queue: int = option(1024, "images waiting per reward; requests beyond get 503")
     max_request_mb: float = option(64.0, "request bodies over this many MiB get 413")
+    max_images: int = option(1024, "requests with more images get 413, before any is decoded")
+    max_pixels: int = option(2**26, "requests whose images declare more pixels in all get 413, before any is decoded "
+                                    "(default: 64 images of 1024x1024)")
     token: str | None = option(None, "require 'Authorization: Bearer TOKEN' (default: $VISREWARD_TOKEN, else none)")
     normalise: str = option("none", "per-reward normalisation before weighting", choices=NORMALISATIONS)
     window: int = option(1024, "recent scores per reward kept for statistics and z-scores")

@@ -33,7 +33,7 @@ from .images import ImageRecord, SkipLog
 from .options import ScoreConfig
 from .readers import Shard, chunked, iter_shards, read_container
 from .rewards import is_generative, load_reward_model
-from .scoring import ScoreRun, finish_run, part_file, parts_folder, write_part
+from .scoring import ScoreRun, finish_run, part_is_done, parts_folder, shard_fingerprint, write_part
 
 
 def run_ray_score(config: ScoreConfig) -> ScoreRun:
@@ -46,9 +46,10 @@ def run_ray_score(config: ScoreConfig) -> ScoreRun:
     parts = parts_folder(config.output)
     parts.mkdir(parents=True, exist_ok=True)
     read_skipped = SkipLog(strict=config.strict)
-    chunks, resumed = [], 0
+    chunks, resumed, fingerprints = [], 0, {}
     for shard in iter_shards(config.inputs, read_skipped, config.shard_size, hasattr(decoding, "sampling")):
-        if part_file(parts, shard.name).exists():
+        fingerprints[shard.name] = shard_fingerprint(config, shard)
+        if part_is_done(parts, shard.name, fingerprints[shard.name]):
             resumed += 1
         else:
             chunks.extend(_chunk_rows(shard, config.batch_size))
@@ -67,7 +68,7 @@ def run_ray_score(config: ScoreConfig) -> ScoreRun:
                   .map_batches(_ChunkScorer, batch_size=1, concurrency=config.ray_actors, num_gpus=config.ray_gpus_per_actor,
                                num_cpus=config.ray_cpus_per_actor, fn_constructor_kwargs=_model_kwargs(config)))
         for shard_name, results in _by_shard(scored.iter_rows()):
-            _write_shard(parts, shard_name, results, config, run, read_skipped)
+            _write_shard(parts, shard_name, results, config, run, read_skipped, fingerprints[shard_name])
     return finish_run(config, parts, Placement(0, 1), run, read_skipped)
 
 
@@ -164,7 +165,7 @@ def _by_shard(rows: Iterator[dict]) -> Iterator[tuple[str, list[tuple]]]:
 
 
 def _write_shard(parts: Path, name: str, results: list[tuple], config: ScoreConfig, run: ScoreRun,
-                 read_skipped: SkipLog) -> None:
+                 read_skipped: SkipLog, fingerprint: dict) -> None:
     shard_skipped = SkipLog(strict=config.strict)
     kept: list[ImageRecord] = []
     logits = []
@@ -177,7 +178,7 @@ def _write_shard(parts: Path, name: str, results: list[tuple], config: ScoreConf
             kept.extend(records)
             logits.append(chunk_logits)
     scores = torch.cat(logits) if logits else torch.empty(0)
-    write_part(parts, name, kept, scores, torch.sigmoid(scores) if config.prob else None, shard_skipped)
+    write_part(parts, name, kept, scores, torch.sigmoid(scores) if config.prob else None, shard_skipped, fingerprint)
     run.skipped.entries.extend(shard_skipped.entries)
     run.rows += len(kept)
     run.shards_done += 1

@@ -78,9 +78,15 @@ def _read_metadata(folder: Path, skipped: SkipLog, present: set[str]) -> dict[st
     return rows
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """The path as given, made absolute without following links: hub snapshots link every file to ../../blobs/,
+    outside the folder the ids are relative to."""
+    return Path(os.path.abspath(path))
+
+
 def _record(path: Path, base: Path, row: dict) -> ImageRecord:
     extra = {k: v for k, v in row.items() if k != "file_name" and k not in PROMPT_KEYS}
-    return ImageRecord(id=path.resolve().relative_to(base).as_posix(), path=str(path), prompt=_prompt_of(row), metadata=extra)
+    return ImageRecord(id=_absolute(path).relative_to(base).as_posix(), path=str(path), prompt=_prompt_of(row), metadata=extra)
 
 
 def _is_frame_folder(folder: Path, dirnames: list[str], filenames: list[str]) -> bool:
@@ -100,10 +106,10 @@ def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path], clip
         folder = Path(dirpath)
         if METADATA_FILE in filenames:
             present = set(filenames) | set(dirnames)
-            metadata.update({(folder / name).resolve(): row for name, row in _read_metadata(folder, skipped, present).items()})
+            metadata.update({_absolute(folder / name): row for name, row in _read_metadata(folder, skipped, present).items()})
         if clips and folder != root and _is_frame_folder(folder, dirnames, filenames):
             found = True
-            yield _record(folder, base, metadata.pop(folder.resolve(), {})), str(folder)
+            yield _record(folder, base, metadata.pop(_absolute(folder), {})), str(folder)
             continue
         for name in sorted(filenames):
             if name.startswith(".") or name == METADATA_FILE:
@@ -117,7 +123,7 @@ def _walk(root: Path, base: Path, skipped: SkipLog, containers: list[Path], clip
                 skipped.skip(str(path), f"not an image or video file (extension '{path.suffix}')")
             else:
                 found = True
-                yield _record(path, base, metadata.pop(path.resolve(), {})), str(path)
+                yield _record(path, base, metadata.pop(_absolute(path), {})), str(path)
     if not found:
         raise VisrewardError(f"{root}: no images or videos found (looked for "
                              f"{', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))}, .tar, .parquet)")
@@ -128,13 +134,14 @@ def _list_file(path: Path, base: Path) -> Iterator[Item]:
         line = line.strip()
         if line and not line.startswith("#"):
             image = (path.parent / line) if not os.path.isabs(line) else Path(line)
-            yield ImageRecord(id=image.resolve().relative_to(base).as_posix() if image.resolve().is_relative_to(base)
-                              else image.resolve().as_posix(), path=str(image)), str(image)
+            absolute = _absolute(image)
+            yield ImageRecord(id=absolute.relative_to(base).as_posix() if absolute.is_relative_to(base)
+                              else absolute.as_posix(), path=str(image)), str(image)
 
 
 def _tar_items(path: Path, base: Path, skipped: SkipLog) -> Iterator[Item]:
     """WebDataset convention: members sharing a key (name up to the first dot) belong together."""
-    prefix = path.resolve().relative_to(base).as_posix()
+    prefix = _absolute(path).relative_to(base).as_posix()
     try:
         archive = tarfile.open(path, mode="r|*")
     except (OSError, tarfile.TarError) as e:
@@ -194,7 +201,7 @@ def _parquet_items(path: Path, base: Path, skipped: SkipLog, batch_rows: int = 2
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    prefix = path.resolve().relative_to(base).as_posix()
+    prefix = _absolute(path).relative_to(base).as_posix()
     try:
         table = pq.ParquetFile(path)
         column = _image_column(table.schema_arrow)
@@ -232,7 +239,7 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
     """Shards of all inputs, numbered in a fixed order (clips: folders of frames are one item each)."""
     if not inputs:
         raise VisrewardError("no images given")
-    base = Path(os.path.commonpath([Path(raw).resolve().parent for raw in inputs]))
+    base = Path(os.path.commonpath([_absolute(raw).parent for raw in inputs]))
     index = 0
 
     def shard(name: str, opener: Callable[[], Iterator[Item]], container: Path | None = None) -> Shard:
@@ -251,7 +258,7 @@ def iter_shards(inputs: Sequence[str | os.PathLike], skipped: SkipLog, shard_siz
         elif path.is_file() and suffix in CONTAINER_EXTENSIONS:
             streams, containers = iter(()), [path]
         elif path.is_file():
-            streams = iter([[(ImageRecord(id=path.resolve().relative_to(base).as_posix(), path=str(path)), str(path))]])
+            streams = iter([[(ImageRecord(id=_absolute(path).relative_to(base).as_posix(), path=str(path)), str(path))]])
         else:
             raise VisrewardError(f"{path}: no such file or folder")
         for chunk in streams:

@@ -14,6 +14,8 @@ few batches of pixels are all that is held.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Iterable, Iterator
 import pyarrow.parquet as pq
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text
 from .discriminative import DiscriminativeRewardModel
 from .distributed import local_device, placement_from_env
 from .errors import VisrewardError
@@ -31,7 +33,7 @@ from .features import FeatureCache, iter_features
 from .formats import score_table, write_table
 from .images import ImageRecord, SkipLog
 from .options import MergeConfig, ScoreConfig  # noqa: F401 - MergeConfig re-exported with merge_parts
-from .readers import Item, iter_shards
+from .readers import Item, Shard, iter_shards
 from .rewards import is_generative, load_reward_model
 
 PART_GLOB = "part-*.parquet"
@@ -127,7 +129,8 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         for shard in iter_shards(config.inputs, read_skipped, config.shard_size, clips):
             if not placement.owns(shard.index):
                 continue
-            if part_file(parts, shard.name).exists():
+            fingerprint = shard_fingerprint(config, shard)
+            if part_is_done(parts, shard.name, fingerprint):
                 resumed += 1
                 continue
             shard_skipped = SkipLog(strict=config.strict)
@@ -141,7 +144,7 @@ def run_score(config: ScoreConfig) -> ScoreRun:
                 logits.append(scores)
             scores = torch.cat(logits) if logits else torch.empty(0)
             probs = (scores if generative else torch.sigmoid(scores)) if config.prob else None
-            write_part(parts, shard.name, kept, scores, probs, shard_skipped)
+            write_part(parts, shard.name, kept, scores, probs, shard_skipped, fingerprint)
             skipped.entries.extend(shard_skipped.entries)
             rows += len(kept)
             done += 1
@@ -152,11 +155,42 @@ def part_file(parts: Path, shard_name: str) -> Path:
     return parts / f"part-{shard_name}.parquet"
 
 
+def shard_fingerprint(config: ScoreConfig, shard: Shard) -> dict:
+    """What a shard's part is scored from: the model, the settings that shape a part, and the shard's items (their
+    ids; for a tar or parquet shard, its size and modification time, so resuming never reads it)."""
+    if shard.container is not None:
+        status = shard.container.stat()
+        items = f"{shard.container}:{status.st_size}:{status.st_mtime_ns}"
+    else:
+        items = "\n".join(record.id for record, _ in shard.open())
+    model_config = Path(config.model) / "config.json"
+    return {"model": config.model, "model_config": hashlib.sha256(model_config.read_bytes()).hexdigest()
+            if model_config.is_file() else None, "shard_size": config.shard_size, "prob": config.prob,
+            "items": hashlib.sha256(items.encode()).hexdigest()}
+
+
+def part_is_done(parts: Path, shard_name: str, fingerprint: dict) -> bool:
+    """Whether the shard's part is written, from this very shard and model; a part scored from anything else is
+    refused (a rerun with another --shard-size, changed inputs or another model would lose or repeat rows)."""
+    part = part_file(parts, shard_name)
+    if not part.exists():
+        return False
+    recorded = part.with_suffix(".json")
+    saved = json.loads(recorded.read_text()) if recorded.exists() else {}
+    differs = [key for key in fingerprint if saved.get(key) != fingerprint[key]]
+    if differs:
+        raise VisrewardError(f"{part}: scored from other {', '.join(differs)} than this run's; delete {parts}/ to "
+                             "score again, or write to another --output")
+    return True
+
+
 def write_part(parts: Path, name: str, kept: list[ImageRecord], scores: torch.Tensor, probs: torch.Tensor | None,
-               shard_skipped: SkipLog) -> None:
-    """One shard's scores and what it skipped; the part is written last: an existing part means a complete shard."""
+               shard_skipped: SkipLog, fingerprint: dict) -> None:
+    """One shard's scores, what it skipped and what it was scored from; the part is written last: an existing part
+    means a complete shard."""
     if len(shard_skipped):
         shard_skipped.write(parts / f"part-{name}.skipped.txt")
+    write_text(part_file(parts, name).with_suffix(".json"), json.dumps(fingerprint) + "\n")
     write_table(score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None), part_file(parts, name))
 
 

@@ -58,9 +58,11 @@ class FrameSampling:
         return [min(max(start + i / self.fps, 0.0), duration) for i in range(self.frames)]
 
     def indices(self, n_frames: int, frame_rate: float | None = None) -> list[int]:
-        """Frame indices for a clip known as `n_frames` frames (a tensor, a folder of frames, a GIF)."""
-        duration = n_frames / (frame_rate or 1.0)
-        return [min(int(t * (frame_rate or 1.0)), n_frames - 1) for t in self.times(duration)]
+        """Frame indices for a clip known as `n_frames` frames with no timestamps (a tensor, a folder of frames, a
+        list of frames). It is taken to run at `frame_rate`, by default the sampling's own fps: with fps sampling,
+        its frames are then consecutive, whatever kind of clip it is."""
+        rate = frame_rate or self.fps or 1.0
+        return [min(int(t * rate), n_frames - 1) for t in self.times(n_frames / rate)]
 
 
 def is_clip(path: str | os.PathLike) -> bool:

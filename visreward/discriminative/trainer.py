@@ -84,24 +84,27 @@ def three_way_split(n: int, config: RewardTrainingConfig, rng: np.random.Generat
     return rest[train], rest[validation], test
 
 
-def off_manifold_negatives(records: list[ImageRecord], model: DiscriminativeRewardModel, config: RewardTrainingConfig,
-                           text: torch.Tensor | None) -> LabeledFeatures:
-    """Label-0 features of inputs no generator should be rewarded for, built from the generated images."""
+def off_manifold_negatives(items: list[tuple[ImageRecord, object]], model: DiscriminativeRewardModel,
+                           config: RewardTrainingConfig, text: torch.Tensor | None) -> LabeledFeatures:
+    """Label-0 features of inputs no generator should be rewarded for, built from the generated images (each item's
+    source as the reader gave it: a file, or the bytes of a tar member or parquet row, which have no file)."""
     from ..features import encode_tensors
-    from ..images import load_image
+    from ..images import decode_image, read_bytes
     from ..probes import wreck
 
     rng = torch.Generator().manual_seed(config.seed)
-    count = max(1, round(config.off_manifold * len(records)))
-    chosen = torch.randint(0, len(records), (count,), generator=rng).tolist()
+    count = max(1, round(config.off_manifold * len(items)))
+    chosen = torch.randint(0, len(items), (count,), generator=rng).tolist()
     sampling = getattr(model.encoder, "sampling", None)
     features = []
     for index in chosen:
+        record, source = items[index]
         if sampling is not None:  # a clip's sampled frames, wrecked alike
-            clip = read_clip(records[index].path, sampling).float() / 255
+            clip = read_clip(source, sampling, record.path).float() / 255
             features.append(encode_tensors(model.encoder, wreck(clip, rng)[None]))
             continue
-        image = torch.from_numpy(np.array(load_image(records[index].path))).permute(2, 0, 1)[None].float() / 255
+        pixels = np.array(decode_image(read_bytes(source), record.path))
+        image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
         features.append(encode_tensors(model.encoder, wreck(image, rng)))
     negatives = labeled(torch.cat(features), 0.0)
     if text is not None:
@@ -220,7 +223,9 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     generated = labeled(generated_features, 0.0, generated_text)
     parts = [target.subset(target_train), generated.subset(generated_train)]
     if config.off_manifold > 0:
-        parts.append(off_manifold_negatives([generated_records[i] for i in generated_train], model, config,
+        sources = {record.id: source for record, source in inputs["generated"]}
+        parts.append(off_manifold_negatives([(generated_records[i], sources[generated_records[i].id]) for i in generated_train],
+                                            model, config,
                                             None if generated_text is None else generated_text[generated_train]))
     natural = LabeledFeatures.cat(parts[:2])
     base_train = LabeledFeatures.cat(parts)

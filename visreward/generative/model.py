@@ -167,6 +167,9 @@ class GenerativeRewardModel:
         location = str(path_or_id)
         location = os.path.abspath(location) if os.path.isdir(location) else location
         settings = json.loads((Path(location) / SETTINGS_FILE).read_text()) if (Path(location) / SETTINGS_FILE).exists() else {}
+        if (Path(location) / "bradley_terry_head.safetensors").exists():
+            raise VisrewardError(f"vlm:{path_or_id}: a Bradley-Terry baseline (bradley_terry_head.safetensors), not a "
+                                 "yes/no judge: its backbone was never trained to answer yes or no, so it cannot score")
         try:
             if (Path(location) / "adapter_config.json").exists():
                 from peft import PeftModel

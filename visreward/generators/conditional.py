@@ -275,10 +275,10 @@ def _train_steps(unet, optimizer, lr_schedule, data, labels, config: GeneratorTr
                   f"(CPU capability {torch.backends.cpu.get_cpu_capability()}); the time left follows the first steps")
     timer = 0.0
     for step in bar:
-        if step == start + 1:  # the first step warms up; the next three give a fair rate
+        if step == start + 2:  # the first steps warm up; the next ten give a fair rate
             timer = time.perf_counter()
-        if config.progress and step == start + 4:
-            per_step = (time.perf_counter() - timer) / 3
+        if config.progress and step == start + 12:
+            per_step = (time.perf_counter() - timer) / 10
             bar.write(f"about {per_step:.2f} s per step here: {per_step * (config.steps - step) / 60:.1f} min left")
         # each step's draws depend only on (seed, step): a resumed run continues exactly
         rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)

@@ -122,25 +122,47 @@ class Denoiser:
         plain = self.predict(module, noisy, timesteps, unconditional)
         return plain + self.guidance_scale * (prediction - plain)
 
+    def unconditional(self, count: int) -> Any:
+        """The conditioning of classifier-free guidance's unconditional branch: the empty prompt's."""
+        return self.condition([""] * count)
+
     def sample_x0(self, module: nn.Module, noise: torch.Tensor, prompts: Sequence[str], steps: int, stop: int) -> torch.Tensor:
-        """Sample from `noise` as the generator does (its scheduler's steps, its guidance) through steps
-        0..stop-1 without gradient, then predict x0 at step `stop` in the caller's grad mode (ReFL's gradient
-        step). With stop = steps - 1 this is the sampler's final output."""
+        """Sample from `noise` as the generator does (its scheduler's steps, its noise scale and input scaling, its
+        guidance) through steps 0..stop-1 without gradient, then predict x0 at step `stop` in the caller's grad mode
+        (ReFL's gradient step). With stop = steps - 1 this is the sampler's final output. A scheduler with more
+        timesteps than steps (PNDM's warm-up adds one) counts `stop` from its own end."""
         condition = self.condition(prompts)
-        unconditional = self.condition([""] * len(prompts)) if self.guidance_scale > 1 else None
+        unconditional = self.unconditional(len(prompts)) if self.guidance_scale > 1 else None
         scheduler = self.sampling_scheduler(steps)
         schedule = scheduler.timesteps.to(noise.device)
+        stop = min(stop + len(schedule) - steps, len(schedule) - 1)
         at = lambda i: schedule[i].repeat(len(prompts))  # noqa: E731
-        x = noise
+        # Euler-family schedulers start from noise scaled to their largest sigma and scale each step's input
+        x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+        scale = getattr(scheduler, "scale_model_input", lambda sample, timestep: sample)  # flow matching: none
         with torch.no_grad():
             for i in range(stop):
-                prediction = self.guided_predict(module, x, at(i), condition, unconditional)
+                inputs = scale(x, schedule[i])
+                prediction = self.guided_predict(module, inputs, at(i), condition, unconditional)
                 x = scheduler.step(prediction.to(x.dtype), schedule[i], x).prev_sample
-        prediction = self.guided_predict(module, x, at(stop), condition, unconditional)
+        inputs = scale(x, schedule[stop])
+        prediction = self.guided_predict(module, inputs, at(stop), condition, unconditional)
+        return self._x0(scheduler, x, inputs, prediction, stop, at(stop))
+
+    def _x0(self, scheduler, x: torch.Tensor, inputs: torch.Tensor, prediction: torch.Tensor, index: int,
+            timesteps: torch.Tensor) -> torch.Tensor:
+        """x0 as the scheduler itself computes it from `prediction` at its step `index` (in its own parametrisation:
+        Euler's sample is x0 + sigma * noise), differentiably; at the last step, the scheduler's own last update,
+        which is what the pipeline returns (DDIM without set_alpha_to_one ends a little short of x0)."""
         sigmas = getattr(scheduler, "sigmas", None)
         if self.objective.prediction_type == "flow" and sigmas is not None:
-            return x - sigmas[stop].to(x) * prediction  # the scheduler's own sigma: UniPC truncates its timesteps
-        return self.objective.predict_x0(x, prediction, at(stop))
+            return x - sigmas[index].to(x) * prediction  # the scheduler's own sigma: UniPC truncates its timesteps
+        step = scheduler.step(prediction.to(x.dtype), timesteps[0], x)
+        if index == len(scheduler.timesteps) - 1:
+            return step.prev_sample
+        if getattr(step, "pred_original_sample", None) is not None:  # DDIM, DDPM, Euler: their own x0
+            return step.pred_original_sample
+        return self.objective.predict_x0(inputs, prediction, timesteps)  # PNDM, DPM-Solver: DDPM-parametrised samples
 
     def predict(self, module: nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, condition: Any) -> torch.Tensor:
         """`module` is passed in so a wrapped (LoRA, DDP) or frozen reference copy can be used."""
@@ -363,6 +385,15 @@ class DiffusersDenoiser(Denoiser):
             return (shape[2] // 2) * (shape[3] // 2)
         config = self.module.config
         return (shape[2] // config.get("patch_size_t", 1)) * (shape[3] // config.patch_size) * (shape[4] // config.patch_size)
+
+    def unconditional(self, count: int) -> Any:
+        """SDXL's pipelines (force_zeros_for_empty_prompt) guide against zero embeddings, not the empty prompt's."""
+        condition = self.condition([""] * count)
+        if not self.pipeline.config.get("force_zeros_for_empty_prompt"):
+            return condition
+        added = condition.get("added_cond_kwargs", {})
+        return {**condition, "encoder_hidden_states": torch.zeros_like(condition["encoder_hidden_states"]),
+                **({"added_cond_kwargs": {**added, "text_embeds": torch.zeros_like(added["text_embeds"])}} if added else {})}
 
     @torch.no_grad()
     def condition(self, prompts: Sequence[str]) -> Any:

@@ -140,8 +140,10 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     running: dict[str, list[float]] = {}
     for step in bar:
         for micro in range(config.gradient_accumulation):
-            rng = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 64 + micro) * 1024 + accelerator.process_index)
-            batch = draw(data, config.batch_size, rng)
+            shared_seed = (config.seed * 1_000_003 + step) * 64 + micro
+            rng = torch.Generator().manual_seed(shared_seed * 1024 + accelerator.process_index)
+            # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
+            batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed}
             with accelerator.accumulate(module):
                 loss, logs = loss_fn(denoiser, module, reference, batch, rng)
                 accelerator.backward(loss)

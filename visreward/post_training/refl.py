@@ -42,7 +42,8 @@ def make_refl_loss(reward_model, config: ReFLConfig):
     def refl_loss(denoiser, module, reference, batch: dict, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
         prompts = batch["prompts"]
         device = next(module.parameters()).device
-        stop = config.num_inference_steps - 1 - int(torch.randint(0, config.last_steps, (1,), generator=rng))
+        every_rank = torch.Generator().manual_seed(batch["shared_seed"])
+        stop = config.num_inference_steps - 1 - int(torch.randint(0, config.last_steps, (1,), generator=every_rank))
         noise = torch.randn(denoiser.latent_shape(len(prompts)), generator=rng).to(device)
         x0 = denoiser.sample_x0(module, noise, prompts, config.num_inference_steps, stop)
         images = denoiser.decode(x0, config.frames_with_grad, rng) if x0.ndim == 5 else denoiser.decode(x0)

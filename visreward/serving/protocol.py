@@ -15,6 +15,7 @@ import base64
 import binascii
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,14 @@ class ProtocolError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask the server to decode, checked before anything is decompressed or decoded."""
+
+    max_images: int = 1024
+    max_pixels: int = 2**26  # all images of a request together: 64 images of 1024x1024
 
 
 @dataclass
@@ -61,21 +70,42 @@ def _prompts(value, count: int) -> list[str | None]:
     return value
 
 
-def _json_request(body: bytes) -> ScoreRequest:
+def _check_size(count: int, pixels: int, limits: RequestLimits) -> None:
+    if count > limits.max_images:
+        raise ProtocolError(413, f"{count} images is over the {limits.max_images}-image limit per request")
+    if pixels > limits.max_pixels:
+        raise ProtocolError(413, f"{pixels} pixels in all is over the {limits.max_pixels}-pixel limit per request")
+
+
+def _declared_pixels(blob: bytes) -> int:
+    """The pixel count an encoded image's header declares (Pillow reads the header only); 0 if unreadable
+    (decoding then says why)."""
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
+def _json_request(body: bytes, limits: RequestLimits) -> ScoreRequest:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError(400, f"the body is not JSON ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data["images"]:
         raise ProtocolError(400, "the body must be an object with a non-empty 'images' list")
-    images = []
+    _check_size(len(data["images"]), 0, limits)
+    blobs = []
     for index, item in enumerate(data["images"]):
         if not isinstance(item, str):
             raise ProtocolError(400, f"images[{index}]: not a base64 string")
         try:
-            blob = base64.b64decode(item.split(",", 1)[-1] if item.startswith("data:") else item, validate=True)
+            blobs.append(base64.b64decode(item.split(",", 1)[-1] if item.startswith("data:") else item, validate=True))
         except (binascii.Error, ValueError):
             raise ProtocolError(400, f"images[{index}]: not valid base64") from None
+    _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
+    images = []
+    for index, blob in enumerate(blobs):
         try:
             images.append(decode_image(blob, f"images[{index}]"))
         except ImageLoadError as e:
@@ -83,7 +113,28 @@ def _json_request(body: bytes) -> ScoreRequest:
     return ScoreRequest(images, _prompts(data.get("prompts"), len(images)), _rewards(data.get("rewards")))
 
 
-def _npz_request(body: bytes, rewards: str | None) -> ScoreRequest:
+def _check_npz_members(body: bytes, limits: RequestLimits) -> None:
+    """Refuse compressed members (a few KiB of deflate can expand to gigabytes) and an 'images' array whose
+    declared shape is over the limits, reading only the zip directory and the .npy header."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise ProtocolError(413, f"{member.filename}: compressed .npz members are refused (np.savez, not "
+                                             "savez_compressed): their size is unknown until decompressed")
+            if "images.npy" in archive.namelist():
+                with archive.open("images.npy") as stream:
+                    major, _ = np.lib.format.read_magic(stream)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, _ = read_header(stream)
+                if len(shape) >= 3:
+                    _check_size(shape[0], int(np.prod(shape[:3])), limits)
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ProtocolError(400, f"the body is not an .npz with an 'images' array ({e})") from None
+
+
+def _npz_request(body: bytes, rewards: str | None, limits: RequestLimits) -> ScoreRequest:
+    _check_npz_members(body, limits)
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as archive:
             pixels = archive["images"]
@@ -100,10 +151,11 @@ def _npz_request(body: bytes, rewards: str | None) -> ScoreRequest:
     return ScoreRequest(images, _prompts(prompts, len(images)), _rewards(rewards))
 
 
-def parse_score_request(body: bytes, content_type: str, rewards_query: str | None = None) -> ScoreRequest:
+def parse_score_request(body: bytes, content_type: str, rewards_query: str | None = None,
+                        limits: RequestLimits = RequestLimits()) -> ScoreRequest:
     if content_type.split(";")[0].strip() == NPZ:
-        return _npz_request(body, rewards_query)
-    return _json_request(body)
+        return _npz_request(body, rewards_query, limits)
+    return _json_request(body, limits)
 
 
 def encode_images(images: np.ndarray | list[Image.Image], prompts, rewards) -> tuple[bytes, str, dict]:

@@ -27,7 +27,7 @@ from ..combination import RewardCombiner
 from ..errors import VisrewardError
 from ..options import ServeConfig
 from .batcher import DynamicBatcher, QueueFull
-from .protocol import VERSION, ProtocolError, parse_score_request
+from .protocol import VERSION, ProtocolError, RequestLimits, parse_score_request
 
 
 @dataclass
@@ -90,6 +90,7 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
     counters = {"requests": 0, "images": 0, "errors": {}}
     token = config.token or os.environ.get("VISREWARD_TOKEN")
     limit = int(config.max_request_mb * 2**20)
+    request_limits = RequestLimits(config.max_images, config.max_pixels)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -149,7 +150,7 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
         try:
             body = await read_body(request)
             parsed = await run_in_threadpool(parse_score_request, body, request.headers.get("content-type", ""),
-                                             request.query_params.get("rewards"))
+                                             request.query_params.get("rewards"), request_limits)
             names = parsed.rewards or list(by_name)
             unknown = [name for name in names if name not in by_name]
             if unknown:
