@@ -27,7 +27,8 @@ if __name__ == "__main__":
     # rank 1 alone finds every loss "saturated", so its monitor alone fires, after the 5-step warm-up
     saturated_loss = 100.0 if os.environ["RANK"] == "1" else 0.0
     metrics = run_dpo(DPOConfig(generator=generator, pairs=pairs, output=output, steps=8, batch_size=2, beta=1000.0,
-                                lr=1e-3, log_every=1, saturated_loss=saturated_loss, progress=False))
+                                lr=1e-3, log_every=1, saturated_loss=saturated_loss, chosen_error_ratio=100.0,
+                                progress=False))
     assert metrics["world_size"] == 2, metrics["world_size"]
     assert metrics["stopped"]["step"] == 5 and "saturated" in metrics["stopped"]["reason"], metrics["stopped"]
     print(f"rank {os.environ['RANK']} of world size {metrics['world_size']}")

@@ -73,7 +73,7 @@ def test_video_generator_samples_clips_that_their_seed_reproduces_after_reloadin
     clips, prompts, seeds = generator.generate_tensors(["a digit 3 moving right"], 3, seed=5)
     assert tuple(clips.shape) == (3, 8, 3, 16, 16) and seeds == [5, 6, 7]
     assert torch.equal(clips[..., 0, :, :], clips[..., 2, :, :])  # gray, repeated to RGB
-    assert torch.equal(generator.generate_from_seeds(prompts[1:2], [6])[0], clips[1])
+    assert torch.allclose(generator.generate_from_seeds(prompts[1:2], [6])[0], clips[1], atol=1e-5)  # fp32 kernels vary with batch size
     frames = generator.generate(["a digit 3 moving right"], 1, seed=5)[0].image
     assert len(frames) == 8 and frames[0].mode == "L" and frames[0].size == (16, 16)
 

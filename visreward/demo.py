@@ -35,6 +35,7 @@ from .config import save_config
 from .digits_data import bold_indices, digit_prompt, ink, real_digits, write_digits_folder
 from .errors import VisrewardError
 from .options import DemoConfig
+from .progress import time_left
 
 JUDGED = ("ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target")
 BEST_OF = (1, 2, 4, 8, 16, 32)
@@ -231,8 +232,10 @@ def run_demo(config: DemoConfig) -> dict:
     refs = _references(indices, config.look)
 
     print(f"2/3 {config.seeds} seed(s): GAN-RM loop, Best-of-N, target-set sizes, judges, probes")
-    per_seed = [run_seed(config, seed, out / f"seed-{seed}", target, refs, generator_dir)
-                for seed in range(config.seed, config.seed + config.seeds)]
+    per_seed, seeds_started = [], time.time()
+    for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
+        per_seed.append(run_seed(config, seed, out / f"seed-{seed}", target, refs, generator_dir))
+        print("   " + time_left("seed", done, config.seeds, seeds_started))
     print("3/3 report")
     labels = real_digits("train")[1][indices]
     per_digit = [np.flatnonzero(labels == d) for d in range(10)]

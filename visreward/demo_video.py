@@ -30,6 +30,7 @@ from .digits_data import DIRECTIONS, MOTIONS, motion_prompt, moving_digits, pars
 from .errors import VisrewardError
 from .evaluation.generation import moving_digit_tensors
 from .options import VideoDemoConfig
+from .progress import time_left
 
 JUDGED = ("speed", "toward_target", "direction", "accuracy", "consistency", "diversity")
 LABELS = {"speed": "centroid speed, px/frame", "toward_target": "moved toward target", "direction": "moves as prompted",
@@ -155,8 +156,10 @@ def run_video_demo(config: VideoDemoConfig) -> dict:
     target_speed = float(heldout_rows.speed.mean())
 
     print(f"2/3 {config.seeds} seed(s): GAN-RM loop, Best-of-N, judges")
-    per_seed = [run_seed(config, seed, out / f"seed-{seed}", target, heldout, target_speed, generator_dir)
-                for seed in range(config.seed, config.seed + config.seeds)]
+    per_seed, seeds_started = [], time.time()
+    for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
+        per_seed.append(run_seed(config, seed, out / f"seed-{seed}", target, heldout, target_speed, generator_dir))
+        print("   " + time_left("seed", done, config.seeds, seeds_started))
     print("3/3 report")
     shown = _preview_prompts(prompts, config.directions)
     by_prompt = {p: [i for i, q in enumerate(target_rows.prompts()) if q == prompts[p]] or [0] for p in shown}

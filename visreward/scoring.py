@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 import pyarrow.parquet as pq
 import torch
 
-from .atomic import atomic_path, write_text
+from .atomic import atomic_path
 from .discriminative import DiscriminativeRewardModel
 from .distributed import local_device, placement_from_env
 from .errors import VisrewardError
@@ -37,6 +37,7 @@ from .readers import Item, Shard, iter_shards
 from .rewards import is_generative, load_reward_model
 
 PART_GLOB = "part-*.parquet"
+FINGERPRINT_KEY = "visreward_fingerprint"  # in each part's schema metadata: what it was scored from
 
 
 def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: FeatureCache | None,
@@ -87,10 +88,10 @@ def merge_parts(parts: Path, output: Path) -> int:
         raise VisrewardError(f"{parts}: no score parts ({PART_GLOB}) to merge")
     rows = 0
     with atomic_path(output) as tmp:
-        schema = pq.read_schema(files[0])
+        schema = pq.read_schema(files[0]).remove_metadata()  # each part's fingerprint stays with the part
         with pq.ParquetWriter(tmp, schema) as writer:
             for file in files:
-                table = pq.read_table(file)
+                table = pq.read_table(file).replace_schema_metadata(None)
                 writer.write_table(table)
                 rows += table.num_rows
     skipped_logs = sorted(parts.glob("*.skipped.txt"))
@@ -166,7 +167,7 @@ def shard_fingerprint(config: ScoreConfig, shard: Shard) -> dict:
     model_config = Path(config.model) / "config.json"
     return {"model": config.model, "model_config": hashlib.sha256(model_config.read_bytes()).hexdigest()
             if model_config.is_file() else None, "shard_size": config.shard_size, "prob": config.prob,
-            "items": hashlib.sha256(items.encode()).hexdigest()}
+            "items": hashlib.sha256(items.encode("utf-8", "surrogateescape")).hexdigest()}  # ids keep undecodable bytes
 
 
 def part_is_done(parts: Path, shard_name: str, fingerprint: dict) -> bool:
@@ -175,8 +176,8 @@ def part_is_done(parts: Path, shard_name: str, fingerprint: dict) -> bool:
     part = part_file(parts, shard_name)
     if not part.exists():
         return False
-    recorded = part.with_suffix(".json")
-    saved = json.loads(recorded.read_text()) if recorded.exists() else {}
+    recorded = (pq.read_schema(part).metadata or {}).get(FINGERPRINT_KEY.encode())
+    saved = json.loads(recorded) if recorded else {}
     differs = [key for key in fingerprint if saved.get(key) != fingerprint[key]]
     if differs:
         raise VisrewardError(f"{part}: scored from other {', '.join(differs)} than this run's; delete {parts}/ to "
@@ -186,12 +187,12 @@ def part_is_done(parts: Path, shard_name: str, fingerprint: dict) -> bool:
 
 def write_part(parts: Path, name: str, kept: list[ImageRecord], scores: torch.Tensor, probs: torch.Tensor | None,
                shard_skipped: SkipLog, fingerprint: dict) -> None:
-    """One shard's scores, what it skipped and what it was scored from; the part is written last: an existing part
-    means a complete shard."""
+    """One shard's scores and what it skipped; the part is written last, with what it was scored from in its schema's
+    metadata: an existing part means a complete shard."""
     if len(shard_skipped):
         shard_skipped.write(parts / f"part-{name}.skipped.txt")
-    write_text(part_file(parts, name).with_suffix(".json"), json.dumps(fingerprint) + "\n")
-    write_table(score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None), part_file(parts, name))
+    table = score_table(kept, scores.tolist(), probs.tolist() if probs is not None else None)
+    write_table(table.replace_schema_metadata({FINGERPRINT_KEY: json.dumps(fingerprint)}), part_file(parts, name))
 
 
 def finish_run(config: ScoreConfig, parts: Path, placement, run: ScoreRun, read_skipped: SkipLog) -> ScoreRun:

@@ -16,6 +16,7 @@ so an interrupted run resumes at the last finished step (and fine-tuning at its 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..atomic import recover_dir, write_text
@@ -24,6 +25,7 @@ from ..discriminative import RewardTrainingConfig, train_reward_model
 from ..formats import read_table
 from ..generators import load_generator, save_samples
 from ..options import RoundsConfig
+from ..progress import time_left
 from ..prompts import read_prompts
 from .best_of_n import BestOfNConfig, run_best_of_n
 from .dpo import DPOConfig, run_dpo
@@ -51,6 +53,7 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
     prompts = read_prompts(config.prompts)
     generator_spec = config.generator
     summary: list[dict] = []
+    started = time.time()
     for index in range(1, config.rounds + 1):
         folder = output / f"round-{index}"
         folder.mkdir(exist_ok=True)
@@ -107,4 +110,6 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
         info["next_generator"] = generator_spec
         summary.append(info)
         write_text(output / "rounds.json", json.dumps(summary, indent=2) + "\n")
+        if config.progress:
+            print(time_left("round", index, config.rounds, started))
     return summary
