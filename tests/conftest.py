@@ -48,6 +48,14 @@ def encoder():
     return load_encoder("efficientnet-lite0")
 
 
+def missing(what: str) -> None:
+    """A test whose tool or extra is not installed is skipped, except under CI (CI=true), where `make test` installs
+    it: there a skip would hide that the install failed, so the test fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} (CI=true: make test installs it, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
     """A session fixture's folder, built by the first pytest-xdist worker that needs it and read by the others
     (every build is deterministic; each worker building its own copy cost the suite a minute)."""

@@ -13,7 +13,7 @@ from visreward.evaluation.video import centroid_speed, centroid_track
 from visreward.generators import ConditionalGenerator, GeneratorTrainingConfig, load_generator, train_generator
 from visreward.precision import resolve_mixed_precision
 
-from test_report import _chromium
+from test_report import chromium
 
 
 def test_a_digit_drawn_between_pixels_moves_its_centroid_exactly_the_speed():
@@ -116,9 +116,7 @@ def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run
     out, _ = video_demo_run
     page = write_report(out).read_text()
     assert page.count("data:image/gif;base64,") == 6 and "src=\"http" not in page  # target + five rows
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("Debian's chromium is not installed (`make test` installs it where apt-get is allowed)")
+    browser = chromium()
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
              "--virtual-time-budget=30000"]  # the frame count is decoded asynchronously after the page loads

@@ -10,9 +10,12 @@ import pytest
 
 from visreward.scoring import ScoreConfig, run_score
 
-from conftest import photo
+from conftest import missing, photo
 
-ray = pytest.importorskip("ray")
+try:
+    import ray
+except ImportError:
+    missing("ray is not installed (pip install visreward[ray])")
 
 
 @pytest.fixture(scope="module")

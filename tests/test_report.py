@@ -11,9 +11,15 @@ from visreward.errors import VisrewardError
 from visreward.probes import PROBES
 from visreward.report import write_report
 
+from conftest import missing
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+def chromium() -> str:
+    """Debian's headless Chromium, or the test is skipped (failed under CI, where make test installs it)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        missing("Debian's chromium is not installed (`make test` installs it where apt-get is allowed)")
+    return browser
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +59,7 @@ def test_report_is_one_self_contained_page(demo_run):
 
 
 def test_report_renders_in_headless_chromium_with_every_image_loaded(demo_run, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("Debian's chromium is not installed (`make test` installs it where apt-get is allowed)")
+    browser = chromium()
     out, _ = demo_run
     report = write_report(out)
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
