@@ -27,6 +27,12 @@ class MonitorLimits:
     independent_drop: float = 0.1  # independent agreement this far below its start
 
 
+def smoothed(running: dict, logs: dict, smoothing: float) -> dict:
+    """Exponential running averages of a batch's signals (`smoothing`: the newest batch's weight); a signal seen for
+    the first time starts at its value."""
+    return {k: v if k not in running else (1 - smoothing) * running[k] + smoothing * v for k, v in logs.items()}
+
+
 def digit_agreement(images: torch.Tensor, prompts: list[str]) -> float | None:
     """The bundled generator's independent check; None where prompts or images are not digits."""
     from .evaluation.generation import digit_accuracy
@@ -71,8 +77,7 @@ class HackingMonitor:
             self.start = {k: sum(row[k] for row in self.seen) / len(self.seen) for k in logs}
         spread = self.start.get("reward_std", 0.0)
         logs["reward_std_ratio"] = logs["reward_std"] / spread if spread > 0 else 1.0
-        self.running = {k: v if k not in self.running else (1 - self.smoothing) * self.running[k] + self.smoothing * v
-                        for k, v in logs.items()}
+        self.running = smoothed(self.running, logs, self.smoothing)
         return logs
 
     def alarms(self) -> list[str]:
@@ -120,8 +125,7 @@ class PreferenceMonitor:
         """logs: a DPO batch's terms (dpo_loss_terms); returns them with the chosen-error ratio added."""
         logs = {**logs, "chosen_error_ratio": logs["model_loss_chosen"] / max(logs["reference_loss_chosen"], 1e-12)}
         self.seen += 1
-        self.running = {k: v if k not in self.running else (1 - self.smoothing) * self.running[k] + self.smoothing * v
-                        for k, v in logs.items()}
+        self.running = smoothed(self.running, logs, self.smoothing)
         return logs
 
     def alarms(self) -> list[str]:

@@ -9,7 +9,8 @@ Round t, starting from generator G_t:
   4. pairs/:      best vs worst per group (trl format)
   5. finetune/:   SFT on bon/best or Diffusion-DPO on pairs/ (reference = G_t) -> G_{t+1}
 A round whose fine-tuning monitors fired (see monitors.py) is not taken: the next round starts from the
-last healthy generator, and rounds.json records why. Each step writes its own folder atomically and is skipped when a rerun finds it complete,
+last healthy generator, and rounds.json records why. Each step writes its own folder atomically and is
+skipped when a rerun finds it complete,
 so an interrupted run resumes at the last finished step (and fine-tuning at its checkpoint).
 """
 
