@@ -11,6 +11,7 @@
     visreward sft --generator digits --data bon/ --output gen-sft/ [--lora]
     visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 1000]
     visreward refl --generator digits --reward rm/ --prompts prompts.txt --output gen-refl/
+    visreward grpo --generator digits --reward rm/ --prompts prompts.txt --output gen-grpo/ [--lora]
     visreward train-vlm-rm --model PATH_OR_ID --pairs pairs/ --output vlm-rm/ [--lora] [--cot decision-first]
     visreward score --model vlm:PATH_OR_ID --output scores.parquet IMAGES...
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
@@ -152,6 +153,12 @@ def _refl(config) -> None:
     _finetune_summary(run_refl(config), config.output)
 
 
+def _grpo(config) -> None:
+    from .post_training import run_grpo
+
+    _finetune_summary(run_grpo(config), config.output)
+
+
 def _train_vlm_rm(config) -> None:
     from .generative import train_vlm_reward_model
 
@@ -209,6 +216,7 @@ COMMANDS = {
     "dpo": ("DPOConfig", _dpo, "Diffusion-DPO fine-tuning on preference pairs"),
     "refl": ("ReFLConfig", _refl,
              "reward-gradient fine-tuning (ReFL) through the last denoising step and decoder"),
+    "grpo": ("GRPOConfig", _grpo, "online RL (GRPO): group-relative policy optimisation against any reward"),
     "train-vlm-rm": ("VLMTrainingConfig", _train_vlm_rm,
                      "train a vision-language judge (RewardDance) on preference pairs"),
     "rounds": ("RoundsConfig", _rounds,

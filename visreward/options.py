@@ -24,6 +24,7 @@ METHODS = ("dpo", "sft")
 MODES = ("pairwise", "pointwise", "both")
 COT_MODES = ("reason-first", "decision-first")
 NORMALISATIONS = ("none", "zscore", "rank")
+SDE_KINDS = ("sde", "cps")
 
 
 @dataclass
@@ -239,6 +240,39 @@ class ReFLConfig(FineTuneConfig):
     off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
     independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
     stop_on_hacking: bool = option(True, "stop (and keep the last good generator) when a hacking monitor fires")
+
+
+@dataclass
+class GRPOConfig(FineTuneConfig):
+    reward: list[str] = option(["rm"], "reward: a GAN-RM folder, vlm:PATH_OR_ID, a visreward serve URL, or several "
+                                       "NAME=SPEC[:WEIGHT] combined (see --normalise)")
+    normalise: str = option("none", "several rewards: each one's normalisation before weighting", choices=NORMALISATIONS)
+    prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
+    steps: int = option(40, "GRPO steps: each samples --prompts-per-step groups, scores them and trains on them")
+    lr: float = option(3e-5, "AdamW learning rate (chosen on the bundled digits by benchmarks/grpo_sweep.py)")
+    batch_size: int = option(8, "samples per optimizer step and process (each over its trained timesteps)")
+    group_size: int = option(8, "samples per prompt, whose rewards set each other's advantages (real models: 16-24)")
+    prompts_per_step: int = option(4, "prompts (groups) sampled per step, shared by all processes")
+    sample_steps: int = option(10, "sampler steps from noise to image while collecting samples")
+    sample_batch_size: int = option(16, "samples per sampling forward pass and process")
+    noise_level: float | None = option(None, "the sampler's noise: flow models' a (default 0.7), DDIM's eta "
+                                             "(default 1.0); 0 is the deterministic sampler")
+    sde: str = option("sde", "flow models' stochastic step: sde (Flow-GRPO) or cps (coefficients-preserving)",
+                      choices=SDE_KINDS)
+    train_timestep_fraction: float = option(1.0, "fraction of the stochastic steps trained on, drawn per batch")
+    inner_epochs: int = option(1, "passes over each step's samples")
+    clip_range: float = option(1e-4, "PPO clip range of the probability ratio")
+    adv_clip: float = option(5.0, "advantages are clipped to +-this")
+    global_std: bool = option(False, "normalise advantages by the std of all of a step's rewards, not each group's")
+    beta: float = option(0.04, "KL strength to the reference (the LoRA-disabled or frozen initial denoiser; 0: none)")
+    no_cfg: bool = option(False, "sample and train without classifier-free guidance")
+    log_every: int = option(1, "log (tensorboard, metrics.json) every this many steps")
+    checkpoint_every: int = option(10, "save a resumable checkpoint every this many steps")
+    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
+    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
+    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
+    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
+    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a monitor fires")
 
 
 @dataclass

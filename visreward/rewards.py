@@ -47,3 +47,24 @@ def parse_reward_spec(text: str) -> tuple[str, str, float]:
         except ValueError:
             pass
     return name, rest, 1.0
+
+
+def load_rewards(specs: list[str], device: str | None = None, normalise: str = "none", backend: str = "torch",
+                 precision: str = "fp32", cache_dir=None):
+    """What a trainer's --reward options name: one SPEC (a folder, vlm:..., or an http(s):// `visreward serve`) is
+    that reward; several NAME=SPEC[:WEIGHT] are their weighted sum after `normalise` (combination.combine)."""
+    def load(spec: str):
+        if spec.startswith(("http://", "https://")):
+            from .serving import RemoteReward
+
+            return RemoteReward(spec)
+        return load_reward_model(spec, device=device, backend=backend, precision=precision, cache_dir=cache_dir)
+
+    if not specs:
+        raise VisrewardError("no reward given (--reward)")
+    if len(specs) == 1 and "=" not in specs[0]:
+        return load(specs[0])
+    from .combination import combine
+
+    parsed = [parse_reward_spec(text) for text in specs]
+    return combine({name: load(spec) for name, spec, _ in parsed}, {name: weight for name, _, weight in parsed}, normalise)

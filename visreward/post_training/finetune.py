@@ -75,11 +75,21 @@ def _with_lora(module: nn.Module, config: FineTuneConfig) -> nn.Module:
 LossFunction = Callable[[Denoiser, nn.Module, Callable, dict, torch.Generator], tuple[torch.Tensor, dict]]
 
 
-def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: LossFunction, needs_reference: bool,
-             draw: Callable[[TrainingImages, int, torch.Generator], dict]) -> dict:
-    """Run the loop on `generator` (loaded from config.generator); returns the metrics in `output/metrics.json`."""
+@dataclass
+class Training:
+    """What every trainer sets up the same way: accelerate, the denoiser on the local device, the trained module
+    (LoRA-wrapped or whole) and its optimizer through `accelerator.prepare`, and the frozen reference's prediction."""
+
+    accelerator: object
+    denoiser: Denoiser
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    reference: Callable
+    precision: str
+
+
+def prepare_training(config: FineTuneConfig, generator, needs_reference: bool) -> Training:
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     output = Path(config.output)
     precision = resolve_mixed_precision(config.mixed_precision, "cpu" if config.device == "cpu" else "cuda")
@@ -121,19 +131,55 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             with accelerator.unwrap_model(module).disable_adapter():
                 return denoiser.predict(accelerator.unwrap_model(module), noisy, timesteps, condition)
 
-    checkpoints = output / "checkpoints"
-    monitor = getattr(loss_fn, "monitor", None)  # ReFL's hacking monitor: its baselines survive a resume
-    start_step, history, monitor_state = _resume(accelerator, checkpoints)
+    return Training(accelerator, denoiser, module, optimizer, reference, precision)
+
+
+def start_run(training: Training, config: FineTuneConfig, monitor=None) -> tuple[int, list[dict]]:
+    """Resume from the last complete checkpoint (the monitor's baselines too); write the run's config and open the
+    trackers. Returns the step to start from and the history so far."""
+    accelerator, output = training.accelerator, Path(config.output)
+    start_step, history, monitor_state = _resume(accelerator, output / "checkpoints")
     if monitor is not None and monitor_state:
         monitor.load_state_dict(monitor_state)
-    stops = getattr(loss_fn, "stops", False)
-    # weights at the last two log intervals: the monitors smooth over batches, so the older one predates an alarm
-    snapshots = deque([(start_step, _trainable_weights(accelerator.unwrap_model(module)))] if stops else [], maxlen=2)
-    stopped = None
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "training_config.json")
         accelerator.init_trackers("visreward")
+    return start_step, history
+
+
+def finish_run(training: Training, generator, config: FineTuneConfig, metrics: dict) -> dict:
+    """Save the trained generator (LoRA merged; the adapter too) and metrics.json, and drop the checkpoints."""
+    accelerator, output = training.accelerator, Path(config.output)
+    accelerator.wait_for_everyone()
+    metrics = {**metrics, "world_size": accelerator.num_processes, "mixed_precision": training.precision}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(training.module)
+        if config.lora:
+            with atomic_dir(output / "adapter") as tmp:
+                final.save_pretrained(str(tmp))
+            final = final.merge_and_unload()
+        generator.with_module(final.eval()).save_pretrained(output / "generator")
+        write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(output / "checkpoints", ignore_errors=True)
+    accelerator.end_training()
+    return metrics
+
+
+def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: LossFunction, needs_reference: bool,
+             draw: Callable[[TrainingImages, int, torch.Generator], dict]) -> dict:
+    """Run the loop on `generator` (loaded from config.generator); returns the metrics in `output/metrics.json`."""
+    from tqdm.auto import tqdm
+
+    training = prepare_training(config, generator, needs_reference)
+    accelerator, denoiser, module, optimizer = training.accelerator, training.denoiser, training.module, training.optimizer
+    checkpoints = Path(config.output) / "checkpoints"
+    monitor = getattr(loss_fn, "monitor", None)  # ReFL's hacking monitor: its baselines survive a resume
+    start_step, history = start_run(training, config, monitor)
+    stops = getattr(loss_fn, "stops", False)
+    # weights at the last two log intervals: the monitors smooth over batches, so the older one predates an alarm
+    snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(module)))] if stops else [], maxlen=2)
+    stopped = None
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
                disable=not (config.progress and accelerator.is_main_process))
     started = time.time()
@@ -145,7 +191,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
             batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed}
             with accelerator.accumulate(module):
-                loss, logs = loss_fn(denoiser, module, reference, batch, rng)
+                loss, logs = loss_fn(denoiser, module, training.reference, batch, rng)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
@@ -154,15 +200,12 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 running.setdefault(key, []).append(value)
         finite = all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:])
-        if not _on_every_rank(accelerator, finite):
+        if not on_every_rank(accelerator, finite):
             raise VisrewardError(f"loss became {running['loss'][-1] if not finite else 'non-finite on another rank'} at "
                                  f"step {step}: lower --lr (or --beta for DPO)")
-        reason = _first_reason(accelerator, loss_fn.stop_reason) if stops else None
+        reason = first_reason(accelerator, loss_fn.stop_reason) if stops else None
         if reason:
-            kept_step, weights = snapshots[0]
-            stopped = {"step": step + 1, "reason": reason, "kept_weights_of_step": kept_step}
-            accelerator.unwrap_model(module).load_state_dict(weights, strict=False)
-            accelerator.print(f"stopped at step {step + 1}: {reason}; keeping the weights of step {kept_step}")
+            stopped = fall_back(accelerator, module, snapshots, step, reason)
             break
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
@@ -172,27 +215,23 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step + 1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "implicit_accuracy")})
             if stops:
-                snapshots.append((step + 1, _trainable_weights(accelerator.unwrap_model(module))))
+                snapshots.append((step + 1, trainable_weights(accelerator.unwrap_model(module))))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            _checkpoint(accelerator, checkpoints, step + 1, history, monitor.state_dict() if monitor is not None else None)
-    accelerator.wait_for_everyone()
-    metrics = {"steps": config.steps, "history": history, "world_size": accelerator.num_processes, "stopped": stopped,
-               "mixed_precision": precision,
+            save_checkpoint(accelerator, checkpoints, step + 1, history, monitor.state_dict() if monitor is not None else None)
+    metrics = {"steps": config.steps, "history": history, "stopped": stopped,
                "seconds_per_step": (time.time() - started) / max(1, config.steps - start_step)}
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(module)
-        if config.lora:
-            with atomic_dir(output / "adapter") as tmp:
-                final.save_pretrained(str(tmp))
-            final = final.merge_and_unload()
-        generator.with_module(final.eval()).save_pretrained(output / "generator")
-        write_text(output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    accelerator.end_training()
-    return metrics
+    return finish_run(training, generator, config, metrics)
 
 
-def _on_every_rank(accelerator, flag: bool) -> bool:
+def fall_back(accelerator, module: nn.Module, snapshots: deque, step: int, reason: str) -> dict:
+    """A monitor fired at `step`: load the oldest kept weights (from before the alarm) and say so."""
+    kept_step, weights = snapshots[0]
+    accelerator.unwrap_model(module).load_state_dict(weights, strict=False)
+    accelerator.print(f"stopped at step {step + 1}: {reason}; keeping the weights of step {kept_step}")
+    return {"step": step + 1, "reason": reason, "kept_weights_of_step": kept_step}
+
+
+def on_every_rank(accelerator, flag: bool) -> bool:
     """Whether `flag` holds on every rank: one rank raising or stopping alone would leave the others waiting."""
     if accelerator.num_processes == 1:
         return flag
@@ -200,7 +239,7 @@ def _on_every_rank(accelerator, flag: bool) -> bool:
     return float(accelerator.reduce(value, reduction="sum")) == 0
 
 
-def _first_reason(accelerator, reason: str | None) -> str | None:
+def first_reason(accelerator, reason: str | None) -> str | None:
     """The first rank's stop reason, on every rank (any rank's monitor stops all of them)."""
     if accelerator.num_processes == 1:
         return reason
@@ -209,12 +248,12 @@ def _first_reason(accelerator, reason: str | None) -> str | None:
     return next((r for r in gather_object([reason]) if r), None)
 
 
-def _trainable_weights(module: nn.Module) -> dict:
+def trainable_weights(module: nn.Module) -> dict:
     """A CPU copy of the trainable weights: what a stopped run falls back to."""
     return {k: p.detach().to("cpu", copy=True) for k, p in module.named_parameters() if p.requires_grad}
 
 
-def _checkpoint(accelerator, checkpoints: Path, step: int, history: list[dict], monitor: dict | None) -> None:
+def save_checkpoint(accelerator, checkpoints: Path, step: int, history: list[dict], monitor: dict | None) -> None:
     target = checkpoints / f"step-{step:08d}"
     accelerator.save_state(str(target))
     if accelerator.is_main_process:

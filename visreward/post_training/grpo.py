@@ -1,0 +1,246 @@
+"""GRPO: online RL of a generator against any reward, with group-relative advantages (Flow-GRPO, DanceGRPO, DDPO).
+
+    visreward grpo --generator digits --reward rm/ --prompts prompts.txt --output gen-grpo/ [--lora]
+    accelerate launch --num_processes 8 -m visreward.cli grpo ... --device cuda
+
+Each step draws --prompts-per-step prompts (alike on every process) and samples --group-size images of each with
+the stochastic sampler of policy.py, recording every transition's log-probability. The processes split each step's
+samples; sample k's noise comes from (seed, step, k) alone, so the samples do not depend on the number of processes.
+The rewards of all processes are gathered, and each sample's advantage is its reward against its group's mean, over
+the group's std (or the step's, --global-std), clipped to +-adv_clip. Training then recomputes each trained
+transition's log-probability under the policy and minimises the PPO-clipped objective, plus beta times the KL to
+the reference, ||mean - mean_ref||^2 / 2 std^2. The reward needs no gradient: any judge works, remote ones too.
+
+Logged every step, besides the loss: the reward's mean and std, its within-group std, approximate KL, the clip
+fraction, the probability ratio's largest deviation from 1 at the first update of a step (it must be 0: otherwise the
+sampler and the trainer compute different things), and ReFL's hacking monitors (monitors.py). When one fires, GRPO
+warns and, with --stop-on-hacking (default), keeps the weights of the step before and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VisrewardError
+from ..options import GRPOConfig
+from ..prompts import read_prompts
+from .finetune import (Training, fall_back, finish_run, first_reason, on_every_rank, prepare_training, save_checkpoint,
+                       start_run, trainable_weights)
+from .policy import StochasticSampler, Trajectory
+
+RATIO_TOLERANCE = 1e-3  # the first update's ratio may differ from 1 by float rounding, never by more
+
+
+@dataclass
+class Samples:
+    """One process's share of a step's samples."""
+
+    trajectory: Trajectory
+    images: torch.Tensor      # decoded outputs [n,3,H,W] (clips: [n,T,3,H,W])
+    rewards: torch.Tensor     # [n]
+    advantages: torch.Tensor  # [n]
+    logs: dict
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, global_std: bool, clip: float) -> torch.Tensor:
+    """(r - group mean) / (group std, or the std of all rewards), clipped; rewards [N] hold consecutive groups."""
+    groups = rewards.float().view(-1, group_size)
+    std = rewards.float().std() if global_std else groups.std(dim=1, keepdim=True)
+    return ((groups - groups.mean(dim=1, keepdim=True)) / (std + 1e-4)).clamp(-clip, clip).flatten()
+
+
+def step_prompts(prompts: list[str], config: GRPOConfig, step: int) -> list[str]:
+    """The step's prompts, one per group, alike on every process (without repetition while there are enough)."""
+    rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    order = torch.cat([torch.randperm(len(prompts), generator=rng)
+                       for _ in range(-(-config.prompts_per_step // len(prompts)))])
+    return [prompts[i] for i in order[: config.prompts_per_step].tolist()]
+
+
+def sample_seed(config: GRPOConfig, step: int, index: int) -> int:
+    return ((config.seed * 1_000_003 + step) * 65_536 + index) * 7 + 3
+
+
+def _score(reward, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    scores = reward.score(images, prompts) if hasattr(reward, "score") else reward(images, prompts)
+    return torch.as_tensor(np.asarray(scores, dtype=np.float32) if not torch.is_tensor(scores) else scores).float().cpu()
+
+
+def collect(training: Training, sampler: StochasticSampler, reward, prompts: list[str], config: GRPOConfig,
+            step: int, seconds: dict) -> Samples:
+    """Sample this process's share of the step's groups, score it, and compute advantages over whole groups."""
+    accelerator, denoiser = training.accelerator, training.denoiser
+    total = len(prompts) * config.group_size
+    share = total // accelerator.num_processes
+    indices = range(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+    policy = accelerator.unwrap_model(training.module)
+    predict = lambda noisy, timesteps, condition: denoiser.predict(policy, noisy, timesteps, condition)  # noqa: E731
+    trajectories, images = [], []
+    began = time.perf_counter()
+    for start in range(0, share, config.sample_batch_size):
+        chunk = indices[start : start + config.sample_batch_size]
+        generators = [torch.Generator().manual_seed(sample_seed(config, step, k)) for k in chunk]
+        noise = torch.stack([torch.randn(denoiser.latent_shape(1)[1:], generator=g) for g in generators])
+        with accelerator.autocast():
+            trajectory = sampler.rollout(predict, noise.to(accelerator.device), [prompts[k // config.group_size] for k in chunk],
+                                         generators)
+        with torch.no_grad():
+            images.append(denoiser.decode(trajectory.latents[:, -1]).float().cpu())
+        trajectories.append(trajectory)
+    seconds["sampling"] += time.perf_counter() - began
+    trajectory = Trajectory(torch.cat([t.latents for t in trajectories]), torch.cat([t.log_probs for t in trajectories]),
+                            [p for t in trajectories for p in t.prompts])
+    images = torch.cat(images)
+    began = time.perf_counter()
+    rewards = _score(reward, images, trajectory.prompts)
+    seconds["reward"] += time.perf_counter() - began
+    everyone = accelerator.gather(rewards.to(accelerator.device)).cpu()  # in process order: the global sample order
+    advantages = group_advantages(everyone, config.group_size, config.global_std, config.adv_clip)
+    group_std = float(everyone.view(-1, config.group_size).std(dim=1).mean())
+    return Samples(trajectory, images, rewards, advantages[indices.start : indices.stop],
+                   {"reward_mean_all": float(everyone.mean()), "reward_group_std": group_std})
+
+
+def _trained_steps(sampler: StochasticSampler, config: GRPOConfig, rng: torch.Generator) -> list[int]:
+    steps = sampler.stochastic_steps
+    count = max(1, round(config.train_timestep_fraction * len(steps)))
+    return sorted(steps[i] for i in torch.randperm(len(steps), generator=rng)[:count].tolist())
+
+
+def train_on(training: Training, sampler: StochasticSampler, samples: Samples, config: GRPOConfig, step: int) -> dict:
+    """The PPO-clipped policy update over the samples' trained transitions; returns the averaged signals."""
+    accelerator, denoiser, module = training.accelerator, training.denoiser, training.module
+    device = accelerator.device
+    latents, old = samples.trajectory.latents.to(device), samples.trajectory.log_probs.to(device)
+    advantages = samples.advantages.to(device)
+    policy = lambda noisy, timesteps, condition: denoiser.predict(module, noisy, timesteps, condition)  # noqa: E731
+    signals: dict[str, list[float]] = {}
+    first_ratio_error = None
+    for epoch in range(config.inner_epochs):
+        rng = torch.Generator().manual_seed((config.seed * 1_000_003 + step) * 64 + epoch)
+        order = torch.randperm(len(advantages), generator=rng)  # alike on every process: each its own samples
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size].to(device)
+            prompts = [samples.trajectory.prompts[i] for i in batch.tolist()]
+            condition, unconditional = sampler.conditions(prompts)
+            trained = _trained_steps(sampler, config, rng)
+            for n, i in enumerate(trained):
+                sync = contextlib.nullcontext() if n == len(trained) - 1 else accelerator.no_sync(module)
+                with sync:
+                    loss, logs = _transition_loss(training, sampler, policy, latents[batch, i], latents[batch, i + 1],
+                                                  old[batch, i], advantages[batch], i, condition, unconditional, config)
+                    accelerator.backward(loss / len(trained))
+                if first_ratio_error is None:
+                    first_ratio_error = logs["ratio_error"]
+                for key, value in logs.items():
+                    signals.setdefault(key, []).append(value)
+            accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+            training.optimizer.step()
+            training.optimizer.zero_grad(set_to_none=True)
+    return {**{k: float(np.mean(v)) for k, v in signals.items() if k != "ratio_error"},
+            "first_ratio_error": first_ratio_error}
+
+
+def _transition_loss(training: Training, sampler: StochasticSampler, policy, x, x_next, old_log_prob, advantages, i,
+                     condition, unconditional, config: GRPOConfig) -> tuple[torch.Tensor, dict]:
+    with training.accelerator.autocast():
+        log_prob, mean = sampler.log_prob(policy, x, x_next, i, condition, unconditional)
+    ratio = torch.exp(log_prob - old_log_prob)
+    clipped = torch.clamp(ratio, 1 - config.clip_range, 1 + config.clip_range)
+    policy_loss = torch.maximum(-advantages * ratio, -advantages * clipped).mean()
+    log_ratio = (log_prob - old_log_prob).detach()
+    logs = {"policy_loss": float(policy_loss.detach()), "approx_kl": float(0.5 * (log_ratio**2).mean()),
+            "clip_fraction": float(((ratio - 1).abs() > config.clip_range).float().mean()),
+            "ratio_error": float((ratio.detach() - 1).abs().max())}
+    if config.beta <= 0:
+        return policy_loss, logs
+    reference_mean = sampler.mean(sampler.prediction(training.reference, x, i, condition, unconditional), x, i)
+    kl = ((mean - reference_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * sampler.stds[i] ** 2)
+    logs["kl"] = float(kl.mean().detach())
+    return policy_loss + config.beta * kl.mean(), logs
+
+
+def _monitor(config: GRPOConfig, reward):
+    from ..monitors import HackingMonitor, MonitorLimits
+
+    return HackingMonitor(reward, MonitorLimits(config.collapse_ratio, config.above_target, config.off_manifold,
+                                                config.independent_drop))
+
+
+def _check(accelerator, monitor, samples: Samples, logs: dict, config: GRPOConfig, warned: set) -> str | None:
+    """Every rank's monitors on its own samples; any rank's alarm stops all (the first rank's reason is kept)."""
+    logs.update(monitor.update(samples.rewards, samples.images, samples.trajectory.prompts))
+    if logs["first_ratio_error"] > RATIO_TOLERANCE and "ratio" not in warned:
+        warned.add("ratio")
+        warnings.warn(f"GRPO: the probability ratio at the first update is {1 + logs['first_ratio_error']:.6f}, not 1: "
+                      "the sampler and the trainer compute different transitions (precision, dropout, batch effects)")
+    alarms = "; ".join(monitor.alarms()) or None
+    if alarms and "hacking" not in warned:
+        warned.add("hacking")
+        warnings.warn(f"GRPO: the generator may be hacking the reward ({alarms}); "
+                      + ("stopping" if config.stop_on_hacking else "inspect samples, lower --lr or raise --beta"))
+    return first_reason(accelerator, alarms) if config.stop_on_hacking else None
+
+
+def run_grpo(config: GRPOConfig, reward=None) -> dict:
+    """Train config.generator with GRPO against `reward` (any object with score(images, prompts) or a callable; by
+    default the one config.reward names). Returns the metrics written to output/metrics.json."""
+    from tqdm.auto import tqdm
+
+    from ..distributed import local_device
+    from ..generators import load_generator
+    from ..rewards import load_rewards
+
+    prompts = read_prompts(config.prompts)
+    if reward is None:
+        reward = load_rewards(config.reward, device=None if config.device == "cpu" else local_device(config.device),
+                              normalise=config.normalise)
+    generator = load_generator(config.generator)
+    training = prepare_training(config, generator, needs_reference=config.beta > 0)
+    accelerator = training.accelerator
+    if (config.prompts_per_step * config.group_size) % accelerator.num_processes:
+        raise VisrewardError(f"--prompts-per-step {config.prompts_per_step} x --group-size {config.group_size} samples "
+                             f"do not split evenly over {accelerator.num_processes} processes")
+    flow = training.denoiser.objective.prediction_type == "flow"
+    noise_level = config.noise_level if config.noise_level is not None else (0.7 if flow else 1.0)
+    sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
+    monitor = _monitor(config, reward)
+    start_step, history = start_run(training, config, monitor)
+    snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(training.module)))], maxlen=2)
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
+               disable=not (config.progress and accelerator.is_main_process))
+    stopped, warned, started = None, set(), time.time()
+    seconds = {"sampling": 0.0, "reward": 0.0, "training": 0.0}
+    for step in bar:
+        samples = collect(training, sampler, reward, step_prompts(prompts, config, step), config, step, seconds)
+        began = time.perf_counter()
+        logs = {**samples.logs, **train_on(training, sampler, samples, config, step)}
+        seconds["training"] += time.perf_counter() - began
+        if not on_every_rank(accelerator, np.isfinite(logs["policy_loss"])):
+            raise VisrewardError(f"the loss became non-finite at step {step}: lower --lr")
+        reason = _check(accelerator, monitor, samples, logs, config, warned)
+        if reason or (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            row = {"step": step + 1, **logs, "seconds_per_step": (time.time() - started) / (step + 1 - start_step)}
+            history.append(row)
+            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step + 1)
+            bar.set_postfix({"reward": f"{logs['reward_mean_all']:.3g}", "std": f"{logs['reward_group_std']:.3g}"})
+        if reason:
+            stopped = fall_back(accelerator, training.module, snapshots, step, reason)
+            break
+        if (step + 1) % config.log_every == 0:
+            snapshots.append((step + 1, trainable_weights(accelerator.unwrap_model(training.module))))
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save_checkpoint(accelerator, Path(config.output) / "checkpoints", step + 1, history, monitor.state_dict())
+    done = max(1, (stopped["step"] if stopped else config.steps) - start_step)
+    metrics = {"steps": config.steps, "history": history, "stopped": stopped, "noise_level": noise_level,
+               "seconds_per_step": (time.time() - started) / done,
+               "seconds_per_step_split": {k: v / done for k, v in seconds.items()}}
+    return finish_run(training, generator, config, metrics)
