@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +32,36 @@ SELECTIONS = {"8 groups, best 1": dict(repeats=8, keep=1), "16 groups, best 1": 
               "8 groups, best 2": dict(repeats=8, keep=2), "8 groups, best 4": dict(repeats=8, keep=4)}
 
 
-def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
+@dataclass
+class Round1:
+    """What every sweep of one seed starts from: the bundled generator, a GAN-RM trained as the demo's round 1 trains
+    it (400 bold target digits against 40 base samples per digit), and the judges' prompts, seeds and base row."""
+
+    generator: str
+    prompts: list[str]
+    out: Path
+    reward: Path
+    eval_prompts: list[str]
+    eval_seeds: list[int]
+    refs: object
+    rows: dict
+
+    def judge(self, generator_dir: Path) -> dict:
+        from visreward.demo import judge
+        from visreward.generators import load_generator
+
+        images = load_generator(str(generator_dir)).generate_from_seeds(self.eval_prompts, self.eval_seeds)
+        return judge(images, self.eval_prompts, self.refs)
+
+
+def round_one(seed: int, output: Path) -> Round1:
     from visreward import RewardTrainingConfig, train_reward_model
     from visreward.demo import DemoConfig, _references, _target_indices, judge
     from visreward.digits_data import digit_prompt, write_digits_folder
-    from visreward.generators import load_generator, save_samples
+    from visreward.generators import save_samples
     from visreward.generators.bundled import bundled_generator_dir, load_bundled_generator
-    from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n, run_dpo,
-                                         run_sft, write_pairs)
-    from visreward.formats import read_table
 
     base = load_bundled_generator()
-    generator = str(bundled_generator_dir())
     indices = _target_indices(DemoConfig())[:400]
     refs = _references(indices, DemoConfig().look)
     prompts = [digit_prompt(d) for d in range(10)]
@@ -55,6 +74,16 @@ def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
     eval_seeds = list(range(900_000_000 + seed * 1_000_000, 900_000_000 + seed * 1_000_000 + len(eval_prompts)))
     rows = {"base": judge(base.generate_from_seeds(eval_prompts, eval_seeds), eval_prompts, refs)}
     refs.base_ink = rows["base"]["ink"]
+    return Round1(str(bundled_generator_dir()), prompts, out, out / "rm", eval_prompts, eval_seeds, refs, rows)
+
+
+def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
+    from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n, run_dpo,
+                                         run_sft, write_pairs)
+    from visreward.formats import read_table
+
+    start = round_one(seed, output)
+    generator, prompts, out, rows = start.generator, start.prompts, start.out, start.rows
     for n in (4, 16):
         bon = out / f"bon-{n}"
         run_best_of_n(BestOfNConfig(generator=generator, reward=str(out / "rm"), prompts=prompts, output=str(bon), n=n,
@@ -64,14 +93,12 @@ def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
         run = out / f"sft-{lr}-{steps}"
         run_sft(SFTConfig(generator=generator, data=[str(out / "bon-16")], output=str(run), lr=lr, steps=steps,
                           seed=seed, progress=False))
-        rows[f"SFT lr {lr:g}, {steps} steps"] = judge(load_generator(str(run)).generate_from_seeds(eval_prompts, eval_seeds),
-                                                     eval_prompts, refs)
+        rows[f"SFT lr {lr:g}, {steps} steps"] = start.judge(run)
     for lr, beta, steps in DPO:
         run = out / f"dpo-{lr}-{beta}-{steps}"
         run_dpo(DPOConfig(generator=generator, pairs=str(out / "pairs-16"), output=str(run), lr=lr, beta=beta, steps=steps,
                           seed=seed, progress=False))
-        rows[f"DPO lr {lr:g}, beta {beta:g}, {steps} steps"] = judge(
-            load_generator(str(run)).generate_from_seeds(eval_prompts, eval_seeds), eval_prompts, refs)
+        rows[f"DPO lr {lr:g}, beta {beta:g}, {steps} steps"] = start.judge(run)
     return rows
 
 

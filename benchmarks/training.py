@@ -1,9 +1,10 @@
 """Seconds per Diffusion-DPO (and SFT) step on this machine: the bundled digits generator, a tiny
 Stable Diffusion pipeline (random weights, 16x16 images), full fine-tuning and LoRA, the bundled
 moving-digits video generator, and tiny AnimateDiff, CogVideoX and Wan pipelines (random weights,
-8-9 frames of 16x16).
+8-9 frames of 16x16). Then GRPO's seconds per step, split into sampling, reward and training, for the
+bundled generators and the tiny pipelines.
 
-    python benchmarks/training.py          # ~3 minutes on a 2-core CPU
+    python benchmarks/training.py          # ~5 minutes on a 2-core CPU
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from tiny_pipelines import TINY_VIDEO_PIPELINES, save_tiny_stable_diffusion  # n
 from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
 from visreward.digits_data import digit_image, digit_prompt, motion_prompt, real_digits  # noqa: E402
 from visreward.generators import DiffusersGenerator, load_bundled_generator, load_generator, save_samples  # noqa: E402
-from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n,  # noqa: E402
-                                     run_dpo, run_sft, write_pairs)
+from visreward.post_training import (BestOfNConfig, DPOConfig, GRPOConfig, SFTConfig, build_pairs,  # noqa: E402
+                                     run_best_of_n, run_dpo, run_grpo, run_sft, write_pairs)
 from visreward.post_training.pairs import Pair  # noqa: E402
 from visreward.generators.base import GeneratedSample  # noqa: E402
 
@@ -83,6 +84,33 @@ def bundled_video_rows(work: Path) -> list[tuple]:
     return rows
 
 
+def brightness(images, prompts):
+    """A reward for generators no shipped reward model fits (tiny pipelines of random weights): mean pixel value."""
+    return images.float().flatten(1).mean(dim=1)
+
+
+def grpo_rows(work: Path, rm: Path) -> list[tuple]:
+    """GRPO with its defaults (4 groups of 8 per step, 10 sampler steps, half of them trained): the bundled digits
+    generator against a GAN-RM, the others against mean brightness."""
+    frames = {"animatediff": 8, "cogvideox": 9, "wan": 9}
+    specs = [("bundled digits generator (8x8)", "digits", [digit_prompt(d) for d in range(10)], None),
+             ("bundled moving-digits generator (8 frames of 16x16)", "moving-digits",
+              [motion_prompt(d, "right") for d in range(10)], brightness),
+             ("tiny SD pipeline (16x16)", str(work / "sd-gen"), ["a red cube", "a cat"], brightness)]
+    for family in sorted(frames):
+        spec = work / f"{family}-gen"
+        if spec.exists():
+            specs.append((f"tiny {family} pipeline ({frames[family]} frames of 16x16)", str(spec), ["a red cube", "a cat"],
+                          brightness))
+    rows = []
+    for name, spec, prompts, reward in specs:
+        metrics = run_grpo(GRPOConfig(generator=spec, reward=[str(rm)], prompts=prompts, steps=3, progress=False,
+                                      output=str(work / f"grpo-{Path(spec).name}"), stop_on_hacking=False), reward=reward)
+        rows.append((name, "GAN-RM" if reward is None else "brightness", metrics["seconds_per_step"],
+                     metrics["seconds_per_step_split"]))
+    return rows
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp())
     prompts = [digit_prompt(d) for d in range(10)]
@@ -106,13 +134,19 @@ def main() -> None:
             else:
                 metrics = run_sft(SFTConfig(data=[str(work / f"bon-{Path(spec).name}")], **common))
             rows.append((name, f"{method}{' LoRA' if lora else ''}", batch, metrics["seconds_per_step"]))
-    rows += video_rows(work, prompts) + bundled_video_rows(work)  # last: it changes accelerate's precision
+    rows += video_rows(work, prompts)
+    grpo = grpo_rows(work, work / "rm")
+    rows += bundled_video_rows(work)  # last: it changes accelerate's precision
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
     print("| generator | method | batch (pairs / images) | seconds per step |")
     print("|---|---|---|---|")
     for name, method, batch, seconds in rows:
         print(f"| {name} | {method} | {batch} | {seconds:.3f} |")
+    print("\n| GRPO: generator | reward | seconds per step (32 samples) | sampling | reward | training |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, reward, seconds, split in grpo:
+        print(f"| {name} | {reward} | {seconds:.2f} | {split['sampling']:.2f} | {split['reward']:.2f} | {split['training']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from accelerate import Accelerator
 
 from visreward.post_training import DPOConfig, run_dpo
 
-if __name__ == "__main__":
-    generator, pairs, output = sys.argv[1:4]
+
+def keep_final_weights(output: str) -> None:
+    """Every rank saves the weights it ended with, to OUTPUT.rankN.pt, before accelerate tears the run down."""
     end_training = Accelerator.end_training
 
     def save_weights_then_end(accelerator):
@@ -24,6 +25,11 @@ if __name__ == "__main__":
         end_training(accelerator)
 
     Accelerator.end_training = save_weights_then_end
+
+
+if __name__ == "__main__":
+    generator, pairs, output = sys.argv[1:4]
+    keep_final_weights(output)
     # rank 1 alone finds every loss "saturated", so its monitor alone fires, after the 5-step warm-up
     saturated_loss = 100.0 if os.environ["RANK"] == "1" else 0.0
     metrics = run_dpo(DPOConfig(generator=generator, pairs=pairs, output=output, steps=8, batch_size=2, beta=1000.0,

@@ -28,14 +28,14 @@ def demo_run(tmp_path_factory, tiny_generator_dir):
     out = tmp_path_factory.mktemp("demo") / "run"
     results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=60, target_sizes=[30, 60],
                                   eval_per_digit=1, rounds=1, n=2, repeats=1, negatives_per_prompt=3, pool_per_prompt=1,
-                                  sft_steps=2, dpo_steps=2, probe_starts=1, seeds=2))
+                                  sft_steps=2, dpo_steps=2, grpo_steps=2, probe_starts=1, seeds=2))
     return out, results
 
 
 def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
     out, results = demo_run
     metrics = json.loads((out / "demo_metrics.json").read_text())
-    assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1"]
+    assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1", "GRPO"]
     for row in metrics["rows"].values():
         assert set(row) == {"ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target"}
         assert all(len(pair) == 2 and pair[1] >= 0 for pair in row.values())  # [mean, sd over 2 seeds]
@@ -46,14 +46,16 @@ def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
     assert all(set(p) == set(PROBES) for p in metrics["probes"].values())
     assert [run["seed"] for run in metrics["per_seed"]] == [0, 1]
     assert metrics["per_seed"][0]["rows"]["base"]["ink"] != metrics["per_seed"][1]["rows"]["base"]["ink"]
+    curve = metrics["per_seed"][0]["grpo"]["curve"]
+    assert [row["step"] for row in curve] == [1, 2] and all(0 <= row["accuracy"] <= 1 and row["ink"] > 0 for row in curve)
     assert 9 < metrics["reference"]["target_ink"] < 40  # a mean of 64 pixels in [0,1], bold digits
 
 
 def test_report_is_one_self_contained_page(demo_run):
     out, _ = demo_run
     page = write_report(out).read_text()
-    assert page.count("<img") == 5 and page.count("data:image/png;base64,") == 5  # target, base, Best-of-16, SFT, DPO
-    assert "src=\"http" not in page and page.count("<svg") == 7 and "Best-of-16" in page and "gradient ascent" in page
+    assert page.count("<img") == 6 and page.count("data:image/png;base64,") == 6  # target, base, Best-of-16, SFT, DPO, GRPO
+    assert "src=\"http" not in page and page.count("<svg") == 9 and "GRPO: ink mass" in page and "Best-of-16" in page and "gradient ascent" in page
     with pytest.raises(VisrewardError, match="no demo_metrics.json"):
         write_report(out / "assets")
 
@@ -67,7 +69,7 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(demo_run, t
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
     result = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert 'data-images-total="5"' in result.stdout and 'data-images-loaded="5"' in result.stdout
+    assert 'data-images-total="6"' in result.stdout and 'data-images-loaded="6"' in result.stdout
     screenshot = tmp_path / "report.png"
     subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={screenshot}", report.as_uri()],
                    capture_output=True, text=True, timeout=120)

@@ -14,6 +14,8 @@ Per seed (sampling, reward training and fine-tuning all depend on it):
    nothing with the reward (pixel space and a classifier trained on held-out real digits):
    ink mass (the style statistic), digit accuracy, Frechet distance to held-out target digits,
    diversity within a prompt, and the distance to the nearest target image (copying check);
+   GRPO from the same base against the round-1 DPO reward model joins them (its ink mass and accuracy are also
+   logged every step, for the report's curve);
 5. reward probes: noise, blank, saturated, checkerboard and a gradient-ascent input, placed
    among the held-out target digits' scores.
 Then the table (mean +- sd over seeds), demo_metrics.json, and report.html.
@@ -104,6 +106,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
             negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
             beta=config.beta, seed=seed, cache_dir=config.cache_dir, progress=False))
 
+    grpo = _grpo(config, seed, out, generator_dir, prompts) if config.grpo_steps else None
     print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
     base = load_generator(generator_dir)
     eval_prompts = [p for p in prompts for _ in range(config.eval_per_digit)]
@@ -134,6 +137,9 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
             name = f"{method.upper()} round {info['round']}"
             tuned = load_generator(info["next_generator"]).generate_from_seeds(eval_prompts, seeds[:: max(BEST_OF)])
             rows[name], samples[name] = judge(tuned, eval_prompts, refs), tuned
+    if grpo is not None:
+        tuned = load_generator(str(out / "grpo")).generate_from_seeds(eval_prompts, seeds[:: max(BEST_OF)])
+        rows["GRPO"], samples["GRPO"] = judge(tuned, eval_prompts, refs), tuned
 
     print(f"   seed {seed}: reward models on {', '.join(map(str, config.target_sizes))} target images")
     sizes = {}
@@ -156,8 +162,26 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
                                                                      groups[: config.probe_starts, 0], seed)
     return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF}, "target_sizes": sizes,
             "reward_heldout_auc": _honest_auc(reward, features[:, 0], heldout_features), "probes": probes,
-            "rounds": runs, "samples": samples, "scores": {"heldout_target": reward.score_features(heldout_features).tolist(),
+            "rounds": runs, "grpo": grpo, "samples": samples, "scores": {"heldout_target": reward.score_features(heldout_features).tolist(),
                                                            "base": scores[:, 0].tolist()}}
+
+
+def _grpo(config: DemoConfig, seed: int, out: Path, generator_dir: str, prompts: list[str]) -> dict:
+    """GRPO from the base against the round-1 DPO reward model; every step also logs its samples' ink mass and digit
+    accuracy (the judges' own measures, on the training samples: a curve, not the table's row)."""
+    from .evaluation.generation import digit_accuracy
+    from .post_training import GRPOConfig, run_grpo
+
+    def judged(images: torch.Tensor, step_prompts: list[str]) -> dict:
+        return {"ink": float(ink(images.numpy()).mean()), "accuracy": digit_accuracy(images, step_prompts)}
+
+    print(f"   seed {seed}: {config.grpo_steps} GRPO steps against the round-1 reward model")
+    metrics = run_grpo(GRPOConfig(generator=generator_dir, reward=[str(out / "rounds-dpo" / "round-1" / "rm")],
+                                  prompts=prompts, output=str(out / "grpo"), steps=config.grpo_steps, lr=config.grpo_lr,
+                                  beta=config.grpo_beta, seed=seed, progress=False), watch=judged)
+    return {"stopped": metrics["stopped"], "seconds_per_step": metrics["seconds_per_step"],
+            "curve": [{k: row[k] for k in ("step", "ink", "accuracy", "reward_mean_all", "reward_group_std")}
+                      for row in metrics["history"]]}
 
 
 def _target_indices(config: DemoConfig) -> np.ndarray:

@@ -27,6 +27,11 @@ class MonitorLimits:
     independent_drop: float = 0.1  # independent agreement this far below its start
 
 
+def limits_of(options) -> MonitorLimits:
+    """The limits a trainer's options (options.HackingOptions) set."""
+    return MonitorLimits(options.collapse_ratio, options.above_target, options.off_manifold, options.independent_drop)
+
+
 def smoothed(running: dict, logs: dict, smoothing: float) -> dict:
     """Exponential running averages of a batch's signals (`smoothing`: the newest batch's weight); a signal seen for
     the first time starts at its value."""

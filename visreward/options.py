@@ -228,25 +228,32 @@ class DPOConfig(FineTuneConfig):
 
 
 @dataclass
-class ReFLConfig(FineTuneConfig):
+class HackingOptions:
+    """The reward-hacking monitors' limits (monitors.py), shared by the trainers that sample against a reward."""
+
+    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
+    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
+    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
+    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
+    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a hacking monitor fires")
+
+
+@dataclass
+class ReFLConfig(HackingOptions, FineTuneConfig):
     reward: str = option("rm", "reward model: a GAN-RM folder or vlm:PATH_OR_ID")
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     num_inference_steps: int = option(20, "sampler steps from noise to image")
     last_steps: int = option(5, "the gradient step is drawn from the last this-many sampler steps")
     frames_with_grad: int | None = option(None, "video pipelines: back-propagate the reward through this many random "
                                                 "frames of each clip (default: all); saves memory")
-    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
-    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
-    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
-    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
-    stop_on_hacking: bool = option(True, "stop (and keep the last good generator) when a hacking monitor fires")
 
 
 @dataclass
-class GRPOConfig(FineTuneConfig):
+class GRPOConfig(HackingOptions, FineTuneConfig):
     reward: list[str] = option(["rm"], "reward: a GAN-RM folder, vlm:PATH_OR_ID, a visreward serve URL, or several "
                                        "NAME=SPEC[:WEIGHT] combined (see --normalise)")
     normalise: str = option("none", "several rewards: each one's normalisation before weighting", choices=NORMALISATIONS)
+    backend: str = option("auto", "GAN-RM rewards: encoder runtime (auto: onnx on CPU)", choices=BACKENDS)
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     steps: int = option(40, "GRPO steps: each samples --prompts-per-step groups, scores them and trains on them")
     lr: float = option(3e-5, "AdamW learning rate (chosen on the bundled digits by benchmarks/grpo_sweep.py)")
@@ -259,7 +266,8 @@ class GRPOConfig(FineTuneConfig):
                                              "(default 1.0); 0 is the deterministic sampler")
     sde: str = option("sde", "flow models' stochastic step: sde (Flow-GRPO) or cps (coefficients-preserving)",
                       choices=SDE_KINDS)
-    train_timestep_fraction: float = option(1.0, "fraction of the stochastic steps trained on, drawn per batch")
+    train_timestep_fraction: float = option(0.5, "fraction of the stochastic steps trained on, drawn per batch (1: all, "
+                                                 "as DDPO; half costs half the training time)")
     inner_epochs: int = option(1, "passes over each step's samples")
     clip_range: float = option(1e-4, "PPO clip range of the probability ratio")
     adv_clip: float = option(5.0, "advantages are clipped to +-this")
@@ -268,11 +276,6 @@ class GRPOConfig(FineTuneConfig):
     no_cfg: bool = option(False, "sample and train without classifier-free guidance")
     log_every: int = option(1, "log (tensorboard, metrics.json) every this many steps")
     checkpoint_every: int = option(10, "save a resumable checkpoint every this many steps")
-    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
-    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
-    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
-    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
-    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a monitor fires")
 
 
 @dataclass
@@ -373,6 +376,9 @@ class DemoConfig:
     dpo_steps: int = option(100, "DPO steps per round")
     dpo_lr: float = option(2e-6, "DPO learning rate")
     beta: float = option(5000.0, "DPO beta")
+    grpo_steps: int = option(30, "GRPO steps against the round-1 reward model (0: no GRPO row)")
+    grpo_lr: float = option(3e-5, "GRPO learning rate")
+    grpo_beta: float = option(0.04, "GRPO KL strength to the base generator")
     probe_starts: int = option(4, "generated images the gradient-ascent probe starts from")
     seeds: int = option(1, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")
     seed: int = option(0, "first seed")

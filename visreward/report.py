@@ -162,6 +162,13 @@ def _curves(metrics: dict) -> list[str]:
                                  f"target-set size: {label}", "target images", label))
     for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
         charts.append(_rounds_chart(rows, key, label))
+    runs = [run for run in metrics["per_seed"] if run.get("grpo")]  # one curve per seed: the spread shows
+    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")) if runs else ():
+        series = {f"seed {run['seed']}": [(row["step"], row[key]) for row in run["grpo"]["curve"]] for run in runs}
+        if key == "ink":
+            steps = max(step for curve in series.values() for step, _ in curve)
+            series["target"] = [(1, metrics["reference"]["target_ink"]), (steps, metrics["reference"]["target_ink"])]
+        charts.append(line_chart(series, f"GRPO: {label} of each step's samples", "step", label))
     return charts
 
 
@@ -187,7 +194,7 @@ def write_report(run: str | Path) -> Path:
         return _write_video_report(run, metrics)
     assets = run / "assets"
     last = max(int(name.split()[-1]) for name in metrics["rows"] if " round " in name)
-    shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}"]
+    shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}", "GRPO"]
     grids = "".join(f'<figure>{_image_tag(assets / f"grid-{_slug(name)}.png", name)}<figcaption>{html.escape(name)}'
                     f'{" (training examples)" if name == "target" else ""}</figcaption></figure>'
                     for name in shown if (assets / f"grid-{_slug(name)}.png").exists())

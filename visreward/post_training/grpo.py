@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import VisrewardError
+from ..monitors import HackingMonitor, limits_of
 from ..options import GRPOConfig
 from ..prompts import read_prompts
 from .finetune import (Training, fall_back, finish_run, first_reason, on_every_rank, prepare_training, save_checkpoint,
@@ -46,6 +47,7 @@ class Samples:
     trajectory: Trajectory
     images: torch.Tensor      # decoded outputs [n,3,H,W] (clips: [n,T,3,H,W])
     rewards: torch.Tensor     # [n]
+    features: torch.Tensor | None  # the reward's encoder features of the images, where it has them
     advantages: torch.Tensor  # [n]
     logs: dict
 
@@ -69,9 +71,15 @@ def sample_seed(config: GRPOConfig, step: int, index: int) -> int:
     return ((config.seed * 1_000_003 + step) * 65_536 + index) * 7 + 3
 
 
-def _score(reward, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+def _score(reward, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rewards, the reward's encoder features of the images where it has them: the monitors reuse them)."""
+    if hasattr(reward, "score_features"):  # GAN-RM: one encoder pass (its fast runtime) serves reward and monitor
+        from ..features import encode_tensors
+
+        features = encode_tensors(reward.encoder, images)
+        return reward.score_features(features, prompts), features
     scores = reward.score(images, prompts) if hasattr(reward, "score") else reward(images, prompts)
-    return torch.as_tensor(np.asarray(scores, dtype=np.float32) if not torch.is_tensor(scores) else scores).float().cpu()
+    return torch.as_tensor(np.asarray(scores, dtype=np.float32) if not torch.is_tensor(scores) else scores).float().cpu(), None
 
 
 def collect(training: Training, sampler: StochasticSampler, reward, prompts: list[str], config: GRPOConfig,
@@ -100,12 +108,12 @@ def collect(training: Training, sampler: StochasticSampler, reward, prompts: lis
                             [p for t in trajectories for p in t.prompts])
     images = torch.cat(images)
     began = time.perf_counter()
-    rewards = _score(reward, images, trajectory.prompts)
+    rewards, features = _score(reward, images, trajectory.prompts)
     seconds["reward"] += time.perf_counter() - began
     everyone = accelerator.gather(rewards.to(accelerator.device)).cpu()  # in process order: the global sample order
     advantages = group_advantages(everyone, config.group_size, config.global_std, config.adv_clip)
     group_std = float(everyone.view(-1, config.group_size).std(dim=1).mean())
-    return Samples(trajectory, images, rewards, advantages[indices.start : indices.stop],
+    return Samples(trajectory, images, rewards, features, advantages[indices.start : indices.stop],
                    {"reward_mean_all": float(everyone.mean()), "reward_group_std": group_std})
 
 
@@ -131,7 +139,9 @@ def train_on(training: Training, sampler: StochasticSampler, samples: Samples, c
             batch = order[start : start + config.batch_size].to(device)
             prompts = [samples.trajectory.prompts[i] for i in batch.tolist()]
             condition, unconditional = sampler.conditions(prompts)
-            trained = _trained_steps(sampler, config, rng)
+            # drawn per batch from its own seed: alike on every rank, and the same for any number of ranks
+            batch_rng = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 64 + epoch) * 4096 + start)
+            trained = _trained_steps(sampler, config, batch_rng)
             for n, i in enumerate(trained):
                 sync = contextlib.nullcontext() if n == len(trained) - 1 else accelerator.no_sync(module)
                 with sync:
@@ -168,16 +178,9 @@ def _transition_loss(training: Training, sampler: StochasticSampler, policy, x, 
     return policy_loss + config.beta * kl.mean(), logs
 
 
-def _monitor(config: GRPOConfig, reward):
-    from ..monitors import HackingMonitor, MonitorLimits
-
-    return HackingMonitor(reward, MonitorLimits(config.collapse_ratio, config.above_target, config.off_manifold,
-                                                config.independent_drop))
-
-
 def _check(accelerator, monitor, samples: Samples, logs: dict, config: GRPOConfig, warned: set) -> str | None:
     """Every rank's monitors on its own samples; any rank's alarm stops all (the first rank's reason is kept)."""
-    logs.update(monitor.update(samples.rewards, samples.images, samples.trajectory.prompts))
+    logs.update(monitor.update(samples.rewards, samples.images, samples.trajectory.prompts, samples.features))
     if logs["first_ratio_error"] > RATIO_TOLERANCE and "ratio" not in warned:
         warned.add("ratio")
         warnings.warn(f"GRPO: the probability ratio at the first update is {1 + logs['first_ratio_error']:.6f}, not 1: "
@@ -190,9 +193,10 @@ def _check(accelerator, monitor, samples: Samples, logs: dict, config: GRPOConfi
     return first_reason(accelerator, alarms) if config.stop_on_hacking else None
 
 
-def run_grpo(config: GRPOConfig, reward=None) -> dict:
+def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     """Train config.generator with GRPO against `reward` (any object with score(images, prompts) or a callable; by
-    default the one config.reward names). Returns the metrics written to output/metrics.json."""
+    default the one config.reward names). `watch(images, prompts) -> dict` adds the caller's own statistics of each
+    step's samples to the logs (the demo's judges). Returns the metrics written to output/metrics.json."""
     from tqdm.auto import tqdm
 
     from ..distributed import local_device
@@ -202,7 +206,7 @@ def run_grpo(config: GRPOConfig, reward=None) -> dict:
     prompts = read_prompts(config.prompts)
     if reward is None:
         reward = load_rewards(config.reward, device=None if config.device == "cpu" else local_device(config.device),
-                              normalise=config.normalise)
+                              normalise=config.normalise, backend=config.backend)
     generator = load_generator(config.generator)
     training = prepare_training(config, generator, needs_reference=config.beta > 0)
     accelerator = training.accelerator
@@ -212,7 +216,7 @@ def run_grpo(config: GRPOConfig, reward=None) -> dict:
     flow = training.denoiser.objective.prediction_type == "flow"
     noise_level = config.noise_level if config.noise_level is not None else (0.7 if flow else 1.0)
     sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
-    monitor = _monitor(config, reward)
+    monitor = HackingMonitor(reward, limits_of(config))
     start_step, history = start_run(training, config, monitor)
     snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(training.module)))], maxlen=2)
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
@@ -222,7 +226,8 @@ def run_grpo(config: GRPOConfig, reward=None) -> dict:
     for step in bar:
         samples = collect(training, sampler, reward, step_prompts(prompts, config, step), config, step, seconds)
         began = time.perf_counter()
-        logs = {**samples.logs, **train_on(training, sampler, samples, config, step)}
+        logs = {**samples.logs, **train_on(training, sampler, samples, config, step),
+                **(watch(samples.images, samples.trajectory.prompts) if watch else {})}
         seconds["training"] += time.perf_counter() - began
         if not on_every_rank(accelerator, np.isfinite(logs["policy_loss"])):
             raise VisrewardError(f"the loss became non-finite at step {step}: lower --lr")

@@ -34,10 +34,9 @@ def draw_prompts(data: TrainingImages, batch_size: int, rng: torch.Generator) ->
 
 
 def make_refl_loss(reward_model, config: ReFLConfig):
-    from ..monitors import HackingMonitor, MonitorLimits
+    from ..monitors import HackingMonitor, limits_of
 
-    monitor = HackingMonitor(reward_model, MonitorLimits(config.collapse_ratio, config.above_target, config.off_manifold,
-                                                         config.independent_drop))
+    monitor = HackingMonitor(reward_model, limits_of(config))
 
     def refl_loss(denoiser, module, reference, batch: dict, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
         prompts = batch["prompts"]
