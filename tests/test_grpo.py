@@ -274,3 +274,12 @@ def test_the_grpo_command_trains_against_a_gan_rm_folder(tiny_generator_dir, rm_
     assert {"reward_group_std", "approx_kl", "clip_fraction", "first_ratio_error", "kl", "above_target",
             "off_manifold", "independent_agreement"} <= set(row)
     assert (tmp_path / "grpo" / "generator" / "generator.json").exists()
+
+
+@pytest.mark.parametrize("option, message", [({"group_size": 1}, "a group needs 2"),
+                                             ({"noise_level": 0.0}, "needs a stochastic sampler")])
+def test_settings_grpo_cannot_train_with_are_one_line_errors(option, message, tiny_generator_dir, tmp_path):
+    from visreward.errors import VisrewardError
+
+    with pytest.raises(VisrewardError, match=message):
+        run_grpo(_config(tiny_generator_dir, tmp_path / "bad", **option), reward=brightness)

@@ -203,6 +203,11 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     from ..generators import load_generator
     from ..rewards import load_rewards
 
+    if config.group_size < 2:
+        raise VisrewardError(f"--group-size {config.group_size}: a group needs 2 or more samples to compare")
+    if config.noise_level is not None and config.noise_level <= 0:
+        raise VisrewardError(f"--noise-level {config.noise_level}: GRPO needs a stochastic sampler (> 0); "
+                             "the deterministic one has no transition probabilities to train")
     prompts = read_prompts(config.prompts)
     if reward is None:
         reward = load_rewards(config.reward, device=None if config.device == "cpu" else local_device(config.device),
