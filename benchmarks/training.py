@@ -4,7 +4,7 @@ moving-digits video generator, and tiny AnimateDiff, CogVideoX and Wan pipelines
 8-9 frames of 16x16). Then GRPO's seconds per step, split into sampling, reward and training, for the
 bundled generators and the tiny pipelines.
 
-    python benchmarks/training.py          # ~5 minutes on a 2-core CPU
+    python benchmarks/training.py          # ~7 minutes on a 2-core CPU (plus training moving-digits once)
 """
 
 from __future__ import annotations
