@@ -125,3 +125,40 @@ def test_without_off_manifold_negatives_or_the_off_data_penalty_noise_is_an_expl
 
     plain = worst_probe(0.0, 0.0)
     assert plain > worst_probe(0.5, 0.0) and plain > worst_probe(0.0, 10.0)
+
+
+def test_prompt_agreement_of_a_train_generator_folder_fires_on_noise_and_on_another_prompts_images(tmp_path):
+    """A generator trained on a user's own folder (class names, not digits): the check is fitted on that folder's
+    images, reads held-out images of each class as their prompt, and falls on noise and on another class's images;
+    fed through the hacking monitor, the fall raises its alarm."""
+    from visreward.digits_data import digit_image, real_digits
+    from visreward.generators import GeneratedSample, save_samples, train_generator
+    from visreward.monitors import prompt_agreement_for
+    from visreward.options import GeneratorTrainingConfig
+
+    names = ["circle", "spike", "swan", "hook", "flag", "snake", "loop", "hinge", "knot", "tadpole"]
+    images, labels = real_digits("train")
+    save_samples([GeneratedSample(digit_image(i), f"a sketch of a {names[int(l)]}", -1)
+                  for i, l in zip(images[:400], labels[:400])], tmp_path / "data")
+    train_generator(GeneratorTrainingConfig(data=[str(tmp_path / "data")], output=str(tmp_path / "gen"), steps=2,
+                                            width=32, progress=False))
+    check = prompt_agreement_for(str(tmp_path / "gen"))
+    assert check is not None and check.heldout_accuracy > 0.8
+    held, held_labels = real_digits("evaluation")
+    rgb = torch.from_numpy(held[:100]).float().view(-1, 1, 8, 8).expand(-1, 3, -1, -1)
+    rgb = torch.round(rgb * 255) / 255
+    own = [f"a sketch of a {names[int(l)]}" for l in held_labels[:100]]
+    other = [f"a sketch of a {names[(int(l) + 1) % 10]}" for l in held_labels[:100]]
+    assert check(rgb, own) > 0.8
+    assert check(torch.rand(100, 3, 8, 8, generator=torch.Generator().manual_seed(0)), own) < 0.3
+    assert check(rgb, other) < 0.3
+    assert check(rgb, ["a photo of a cat"] * 100) is None  # not one of the generator's prompts
+
+    monitor = HackingMonitor(object(), MonitorLimits(), agreement=check)
+    for _ in range(monitor.warmup):
+        monitor.update(torch.randn(100), rgb, own)
+    assert not monitor.alarms()
+    for _ in range(10):
+        monitor.update(torch.randn(100), torch.rand(100, 3, 8, 8), own)
+    assert any("independent check fell" in alarm for alarm in monitor.alarms())
+    assert prompt_agreement_for("digits") is None

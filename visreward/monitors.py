@@ -57,6 +57,7 @@ class HackingMonitor:
     limits: MonitorLimits = field(default_factory=MonitorLimits)
     warmup: int = 5
     smoothing: float = 0.2        # weight of the newest batch in the running (exponential) averages
+    agreement: object = None      # a PromptAgreement where the digit check does not apply
     start: dict = field(default_factory=dict)
     seen: list = field(default_factory=list)
     running: dict = field(default_factory=dict)
@@ -75,6 +76,8 @@ class HackingMonitor:
                 distance = self.reward_model.feature_distance(features)
             logs["off_manifold"] = float((distance > calibration["feature_distance_p99"]).float().mean())
         agreement = digit_agreement(images.detach().cpu(), prompts)
+        if agreement is None and self.agreement is not None and images.ndim == 4:
+            agreement = self.agreement(images, prompts)
         if agreement is not None:
             logs["independent_agreement"] = agreement
         if len(self.seen) < self.warmup:
@@ -150,3 +153,85 @@ class PreferenceMonitor:
 
     def load_state_dict(self, state: dict) -> None:
         self.seen, self.running = int(state["seen"]), dict(state["running"])
+
+
+@dataclass
+class PromptAgreement:
+    """An independent check for any user's generator: a linear classifier over a frozen encoder's features of the
+    generator's own training images, one class per prompt. The fraction of samples it reads as their own prompt says
+    whether they still show what the prompt asks. It is a monitor, not a judge: it shares the encoder family with
+    GAN-RM rewards, so the demo's tables keep their pixel-space judges."""
+
+    encoder: object
+    prompts: list[str]
+    classifier: torch.nn.Linear
+    mean: torch.Tensor
+    std: torch.Tensor
+    heldout_accuracy: float  # on a fifth of the training images the classifier did not fit
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, prompts: list[str], encoder, seed: int = 0, steps: int = 300) -> "PromptAgreement":
+        """images [N,3,H,W] in [0,1] with their prompts; the classifier is fitted on four fifths of them."""
+        from .features import encode_tensors
+
+        classes = sorted(set(prompts))
+        if len(classes) < 2:
+            raise VisrewardError("prompt agreement needs images of two or more prompts")
+        features = encode_tensors(encoder, images).float()
+        labels = torch.tensor([classes.index(p) for p in prompts])
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        held, fitted = order[: len(order) // 5], order[len(order) // 5 :]
+        mean, std = features[fitted].mean(0), features[fitted].std(0) + 1e-6
+        classifier = torch.nn.Linear(features.shape[1], len(classes))
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-2, weight_decay=1e-3)
+        inputs = (features - mean) / std
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(classifier(inputs[fitted]), labels[fitted])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            accuracy = float((classifier(inputs[held]).argmax(1) == labels[held]).float().mean())
+        return cls(encoder, classes, classifier.requires_grad_(False), mean, std, accuracy)
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> float | None:
+        """The fraction of `images` read as their own prompt; None where a prompt is not one of the classes."""
+        from .features import encode_tensors
+
+        if any(p not in self.prompts for p in prompts):
+            return None
+        features = (encode_tensors(self.encoder, images.detach().float().cpu()).float() - self.mean) / self.std
+        with torch.no_grad():
+            predicted = self.classifier(features).argmax(1)
+        return float((predicted == torch.tensor([self.prompts.index(p) for p in prompts])).float().mean())
+
+
+def prompt_agreement_for(generator: str, encoder: str | None = None) -> PromptAgreement | None:
+    """The prompt-agreement check of a `train-generator` image folder, fitted on the training images its
+    generator.json names; None for other generators (and for digit prompts, which have their own check)."""
+    import json
+    from pathlib import Path
+
+    from .encoders import DEFAULT_ENCODER, load_encoder
+    from .generators.conditional import load_training_images
+    from .options import GeneratorTrainingConfig
+
+    meta_file = Path(generator) / "generator.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    training = meta.get("training") or {}
+    if not training.get("data") or meta.get("frames") or all(_is_digit(p) for p in meta.get("prompts", [])):
+        return None
+    config = GeneratorTrainingConfig(data=training["data"], resolution=training.get("resolution"),
+                                     colour=training.get("colour", "auto"))
+    images, prompts, _ = load_training_images(config)
+    rgb = images.float() / 255
+    rgb = rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
+    return PromptAgreement.fit(rgb, prompts, load_encoder(encoder or DEFAULT_ENCODER, backend="auto"))
+
+
+def _is_digit(prompt: str) -> bool:
+    try:
+        parse_digit(prompt)
+    except VisrewardError:
+        return False
+    return True
