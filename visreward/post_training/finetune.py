@@ -186,7 +186,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     running: dict[str, list[float]] = {}
     for step in bar:
         for micro in range(config.gradient_accumulation):
-            shared_seed = (config.seed * 1_000_003 + step) * 64 + micro
+            shared_seed = step_seed(config, step) * 64 + micro
             rng = torch.Generator().manual_seed(shared_seed * 1024 + accelerator.process_index)
             # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
             batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed}
@@ -229,6 +229,11 @@ def fall_back(accelerator, module: nn.Module, snapshots: deque, step: int, reaso
     accelerator.unwrap_model(module).load_state_dict(weights, strict=False)
     accelerator.print(f"stopped at step {step + 1}: {reason}; keeping the weights of step {kept_step}")
     return {"step": step + 1, "reason": reason, "kept_weights_of_step": kept_step}
+
+
+def step_seed(config: FineTuneConfig, step: int) -> int:
+    """The seed every draw of a step derives from, alike on every rank: a resumed run draws what a straight one does."""
+    return config.seed * 1_000_003 + step
 
 
 def on_every_rank(accelerator, flag: bool) -> bool:

@@ -34,7 +34,7 @@ from ..monitors import HackingMonitor, limits_of, prompt_agreement_for
 from ..options import GRPOConfig
 from ..prompts import read_prompts
 from .finetune import (Training, fall_back, finish_run, first_reason, on_every_rank, prepare_training, save_checkpoint,
-                       start_run, trainable_weights)
+                       start_run, step_seed, trainable_weights)
 from .policy import StochasticSampler, Trajectory
 
 RATIO_TOLERANCE = 1e-3  # the first update's ratio may differ from 1 by float rounding, never by more
@@ -61,14 +61,14 @@ def group_advantages(rewards: torch.Tensor, group_size: int, global_std: bool, c
 
 def step_prompts(prompts: list[str], config: GRPOConfig, step: int) -> list[str]:
     """The step's prompts, one per group, alike on every process (without repetition while there are enough)."""
-    rng = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    rng = torch.Generator().manual_seed(step_seed(config, step))
     order = torch.cat([torch.randperm(len(prompts), generator=rng)
                        for _ in range(-(-config.prompts_per_step // len(prompts)))])
     return [prompts[i] for i in order[: config.prompts_per_step].tolist()]
 
 
 def sample_seed(config: GRPOConfig, step: int, index: int) -> int:
-    return ((config.seed * 1_000_003 + step) * 65_536 + index) * 7 + 3
+    return (step_seed(config, step) * 65_536 + index) * 7 + 3
 
 
 def _score(reward, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -133,14 +133,14 @@ def train_on(training: Training, sampler: StochasticSampler, samples: Samples, c
     signals: dict[str, list[float]] = {}
     first_ratio_error = None
     for epoch in range(config.inner_epochs):
-        rng = torch.Generator().manual_seed((config.seed * 1_000_003 + step) * 64 + epoch)
+        rng = torch.Generator().manual_seed(step_seed(config, step) * 64 + epoch)
         order = torch.randperm(len(advantages), generator=rng)  # alike on every process: each its own samples
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size].to(device)
             prompts = [samples.trajectory.prompts[i] for i in batch.tolist()]
             condition, unconditional = sampler.conditions(prompts)
             # drawn per batch from its own seed: alike on every rank, and the same for any number of ranks
-            batch_rng = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 64 + epoch) * 4096 + start)
+            batch_rng = torch.Generator().manual_seed((step_seed(config, step) * 64 + epoch) * 4096 + start)
             trained = _trained_steps(sampler, config, batch_rng)
             for n, i in enumerate(trained):
                 sync = contextlib.nullcontext() if n == len(trained) - 1 else accelerator.no_sync(module)
