@@ -88,8 +88,25 @@ def test_every_probe_scores_below_the_held_out_targets(faces_reward):
     assert set(report) == set(PROBES)
     fixed = {name: r for name, r in report.items() if name != "gradient ascent"}  # the adversary is reported, not bounded
     assert all(r["percentile"] < 5 for r in fixed.values()), report
-    assert 0 <= report["gradient ascent"]["percentile"] <= 100
     assert set(model.calibration) == {"target_score_max", "target_score_p5", "feature_distance_p99", "off_data_penalty"}
+
+
+def test_gradient_ascent_raises_every_starting_image_s_score(faces_reward):
+    from visreward.probes import gradient_ascent
+
+    model, _, generated, *_ = faces_reward
+    before, after = model.score(generated), model.score(gradient_ascent(model, generated))
+    assert (after > before + 1.0).all(), (before, after)
+
+
+def test_monitor_thresholds_are_calibrated_on_the_validation_split_never_on_test(faces_reward):
+    model, _, _, metrics, root = faces_reward
+    splits = metrics["splits"]["target"]
+    assert (len(splits["validation"]), len(splits["test"])) == (20, 10)  # 100 faces, --holdout 0.2, --test 0.1
+    assert not set(splits["validation"]) & set(splits["test"])
+    top = {name: float(model.score([root / i for i in ids]).max()) for name, ids in splits.items()}
+    assert top["validation"] != pytest.approx(top["test"], abs=1e-3)  # so the check below tells the splits apart
+    assert model.calibration["target_score_max"] == pytest.approx(top["validation"], abs=1e-4)
 
 
 def test_inputs_beyond_the_training_data_score_lower_by_the_off_data_penalty(faces_reward):

@@ -84,12 +84,18 @@ class DiscriminativeRewardModel(nn.Module):
         standardised = (features.to(self.head.feature_mean.device) - self.head.feature_mean) / self.head.feature_std
         return standardised.float().pow(2).mean(dim=-1).sqrt()
 
-    def calibrate(self, target_scores: torch.Tensor, natural: torch.Tensor, off_data_penalty: float = 0.0) -> None:
-        """Record held-out target images' score range and the training inputs' feature distances."""
-        scores = target_scores.float().cpu()
-        self.calibration = {"target_score_max": float(scores.max()), "target_score_p5": float(scores.quantile(0.05)),
-                            "feature_distance_p99": float(self.feature_distance(natural).quantile(0.99)),
+    def calibrate(self, target_features: torch.Tensor, target_text: torch.Tensor | None, natural: torch.Tensor,
+                  off_data_penalty: float = 0.0) -> None:
+        """Record the training inputs' feature distances, then held-out target images' score range as `score`
+        gives it (with the off-data penalty that distance sets), so monitors compare like with like."""
+        self.calibration = {"feature_distance_p99": float(self.feature_distance(natural).quantile(0.99)),
                             "off_data_penalty": off_data_penalty}
+        device = self.head.feature_mean.device
+        with torch.no_grad():
+            features = target_features.to(device)
+            scores = self.guarded(self.head(features, None if target_text is None else target_text.to(device)),
+                                  features).float().cpu()
+        self.calibration.update(target_score_max=float(scores.max()), target_score_p5=float(scores.quantile(0.05)))
 
     def guarded(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Logits lowered for inputs beyond the training data (an unseen checkerboard can otherwise outscore

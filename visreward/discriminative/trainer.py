@@ -258,7 +258,10 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
         metrics["rounds"].append(round_info)
 
     if test is not None or held is not None:
-        calibrate(model, test if test is not None else held, natural, config.off_data_penalty)
+        calibrate(model, held if held is not None else test, natural, config.off_data_penalty)
+    metrics["splits"] = {side: {"validation": [records[i].id for i in validation], "test": [records[i].id for i in testing]}
+                         for side, records, validation, testing in (("target", target_records, target_val, target_test),
+                                                                    ("generated", generated_records, generated_val, generated_test))}
     metrics.update(
         n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
         n_skipped=len(skipped), validation=metrics["rounds"][-1].get("validation"),
@@ -270,12 +273,10 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
 
 def calibrate(model: DiscriminativeRewardModel, held: LabeledFeatures, natural: LabeledFeatures,
               off_data_penalty: float) -> None:
-    """Record where held-out target images score and how far the natural training features spread."""
+    """Record where held-out target images score (validation's, which already makes choices: the test split
+    makes none) and how far the natural training features spread."""
     target = held.subset(torch.nonzero(held.labels > 0.5).flatten())
-    device = next(model.head.parameters()).device
-    with torch.no_grad():
-        scores = model.head(target.features.to(device), None if target.text is None else target.text.to(device))
-    model.calibrate(scores, natural.features, off_data_penalty)
+    model.calibrate(target.features, target.text, natural.features, off_data_penalty)
 
 
 def bootstrap_set(model: DiscriminativeRewardModel, base_train: LabeledFeatures, pool: LabeledFeatures,
