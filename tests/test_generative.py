@@ -239,3 +239,11 @@ def test_pointwise_judges_are_evaluated_with_pointwise_questions(noisy_digit_pai
     pairwise = float((judge.score(chosen, prompts, references=rejected) > 0.5).float().mean())
     assert pointwise != pairwise  # the two ways of judging tell apart on this model
     assert metrics["history"][0]["heldout_pairwise_accuracy"] == pytest.approx(pointwise)
+
+def test_load_reward_model_loads_a_vlm_judge_in_the_precision_asked_for(tmp_path):
+    from visreward.rewards import load_reward_model
+
+    folder = save_tiny_qwen2_5_vl(tmp_path / "judge")
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
+        judge = load_reward_model(f"vlm:{folder}", precision=precision)
+        assert {p.dtype for p in judge.model.parameters()} == {dtype}, precision

@@ -26,9 +26,14 @@ def load_reward_model(spec: str, device: str | None = None, backend: str = "torc
     if not spec:
         raise VisrewardError("no reward model given")
     if is_generative(spec):
-        from .generative import GenerativeRewardModel
+        import torch
 
-        return GenerativeRewardModel.from_pretrained(spec[len("vlm:"):], device=device)
+        from .generative import GenerativeRewardModel
+        from .precision import resolve_encoder_precision
+
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            resolve_encoder_precision(precision, device or "cpu")]
+        return GenerativeRewardModel.from_pretrained(spec[len("vlm:"):], device=device, dtype=dtype)
     from .discriminative import DiscriminativeRewardModel
 
     return DiscriminativeRewardModel.from_pretrained(spec, device=device, backend=backend, precision=precision,
