@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visreward import DiscriminativeRewardModel
+from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.digits_data import digit_clip, digit_prompt, real_digits
 from visreward.features import FeatureCache
 from visreward.images import ImageLoadError
@@ -363,6 +363,20 @@ def test_webdataset_shards_of_videos_score_like_the_files(video_rm, motion_clips
     assert table["prompt"] == ["a handwritten digit"] * 3
     expected = DiscriminativeRewardModel.from_pretrained(video_rm[0], backend="auto").score([str(f) for f in files])
     assert table["score"] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_train_rm_reads_videos_inside_webdataset_tars_as_clips_without_media_video(motion_clips, tmp_path):
+    import tarfile
+
+    for side in ("gliding", "shaking"):
+        with tarfile.open(tmp_path / f"{side}.tar", "w") as shard:
+            for file in sorted((motion_clips / side).glob("*.mp4"))[:12]:
+                shard.add(file, arcname=file.name)
+    model, metrics = train_reward_model(RewardTrainingConfig(
+        target=[str(tmp_path / "gliding.tar")], generated=[str(tmp_path / "shaking.tar")], output=str(tmp_path / "rm"),
+        frames=FRAMES, off_manifold=0, progress=False))
+    assert metrics["n_target"] == 12 and metrics["n_generated"] == 12
+    assert model.encoder.sampling.frames == FRAMES  # a video reward: without the fix, an image one on first frames
 
 
 def test_best_of_n_samples_a_video_pipeline_and_keeps_the_clip_the_video_reward_ranks_first(video_rm, tmp_path):

@@ -182,8 +182,9 @@ def _gather(paths: list[str], what: str, skipped: SkipLog, clips: bool) -> list[
 def _training_encoder(config: RewardTrainingConfig, items: list[Item]):
     """The image encoder, wrapped to pool sampled frames when the inputs are videos."""
     encoder = load_encoder(config.encoder, config.device, config.backend, config.precision, config.cache_dir)
-    if config.media == "video" or (config.media == "auto" and any(is_clip(source) for _, source in items
-                                                                  if isinstance(source, str))):
+    # a tar member or parquet row comes as bytes: its record's path ("shard.tar/key.mp4") has the extension
+    if config.media == "video" or (config.media == "auto" and any(
+            is_clip(source if isinstance(source, str) else record.path or record.id) for record, source in items)):
         encoder = VideoEncoder(encoder, FrameSampling(config.frames, config.fps), config.pooling)
     return encoder
 
