@@ -3,6 +3,7 @@ and tiny randomly initialised transformers models saved to a temp folder."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -89,6 +90,14 @@ def tiny_generator(tiny_generator_dir):
     from visreward.generators import ConditionalGenerator
 
     return ConditionalGenerator.from_pretrained(tiny_generator_dir)
+
+
+def sampling_in_fp32(generator):
+    """`generator`, sampling in fp32: the tiny generator trains under "auto" precision, so where bf16 is native
+    (AMX, CUDA) its own sampler runs in bf16, and a comparison with an fp32 sampler would test the CPU."""
+    copied = copy.copy(generator)
+    copied.mixed_precision = "no"
+    return copied
 
 
 def write_real_digits(folder: Path, n: int, split: str = "train", offset: int = 0) -> Path:

@@ -49,16 +49,24 @@ def test_monitor_fractions_and_alarms_on_literal_batches():
         "60% of samples score above every held-out target image"]
 
 
-def test_digit_prompts_get_the_independent_classifier_check():
+def test_the_digits_generator_brings_its_own_independent_check_and_the_monitor_guesses_none_from_image_shapes(
+        tiny_generator):
+    from types import SimpleNamespace
+
     from visreward.digits_data import real_digits
+    from visreward.monitors import independent_check_for
 
     images, labels = real_digits("train")
     batch = torch.from_numpy(images[:20]).unsqueeze(1).expand(-1, 3, -1, -1)
-    monitor = HackingMonitor(object(), warmup=1)
-    right = monitor.update(torch.zeros(20), batch, [digit_prompt(int(d)) for d in labels[:20]])
+    prompts = [digit_prompt(int(d)) for d in labels[:20]]
+    assert "independent_agreement" not in HackingMonitor(object(), warmup=1).update(torch.zeros(20), batch, prompts)
+    clips = SimpleNamespace(frames=4, resolution=(8, 8), prompts=prompts)  # 8x8 digit clips get no digit check
+    assert independent_check_for(clips, "moving-digits") is None
+    monitor = HackingMonitor(object(), warmup=1, agreement=independent_check_for(tiny_generator, "digits"))
+    right = monitor.update(torch.zeros(20), batch, prompts)
     assert right["independent_agreement"] > 0.9 and "above_target" not in right
-    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), [digit_prompt(int(d)) for d in labels[:20]])
-    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), [digit_prompt(int(d)) for d in labels[:20]])
+    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), prompts)
+    monitor.update(torch.zeros(20), torch.rand(20, 3, 8, 8), prompts)
     assert any("independent check fell" in a for a in monitor.alarms())
 
 

@@ -18,6 +18,7 @@ from visreward.post_training import dpo as dpo_module
 from visreward.post_training.best_of_n import rank_within_groups
 from visreward.post_training.denoisers import Objective
 
+from conftest import sampling_in_fp32
 from tiny_pipelines import save_tiny_flux, save_tiny_sd3, save_tiny_sdxl, save_tiny_stable_diffusion
 
 
@@ -38,14 +39,17 @@ def test_objective_targets_for_the_three_prediction_types():
         Objective("sample", 10, alphas)
 
 
-def test_dpo_loss_matches_the_paper_formula():
-    # errors: [chosen_1, chosen_2, rejected_1, rejected_2]
-    model = torch.tensor([0.10, 0.30, 0.50, 0.20])
+def test_dpo_loss_is_1_0073_by_hand_and_pushes_chosen_error_down_and_rejected_error_up():
+    # errors: [chosen_1, chosen_2, rejected_1, rejected_2]; by hand, -beta/2 * ((w - l) - (ref_w - ref_l)) is
+    # -5 * ((0.1 - 0.5) - (0.2 - 0.4)) = 1.0 and -5 * ((0.3 - 0.2) - (0.2 - 0.4)) = -1.5, and the loss is
+    # (log(1 + e^-1) + log(1 + e^1.5)) / 2 = (0.31326 + 1.70141) / 2 = 1.00734.
+    model = torch.tensor([0.10, 0.30, 0.50, 0.20], requires_grad=True)
     reference = torch.tensor([0.20, 0.20, 0.40, 0.40])
     loss, logs = dpo_loss_terms(model, reference, beta=10.0)
-    inside = torch.tensor([-5.0 * ((0.10 - 0.50) - (0.20 - 0.40)), -5.0 * ((0.30 - 0.20) - (0.20 - 0.40))])
-    assert loss.item() == pytest.approx(-torch.nn.functional.logsigmoid(inside).mean().item())
-    assert logs["implicit_accuracy"] == 0.5 and logs["reward_margin"] == pytest.approx(inside.mean().item())
+    assert loss.item() == pytest.approx(1.00734, abs=1e-5)
+    assert logs["implicit_accuracy"] == 0.5 and logs["reward_margin"] == pytest.approx(-0.25)
+    loss.backward()
+    assert (model.grad[:2] > 0).all() and (model.grad[2:] < 0).all()  # descent lowers chosen error, raises rejected
     same, logs = dpo_loss_terms(reference, reference, beta=5000.0)
     assert same.item() == pytest.approx(math.log(2)) and logs["reward_margin"] == 0.0
 
@@ -464,7 +468,7 @@ def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_
 def test_the_reward_gradient_sampler_reproduces_the_bundled_generators_own_samples(tiny_generator):
     """ReFL samples with the generator's own DDIM scheduler (its spacing, its x0 clipping near t = T)."""
     prompts = [digit_prompt(2), digit_prompt(7)]
-    theirs = tiny_generator.generate_from_seeds(prompts, [3, 4])
+    theirs = sampling_in_fp32(tiny_generator).generate_from_seeds(prompts, [3, 4])
     denoiser = tiny_generator.denoiser()
     with torch.no_grad():
         x0 = denoiser.sample_x0(denoiser.module, tiny_generator.initial_noise([3, 4]), prompts, steps=10, stop=9)

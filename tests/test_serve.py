@@ -247,7 +247,7 @@ def test_combine_in_process_feeds_best_of_n_style_callers(rm_dir, images, local_
 
 
 def test_a_small_compressed_npz_that_would_expand_to_gigabytes_is_refused_unread():
-    from visreward.serving.protocol import NPZ, ProtocolError, RequestLimits, parse_score_request
+    from visreward.serving.protocol import NPZ, ProtocolError, parse_score_request
 
     import zipfile
 
@@ -265,7 +265,7 @@ def test_a_small_compressed_npz_that_would_expand_to_gigabytes_is_refused_unread
 
 
 def test_requests_over_the_image_or_pixel_limit_get_413_before_decoding():
-    from visreward.serving.protocol import NPZ, ProtocolError, RequestLimits, parse_score_request, encode_images
+    from visreward.serving.protocol import ProtocolError, RequestLimits, encode_images, parse_score_request
 
     small = RequestLimits(max_images=2, max_pixels=3 * 64 * 64)
     body, content_type, _ = encode_images(np.zeros((3, 8, 8, 3), np.uint8), None, None)

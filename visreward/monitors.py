@@ -5,8 +5,9 @@ the same exploit). That alone misses a generator drifting to noise with a steady
 GAN-RM rewards add two signals from their calibration (measured at training time):
 - `above_target`: the fraction of samples scoring above the highest held-out target image;
 - `off_manifold`: the fraction whose features lie further from the training data than 99% of it;
-and, where one applies, an independent check that shares nothing with the reward (for the bundled
-digits generator: a digit classifier trained on held-out real digits agreeing with the prompt).
+and, where the generator has one (`independent_check_for`), an independent check that shares nothing with the
+reward: the bundled digits' classifier of held-out real digits, or a prompt classifier of a train-generator
+folder's own training images.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .digits_data import parse_digit
 from .errors import VisrewardError
 
 
@@ -38,26 +38,13 @@ def smoothed(running: dict, logs: dict, smoothing: float) -> dict:
     return {k: v if k not in running else (1 - smoothing) * running[k] + smoothing * v for k, v in logs.items()}
 
 
-def digit_agreement(images: torch.Tensor, prompts: list[str]) -> float | None:
-    """The bundled generator's independent check; None where prompts or images are not digits."""
-    from .evaluation.generation import digit_accuracy
-
-    if images.shape[-2:] != (8, 8):
-        return None
-    try:
-        [parse_digit(p) for p in prompts]
-    except VisrewardError:
-        return None
-    return digit_accuracy(images, prompts)
-
-
 @dataclass
 class HackingMonitor:
     reward_model: object
     limits: MonitorLimits = field(default_factory=MonitorLimits)
     warmup: int = 5
     smoothing: float = 0.2        # weight of the newest batch in the running (exponential) averages
-    agreement: object = None      # a PromptAgreement where the digit check does not apply
+    agreement: object = None      # the generator's independent check (independent_check_for), if it has one
     start: dict = field(default_factory=dict)
     seen: list = field(default_factory=list)
     running: dict = field(default_factory=dict)
@@ -75,9 +62,7 @@ class HackingMonitor:
                 features = self.reward_model.encoder(images.detach()) if features is None else features.detach()
                 distance = self.reward_model.feature_distance(features)
             logs["off_manifold"] = float((distance > calibration["feature_distance_p99"]).float().mean())
-        agreement = digit_agreement(images.detach().cpu(), prompts)
-        if agreement is None and self.agreement is not None and images.ndim == 4:
-            agreement = self.agreement(images, prompts)
+        agreement = self.agreement(images.detach(), prompts) if self.agreement is not None else None
         if agreement is not None:
             logs["independent_agreement"] = agreement
         if len(self.seen) < self.warmup:
@@ -206,9 +191,18 @@ class PromptAgreement:
         return float((predicted == torch.tensor([self.prompts.index(p) for p in prompts])).float().mean())
 
 
+def independent_check_for(generator, spec: str, encoder: str | None = None):
+    """The independent check of `generator`'s samples, `check(images, prompts) -> fraction or None`, or None where
+    it has none (pipelines, video): the bundled digits' classifier where it makes 8x8 digits, otherwise the prompt
+    agreement of the train-generator folder `spec`."""
+    from .generators.bundled import digit_check, makes_digits
+
+    return digit_check if makes_digits(generator) else prompt_agreement_for(spec, encoder)
+
+
 def prompt_agreement_for(generator: str, encoder: str | None = None) -> PromptAgreement | None:
     """The prompt-agreement check of a `train-generator` image folder, fitted on the training images its
-    generator.json names; None for other generators (and for digit prompts, which have their own check)."""
+    generator.json names; None for other generators."""
     import json
     from pathlib import Path
 
@@ -219,7 +213,7 @@ def prompt_agreement_for(generator: str, encoder: str | None = None) -> PromptAg
     meta_file = Path(generator) / "generator.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     training = meta.get("training") or {}
-    if not training.get("data") or meta.get("frames") or all(_is_digit(p) for p in meta.get("prompts", [])):
+    if not training.get("data") or meta.get("frames"):
         return None
     config = GeneratorTrainingConfig(data=training["data"], resolution=training.get("resolution"),
                                      colour=training.get("colour", "auto"))
@@ -227,11 +221,3 @@ def prompt_agreement_for(generator: str, encoder: str | None = None) -> PromptAg
     rgb = images.float() / 255
     rgb = rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
     return PromptAgreement.fit(rgb, prompts, load_encoder(encoder or DEFAULT_ENCODER, backend="auto"))
-
-
-def _is_digit(prompt: str) -> bool:
-    try:
-        parse_digit(prompt)
-    except VisrewardError:
-        return False
-    return True

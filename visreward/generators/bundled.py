@@ -63,3 +63,25 @@ def load_bundled_generator(cache_dir: str | os.PathLike | None = None, progress:
             write_data(data)
         train_generator(dataclasses.replace(config, data=[str(data)], output=str(directory), progress=progress))
     return ConditionalGenerator.from_pretrained(directory)
+
+
+def makes_digits(generator) -> bool:
+    """Whether `generator` draws the bundled digits' kind of sample: one 8x8 image per digit prompt."""
+    from ..digits_data import parse_digit
+    from ..errors import VisrewardError
+
+    if getattr(generator, "frames", None) or getattr(generator, "resolution", None) != (8, 8):
+        return False
+    try:
+        [parse_digit(p) for p in getattr(generator, "prompts", None) or ["no prompts"]]
+    except VisrewardError:
+        return False
+    return True
+
+
+def digit_check(images, prompts: list[str]) -> float:
+    """The digits' independent check: the fraction of [B,3,8,8] samples that a classifier of held-out real digits
+    reads as the digit their prompt asks for."""
+    from ..evaluation.generation import digit_accuracy
+
+    return digit_accuracy(images.detach().float().cpu(), prompts)

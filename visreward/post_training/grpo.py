@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import VisrewardError
-from ..monitors import HackingMonitor, limits_of, prompt_agreement_for
+from ..monitors import HackingMonitor, independent_check_for, limits_of
 from ..options import GRPOConfig
 from ..prompts import read_prompts
 from .finetune import (Training, fall_back, finish_run, first_reason, on_every_rank, prepare_training, save_checkpoint,
@@ -221,7 +221,7 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     flow = training.denoiser.objective.prediction_type == "flow"
     noise_level = config.noise_level if config.noise_level is not None else (0.7 if flow else 1.0)
     sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
-    monitor = HackingMonitor(reward, limits_of(config), agreement=prompt_agreement_for(config.generator))
+    monitor = HackingMonitor(reward, limits_of(config), agreement=independent_check_for(generator, config.generator))
     start_step, history = start_run(training, config, monitor)
     snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(training.module)))], maxlen=2)
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,

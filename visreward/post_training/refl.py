@@ -67,7 +67,7 @@ def make_refl_loss(reward_model, config: ReFLConfig):
 def run_refl(config: ReFLConfig) -> dict:
     from ..distributed import local_device
     from ..generators import load_generator
-    from ..monitors import prompt_agreement_for
+    from ..monitors import independent_check_for
     from ..rewards import load_reward_model
 
     if not 1 <= config.last_steps <= config.num_inference_steps:
@@ -81,5 +81,5 @@ def run_refl(config: ReFLConfig) -> dict:
     generator = load_generator(config.generator)
     data = TrainingImages(torch.empty(0), prompts)
     loss = make_refl_loss(reward_model, config)
-    loss.monitor.agreement = prompt_agreement_for(config.generator)  # train-generator folders of other prompts
+    loss.monitor.agreement = independent_check_for(generator, config.generator)
     return finetune(config, generator, data, loss, needs_reference=False, draw=draw_prompts)
