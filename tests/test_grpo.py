@@ -18,7 +18,6 @@ from visreward.post_training import grpo as grpo_module
 from visreward.post_training.grpo import group_advantages
 from visreward.post_training.policy import StochasticSampler, gaussian_log_prob
 
-from conftest import sampling_in_fp32
 from tiny_pipelines import (TINY_VIDEO_PIPELINES, save_tiny_flux, save_tiny_sd3, save_tiny_sdxl,
                             save_tiny_stable_diffusion)
 
@@ -103,7 +102,7 @@ def _rollout(sampler, denoiser, noise, prompts):
 
 def test_at_noise_level_zero_the_sampler_reproduces_the_bundled_generators_samples(tiny_generator):
     prompts = [digit_prompt(2), digit_prompt(7)]
-    theirs = sampling_in_fp32(tiny_generator).generate_from_seeds(prompts, [3, 4])
+    theirs = tiny_generator.generate_from_seeds(prompts, [3, 4])
     denoiser = tiny_generator.denoiser()
     trajectory = _rollout(StochasticSampler(denoiser, 10, 0.0), denoiser, tiny_generator.initial_noise([3, 4]), prompts)
     assert (denoiser.decode(trajectory.latents[:, -1]) - theirs).abs().max() < 1e-4
@@ -185,7 +184,7 @@ def _mean_brightness(generator_dir: Path, seeds) -> float:
 
 
 def test_grpo_raises_a_synthetic_reward_on_fresh_prompts_and_seeds(tiny_generator_dir, tmp_path):
-    metrics = run_grpo(_config(tiny_generator_dir, tmp_path / "grpo", steps=8, lr=3e-4, beta=0.0,
+    metrics = run_grpo(_config(tiny_generator_dir, tmp_path / "grpo", steps=8, lr=6e-4, beta=0.0,
                                stop_on_hacking=False), reward=brightness)
     assert metrics["history"][0]["first_ratio_error"] < 1e-5  # the sampler and the trainer agree
     fresh = range(5000, 5064)  # seeds no training step drew from

@@ -18,7 +18,6 @@ from visreward.post_training import dpo as dpo_module
 from visreward.post_training.best_of_n import rank_within_groups
 from visreward.post_training.denoisers import Objective
 
-from conftest import sampling_in_fp32
 from tiny_pipelines import save_tiny_flux, save_tiny_sd3, save_tiny_sdxl, save_tiny_stable_diffusion
 
 
@@ -468,7 +467,7 @@ def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_
 def test_the_reward_gradient_sampler_reproduces_the_bundled_generators_own_samples(tiny_generator):
     """ReFL samples with the generator's own DDIM scheduler (its spacing, its x0 clipping near t = T)."""
     prompts = [digit_prompt(2), digit_prompt(7)]
-    theirs = sampling_in_fp32(tiny_generator).generate_from_seeds(prompts, [3, 4])
+    theirs = tiny_generator.generate_from_seeds(prompts, [3, 4])
     denoiser = tiny_generator.denoiser()
     with torch.no_grad():
         x0 = denoiser.sample_x0(denoiser.module, tiny_generator.initial_noise([3, 4]), prompts, steps=10, stop=9)

@@ -27,7 +27,7 @@ def demo_run(tmp_path_factory, tiny_generator_dir):
     """`visreward demo` with every stage but tiny sizes, two seeds (so every number has a spread)."""
     out = tmp_path_factory.mktemp("demo") / "run"
     results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=60, target_sizes=[30, 60],
-                                  eval_per_digit=1, rounds=1, n=2, repeats=1, negatives_per_prompt=3, pool_per_prompt=1,
+                                  eval_per_digit=3, rounds=1, n=2, repeats=1, negatives_per_prompt=8, pool_per_prompt=1,
                                   sft_steps=2, dpo_steps=2, grpo_steps=2, probe_starts=1, seeds=2))
     return out, results
 
@@ -40,6 +40,8 @@ def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
         assert set(row) == {"ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target"}
         assert all(len(pair) == 2 and pair[1] >= 0 for pair in row.values())  # [mean, sd over 2 seeds]
     assert metrics["rows"]["base"]["toward_target"] == [0.0, 0.0]
+    for run in metrics["per_seed"]:  # the headline: choosing by the reward moves the look toward the target's
+        assert run["rows"]["Best-of-16"]["toward_target"] > 0.2, run["rows"]["Best-of-16"]
     assert [int(n) for n in metrics["best_of_n"]] == list(BEST_OF)
     assert list(metrics["target_sizes"]) == ["30", "60"]
     assert set(metrics["probes"]) == {"sft-round-1", "dpo-round-1"}
