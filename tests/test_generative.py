@@ -37,6 +37,15 @@ def test_yes_probability_on_literal_logits():
     assert full.item() == pytest.approx((np.exp(2) + np.exp(1)) / np.exp(logits[0].numpy()).sum(), rel=1e-6)
 
 
+def _hand_p_yes(judge, text: str, images) -> float:
+    """P(yes) at the answer position of `text`, read off the logits here, not by the judge's helpers."""
+    batch = judge.processor(text=[text], images=[images], return_tensors="pt")
+    with torch.no_grad():
+        logits = judge.model(**batch).logits[0, -1]
+    yes, no = judge.processor.tokenizer.convert_tokens_to_ids(["yes", "no"])  # the tiny vocabulary lower-cases
+    return float(torch.exp(logits[yes]) / (torch.exp(logits[yes]) + torch.exp(logits[no])))
+
+
 def test_score_is_p_yes_at_the_first_answer_position_of_a_hand_written_prompt(tmp_path, digits):
     """The chat text, the question and the yes/no tokens written out here by hand, not by the judge's helpers."""
     images, _ = digits
@@ -44,12 +53,8 @@ def test_score_is_p_yes_at_the_first_answer_position_of_a_hand_written_prompt(tm
     text = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>You are judging images made by a text-to-image "
             "model for how well they follow the prompt and how good they look.\nPrompt: a handwritten digit 5\n"
             "Does this image satisfy the prompt? Answer yes or no.<|im_end|>\n<|im_start|>assistant\n")
-    batch = judge.processor(text=[text], images=[[images[0]]], return_tensors="pt")
-    with torch.no_grad():
-        logits = judge.model(**batch).logits[0, -1]
-    yes, no = judge.processor.tokenizer.convert_tokens_to_ids(["yes", "no"])  # the tiny vocabulary lower-cases
-    expected = torch.exp(logits[yes]) / (torch.exp(logits[yes]) + torch.exp(logits[no]))
-    assert judge.score(images[:1], ["a handwritten digit 5"]).item() == pytest.approx(expected.item(), abs=1e-5)
+    expected = _hand_p_yes(judge, text, [images[0]])
+    assert judge.score(images[:1], ["a handwritten digit 5"]).item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_batching_gives_the_same_scores_as_one_at_a_time(judge, digits):
@@ -65,15 +70,23 @@ def test_batching_gives_the_same_scores_as_one_at_a_time(judge, digits):
     rewards += 1  # a normal tensor: a trainer may modify it in place
 
 
-def test_pairwise_scores_average_both_orders(judge, digits):
+def test_pairwise_score_is_the_mean_of_p_yes_for_a_then_b_and_p_no_for_b_then_a_from_hand_written_questions(judge, digits):
+    """The question written out here; each family's own chat template (transformers') around it."""
     images, prompts = digits
-    a_over_b, info = judge.score_with_info(images[:3], prompts[:3], references=images[3:])
-    b_over_a = judge.score(images[3:], prompts[:3], references=images[:3])
-    assert torch.allclose(a_over_b + b_over_a, torch.ones(3), atol=1e-5)  # order-averaging makes it antisymmetric
-    assert "order_bias" in info
+    question = ("You are judging images made by a text-to-image model for how well they follow the prompt and how "
+                f"good they look.\nPrompt: {prompts[0]}\nIs image 1 better than image 2? Answer yes or no.")
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": question}]}]
+    text = judge.processor.apply_chat_template(chat, add_generation_prompt=True)
+    hand = {}
+    for k in (3, 4):
+        a_then_b, b_then_a = _hand_p_yes(judge, text, [images[0], images[k]]), _hand_p_yes(judge, text, [images[k], images[0]])
+        hand[k] = (a_then_b + (1 - b_then_a)) / 2
+    scores, info = judge.score_with_info(images[:1], prompts[:1], references=images[3:4])
+    assert scores.item() == pytest.approx(hand[3], abs=1e-5)
+    assert info["order_bias"] == pytest.approx(_hand_p_yes(judge, text, [images[0], images[3]]) - (1 - _hand_p_yes(
+        judge, text, [images[3], images[0]])), abs=1e-5)
     several = judge.score(images[:1], prompts[:1], references=[[images[3], images[4]]])
-    single = [judge.score(images[:1], prompts[:1], references=[images[k]]) for k in (3, 4)]
-    assert several.item() == pytest.approx((single[0] + single[1]).item() / 2, abs=1e-5)
+    assert several.item() == pytest.approx((hand[3] + hand[4]) / 2, abs=1e-5)
 
 
 def test_instruction_and_chain_of_thought(judge, digits):
