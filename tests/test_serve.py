@@ -159,14 +159,53 @@ def test_hostile_requests_get_their_status_and_the_server_keeps_serving(server, 
     assert listed[0]["metrics"]["heldout"]["auc"] > 0.5
 
 
-def test_a_client_that_disconnects_mid_request_harms_no_one(server, images, local_scores):
+def test_a_client_that_sends_a_whole_request_and_drops_the_socket_leaves_the_queue_empty(server, images, local_scores):
     port = int(server.rsplit(":", 1)[1])
-    body = json.dumps({"images": [_b64(p) for p in images]}).encode()
+    def stats():
+        return httpx.get(f"{server}/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+
+    before = stats()
+    body = json.dumps({"images": [_b64(p) for p in images], "rewards": ["rm"]}).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         raw.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    deadline, after = time.time() + 60, before
+    while time.time() < deadline and after["batches"]["rm"] == before["batches"]["rm"]:
+        time.sleep(0.1)
+        after = stats()
+    assert after["batches"]["rm"] > before["batches"]["rm"]  # the dropped request reached the batcher
+    while time.time() < deadline and after["queue"]["rm"]:
+        time.sleep(0.1)
+        after = stats()
+    assert after["queue"] == {"rm": 0, "half": 0}
     response = _post(server, {"images": [_b64(p) for p in images], "rewards": ["rm"]})
     assert np.abs(np.array(response.json()["scores"]) - local_scores).max() < 1e-5
+
+
+def test_a_request_that_makes_the_model_fail_in_a_merged_batch_fails_alone():
+    from visreward.serving.batcher import DynamicBatcher
+
+    batches = []
+
+    def score(images, prompts):
+        batches.append(list(prompts))
+        if "bad" in prompts:
+            raise ValueError("this image breaks the model")
+        return [10.0 * image for image in images]
+
+    async def both():
+        batcher = DynamicBatcher(score, max_batch=8, max_wait_ms=500)
+        batcher.start()
+        try:
+            results = await asyncio.gather(batcher.submit([1, 2], ["good", "good"]), batcher.submit([3], ["bad"]),
+                                           return_exceptions=True)
+            return results, batcher.pending
+        finally:
+            await batcher.stop()
+
+    (good, bad), pending = asyncio.run(both())
+    assert good.tolist() == [10.0, 20.0] and isinstance(bad, ValueError) and pending == 0
+    assert batches == [["good", "good", "bad"], ["good", "good"], ["bad"]]  # merged, failed, then one by one
 
 
 def test_a_full_queue_answers_503_then_recovers(rm_dir, images, local_scores):
