@@ -14,6 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
 
 import numpy as np
 import pytest
+import torch
 from filelock import FileLock
 from PIL import Image
 
@@ -91,6 +92,19 @@ def tiny_generator(tiny_generator_dir):
     from visreward.generators import ConditionalGenerator
 
     return ConditionalGenerator.from_pretrained(tiny_generator_dir)
+
+
+def denoising_error(generator, images: torch.Tensor, prompts: list[str], draws: int = 8) -> float:
+    """The epsilon-prediction error on these images, over `draws` fixed draws of noise and timestep per image."""
+    denoiser = generator.denoiser()
+    x0 = denoiser.encode_images(images).repeat(draws, 1, 1, 1)
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.randn(x0.shape, generator=rng)
+    timesteps = torch.randint(0, denoiser.objective.num_train_timesteps, (len(x0),), generator=rng)
+    noisy = denoiser.objective.noise(x0, noise, timesteps)
+    with torch.no_grad():
+        prediction = denoiser.predict(denoiser.module, noisy.noisy, noisy.timesteps, denoiser.condition(prompts * draws))
+    return float((prediction - noise).pow(2).mean())
 
 
 def write_real_digits(folder: Path, n: int, split: str = "train", offset: int = 0) -> Path:

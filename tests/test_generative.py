@@ -162,8 +162,15 @@ def test_cli_scores_with_a_vlm_and_best_of_n_uses_references(tmp_path, tiny_gene
     for i in range(3):
         digit_image(images[i]).save(folder / f"{i}.png")
     assert main(["score", "--model", f"vlm:{model}", "--output", str(tmp_path / "s.parquet"), "--no-progress", str(folder)]) == 0
-    table = pq.read_table(tmp_path / "s.parquet")
-    assert table.num_rows == 3 and all(0 < s < 1 for s in table["score"].to_pylist())
+    table = pq.read_table(tmp_path / "s.parquet").sort_by("id")
+    question = ("You are judging images made by a text-to-image model for how well they follow the prompt and how "
+                "good they look.\nPrompt: (none)\nDoes this image satisfy the prompt? Answer yes or no.")
+    judge = GenerativeRewardModel.from_pretrained(model)
+    text = judge.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+                                               add_generation_prompt=True)
+    hand = [_hand_p_yes(judge, text, [Image.open(folder / f"{i}.png").convert("RGB")]) for i in range(3)]
+    assert table["id"].to_pylist() == ["imgs/0.png", "imgs/1.png", "imgs/2.png"]
+    assert table["score"].to_pylist() == pytest.approx(hand, abs=1e-5)
     assert main(["best-of-n", "--generator", str(tiny_generator_dir), "--reward", f"vlm:{model}", "--prompts",
                  "a handwritten digit 4", "--n", "3", "--references", "top-2", "--output", str(tmp_path / "bon"),
                  "--no-progress"]) == 0
@@ -208,9 +215,10 @@ def test_refl_with_a_vlm_reward(tmp_path, tiny_generator_dir):
 
     model = save_tiny_internvl(tmp_path / "vlm")
     metrics = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=f"vlm:{model}", output=str(tmp_path / "refl"),
-                                  prompts=["a handwritten digit 4"], steps=2, batch_size=2, num_inference_steps=3,
+                                  prompts=["a handwritten digit 4"], steps=4, batch_size=2, num_inference_steps=3,
                                   last_steps=1, lr=1e-3, log_every=1, progress=False))
-    assert all(0 < row["reward_mean"] < 1 for row in metrics["history"])
+    rewards = [row["reward_mean"] for row in metrics["history"]]
+    assert rewards[-1] > rewards[0]
     assert (tmp_path / "refl" / "generator" / "generator.json").exists()
 
 

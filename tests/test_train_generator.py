@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import denoising_error
 from visreward.cli import main
 from visreward.errors import VisrewardError
 from visreward.generators import ConditionalGenerator, GeneratorTrainingConfig, load_generator, train_generator
@@ -31,11 +32,20 @@ def faces_folder(tmp_path_factory):
     return folder
 
 
-def test_train_generator_then_rounds_on_faces(faces_folder, tmp_path):
+def test_train_generator_lowers_the_denoising_error_on_its_data_then_rounds_run_on_faces(faces_folder, tmp_path):
+    from visreward.post_training.sft import load_sft_data
+
+    def train(name: str, steps: int):
+        assert main(["train-generator", "--data", str(faces_folder), "--output", str(tmp_path / name), "--resolution",
+                     "16", "--steps", str(steps), "--batch-size", "32", "--width", "32", "--inference-steps", "5",
+                     "--no-progress"]) == 0
+        return load_generator(str(tmp_path / name))
+
     gen = tmp_path / "gen"
-    assert main(["train-generator", "--data", str(faces_folder), "--output", str(gen), "--resolution", "16",
-                 "--steps", "30", "--batch-size", "32", "--width", "32", "--inference-steps", "5", "--no-progress"]) == 0
-    generator = load_generator(str(gen))
+    generator, barely = train("gen", 30), train("one-step", 1)
+    faces = load_sft_data([str(faces_folder)], (16, 16))
+    trained_error = denoising_error(generator, faces.images.float() / 255, faces.prompts, draws=1)
+    assert trained_error < 0.8 * denoising_error(barely, faces.images.float() / 255, faces.prompts, draws=1)
     assert generator.prompts == [FACE, OTHER] and generator.resolution == (16, 16) and generator.channels == 1
     images, prompts, seeds = generator.generate_tensors([OTHER, FACE], 2, seed=3)
     assert images.shape == (4, 3, 16, 16) and prompts == [OTHER, OTHER, FACE, FACE] and seeds == [3, 4, 5, 6]
