@@ -28,10 +28,11 @@ def test_explicit_rank_wins_and_bad_values_are_errors():
         placement_from_env({"WORLD_SIZE": "two"})
 
 
-def test_shards_are_split_round_robin():
-    shards = list(range(7))
-    assert Placement(0, 3).take(shards) == [0, 3, 6] and Placement(2, 3).take(shards) == [2, 5]
-    assert sorted(Placement(0, 3).take(shards) + Placement(1, 3).take(shards) + Placement(2, 3).take(shards)) == shards
+def test_each_shard_is_owned_by_exactly_one_rank_round_robin():
+    assert [i for i in range(7) if Placement(0, 3).owns(i)] == [0, 3, 6]
+    assert [i for i in range(7) if Placement(2, 3).owns(i)] == [2, 5]
+    assert all(sum(Placement(rank, 3).owns(i) for rank in range(3)) == 1 for i in range(20))
+    assert all(Placement(0, 1).owns(i) for i in range(5))
 
 
 def test_cuda_means_the_local_ranks_gpu(monkeypatch):

@@ -27,7 +27,7 @@ def test_folder_recursive_with_metadata_prompts_and_stable_ids(tmp_path, monkeyp
     assert [r.prompt for r in records] == ["coffee", "an astronaut", "a cat"]
     assert records[2].metadata == {"score": 3}
     monkeypatch.chdir(root)  # the same folder named from elsewhere gives the same ids
-    assert [r.id for r in find_images(["."])] != []
+    assert [r.id for r in find_images(["."])] == ["gen/a.jpg", "gen/c.webp", "gen/sub/b.png"]  # "." is named "gen"
     monkeypatch.chdir(tmp_path)
     assert [r.id for r in find_images(["gen"])] == [r.id for r in records]
 

@@ -2,19 +2,16 @@
 
 torchrun and `accelerate launch` set RANK / WORLD_SIZE; `srun` sets SLURM_PROCID /
 SLURM_NTASKS; a SLURM job array sets SLURM_ARRAY_TASK_ID (with SLURM_ARRAY_TASK_COUNT
-or the MIN/MAX ids). Scoring needs no collectives: each rank takes
-`shards[rank::world_size]` and writes its own files.
+or the MIN/MAX ids). Scoring needs no collectives: each rank owns
+the shards whose index is its rank modulo the world size, and writes their files.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
 
 from .errors import VisrewardError
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,9 +19,6 @@ class Placement:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-
-    def take(self, shards: Sequence[T]) -> list[T]:
-        return list(shards[self.rank :: self.world_size])
 
     def owns(self, shard_index: int) -> bool:
         return shard_index % self.world_size == self.rank
