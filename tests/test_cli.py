@@ -152,3 +152,14 @@ def test_help_imports_no_framework_and_a_run_only_its_own_command(tmp_path):
     assert "visreward.scoring" in run
     assert not any(name in run for name in ("visreward.post_training", "visreward.generative", "visreward.demo",
                                             "visreward.serving")), run
+
+
+def test_dpo_run_alone_from_the_command_line_gets_the_learning_rate_the_rounds_use_not_1e_4(monkeypatch):
+    from visreward import cli
+    from visreward.post_training.rounds import DEFAULT_LR
+
+    seen = []
+    name, _, text = cli.COMMANDS["dpo"]
+    monkeypatch.setitem(cli.COMMANDS, "dpo", (name, seen.append, text))
+    assert main(["dpo", "--generator", "gen", "--pairs", "pairs", "--output", "out"]) == 0
+    assert seen[0].lr == 2e-6 == DEFAULT_LR["dpo"]  # 1e-4 over-optimised the bundled digits within 30 steps
