@@ -77,14 +77,12 @@ def test_pairwise_score_is_the_mean_of_p_yes_for_a_then_b_and_p_no_for_b_then_a_
                 f"good they look.\nPrompt: {prompts[0]}\nIs image 1 better than image 2? Answer yes or no.")
     chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": question}]}]
     text = judge.processor.apply_chat_template(chat, add_generation_prompt=True)
-    hand = {}
-    for k in (3, 4):
-        a_then_b, b_then_a = _hand_p_yes(judge, text, [images[0], images[k]]), _hand_p_yes(judge, text, [images[k], images[0]])
-        hand[k] = (a_then_b + (1 - b_then_a)) / 2
+    a_then_b = {k: _hand_p_yes(judge, text, [images[0], images[k]]) for k in (3, 4)}
+    b_then_a = {k: _hand_p_yes(judge, text, [images[k], images[0]]) for k in (3, 4)}
+    hand = {k: (a_then_b[k] + (1 - b_then_a[k])) / 2 for k in (3, 4)}
     scores, info = judge.score_with_info(images[:1], prompts[:1], references=images[3:4])
     assert scores.item() == pytest.approx(hand[3], abs=1e-5)
-    assert info["order_bias"] == pytest.approx(_hand_p_yes(judge, text, [images[0], images[3]]) - (1 - _hand_p_yes(
-        judge, text, [images[3], images[0]])), abs=1e-5)
+    assert info["order_bias"] == pytest.approx(a_then_b[3] - (1 - b_then_a[3]), abs=1e-5)
     several = judge.score(images[:1], prompts[:1], references=[[images[3], images[4]]])
     assert several.item() == pytest.approx((hand[3] + hand[4]) / 2, abs=1e-5)
 

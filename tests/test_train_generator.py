@@ -44,8 +44,9 @@ def test_train_generator_lowers_the_denoising_error_on_its_data_then_rounds_run_
     gen = tmp_path / "gen"
     generator, barely = train("gen", 30), train("one-step", 1)
     faces = load_sft_data([str(faces_folder)], (16, 16))
-    trained_error = denoising_error(generator, faces.images.float() / 255, faces.prompts, draws=1)
-    assert trained_error < 0.8 * denoising_error(barely, faces.images.float() / 255, faces.prompts, draws=1)
+    pixels = faces.images.float() / 255
+    trained_error = denoising_error(generator, pixels, faces.prompts, draws=1)
+    assert trained_error < 0.8 * denoising_error(barely, pixels, faces.prompts, draws=1)
     assert generator.prompts == [FACE, OTHER] and generator.resolution == (16, 16) and generator.channels == 1
     images, prompts, seeds = generator.generate_tensors([OTHER, FACE], 2, seed=3)
     assert images.shape == (4, 3, 16, 16) and prompts == [OTHER, OTHER, FACE, FACE] and seeds == [3, 4, 5, 6]

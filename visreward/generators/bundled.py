@@ -70,10 +70,12 @@ def makes_digits(generator) -> bool:
     from ..digits_data import parse_digit
     from ..errors import VisrewardError
 
-    if getattr(generator, "frames", None) or getattr(generator, "resolution", None) != (8, 8):
+    prompts = getattr(generator, "prompts", None)
+    if not prompts or getattr(generator, "frames", None) or getattr(generator, "resolution", None) != (8, 8):
         return False
     try:
-        [parse_digit(p) for p in getattr(generator, "prompts", None) or ["no prompts"]]
+        for prompt in prompts:
+            parse_digit(prompt)
     except VisrewardError:
         return False
     return True
