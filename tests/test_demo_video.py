@@ -88,7 +88,7 @@ def video_demo_run(tmp_path_factory, tiny_video_generator_dir):
     out = tmp_path_factory.mktemp("video-demo") / "run"
     results = run_video_demo(VideoDemoConfig(
         output=str(out), generator=str(tiny_video_generator_dir), directions=["right"], look=0.1, n_target=30, rounds=1,
-        n=2, sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, seeds=1,
+        n=2, sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, probe_samples=2, seeds=1,
         mixed_precision="no"))  # accelerate keeps one precision per process: the one the other tests use
     return out, results
 

@@ -290,9 +290,10 @@ FAMILIES = {"sd-lora": save_tiny_stable_diffusion, "sdxl": save_tiny_sdxl, "sd3"
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_grpo_trains_every_pipeline_family_with_its_sampler_and_trainer_agreeing(name, tmp_path):
+def test_grpo_trains_every_pipeline_family_with_its_sampler_and_trainer_agreeing(name, tiny_hf_encoders, tmp_path):
     """One small GRPO step per family (SD with LoRA): the first update's ratio is 1 (packed FLUX latents, LTX-Video's
-    tokens, CogVideoX's frames-first clips included), and the saved generator loads."""
+    tokens, CogVideoX's frames-first clips included), and the saved generator loads. A CLIP given as the agreement
+    encoder is the pipelines' independent check, on images and clips."""
     from visreward.generators import DiffusersGenerator, load_generator
 
     frames = {"animatediff": 8, "cogvideox": 9, "wan": 9, "ltx": 9}
@@ -301,8 +302,10 @@ def test_grpo_trains_every_pipeline_family_with_its_sampler_and_trainer_agreeing
     DiffusersGenerator.from_pretrained(FAMILIES[name](tmp_path / "pipe"), **settings).save_pretrained(tmp_path / "gen")
     metrics = run_grpo(GRPOConfig(generator=str(tmp_path / "gen"), prompts=["a red cube", "a cat"], output=str(tmp_path / "grpo"),
                                   steps=1, group_size=2, prompts_per_step=2, sample_steps=3, batch_size=2,
-                                  lora=name == "sd-lora", progress=False, stop_on_hacking=False), reward=brightness)
+                                  lora=name == "sd-lora", progress=False, stop_on_hacking=False,
+                                  agreement_encoder=f"clip:{tiny_hf_encoders['clip']}"), reward=brightness)
     row = metrics["history"][0]
     assert row["first_ratio_error"] < 1e-4 and math.isfinite(row["policy_loss"]), row
+    assert row["independent_agreement"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # 4 samples of 2 prompts
     load_generator(str(tmp_path / "grpo"))
     assert (tmp_path / "grpo" / "adapter").is_dir() == (name == "sd-lora")

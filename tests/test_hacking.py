@@ -187,3 +187,26 @@ def test_prompt_agreement_of_a_train_generator_folder_fires_on_noise_and_on_anot
         monitor.update(torch.randn(100), torch.rand(100, 3, 8, 8), own)
     assert any("independent check fell" in alarm for alarm in monitor.alarms())
     assert prompt_agreement_for("digits") is None
+
+
+def test_text_agreement_counts_the_samples_nearest_their_own_prompt():
+    """A stand-in encoder whose features are an image's mean red, green and blue, and whose text features are the
+    colour a prompt names: each sample's nearest prompt is known by construction."""
+    from types import SimpleNamespace
+
+    from visreward.monitors import TextAgreement
+
+    colours = ["red", "green", "blue"]
+    encoder = SimpleNamespace(preprocessing=SimpleNamespace(quantized=lambda pixels: pixels),
+                              encode_pixels=lambda pixels: pixels.float().mean(dim=(-1, -2)),
+                              encode_text=lambda prompts: torch.eye(3)[[colours.index(p.split()[1]) for p in prompts]])
+    check = TextAgreement(encoder)
+    red, green = torch.zeros(3, 4, 4), torch.zeros(3, 4, 4)
+    red[0], green[1] = 1.0, 1.0
+    images = torch.stack([red, red, green, green])
+    assert check(images, ["a red square", "a red square", "a green square", "a green square"]) == 1.0
+    assert check(images, ["a green square", "a red square", "a red square", "a green square"]) == 0.5
+    assert check(images, ["a blue square", "a green square", "a red square", "a blue square"]) == 0.0
+    assert check(images, ["a red square"] * 4) is None  # one prompt: nothing to tell apart
+    clips = torch.stack([torch.stack([green, red, green]), torch.stack([red, green, red])])  # read at the middle frame
+    assert check(clips, ["a red square", "a green square"]) == 1.0

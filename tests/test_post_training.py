@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import subprocess
@@ -168,6 +169,42 @@ def test_sft_lowers_the_denoising_error_on_its_own_data_and_saves_a_loadable_gen
     assert list((tmp_path / "sft" / "logs").rglob("events.out.tfevents.*"))
 
 
+def test_sft_holds_out_every_tenth_image_at_most_32_and_none_below_10():
+    from visreward.post_training.finetune import TrainingImages
+    from visreward.post_training.sft import hold_out
+
+    def data(n):
+        return TrainingImages(torch.arange(n).view(n, 1, 1, 1).expand(n, 3, 2, 2), [f"p{i}" for i in range(n)])
+
+    kept, held = hold_out(data(40))
+    assert held.prompts == ["p0", "p10", "p20", "p30"] and held.images[:, 0, 0, 0].tolist() == [0, 10, 20, 30]
+    assert len(kept) == 36 and "p10" not in kept.prompts and kept.images[:, 0, 0, 0].tolist()[:3] == [1, 2, 3]
+    assert len(hold_out(data(1000))[1]) == 32
+    kept, held = hold_out(data(9))
+    assert held is None and len(kept) == 9
+
+
+def test_sft_built_to_over_fit_stops_on_the_held_out_error_and_keeps_weights_that_still_denoise_them(
+        tiny_generator_dir, tmp_path):
+    """36 real digits trained on at lr 3e-3: the error on the 4 it never sees rises, SFT stops itself, and the kept
+    generator denoises those 4 about as well as the base."""
+    from visreward.digits_data import write_digits_folder
+    from visreward.generators import load_generator
+    from visreward.post_training.sft import hold_out, load_sft_data
+
+    write_digits_folder(tmp_path / "data", "train", range(40))
+    metrics = run_sft(SFTConfig(generator=str(tiny_generator_dir), data=[str(tmp_path / "data")], steps=150, batch_size=4,
+                                lr=3e-3, log_every=5, probe_every=0, output=str(tmp_path / "sft"), progress=False))
+    stopped = metrics["stopped"]
+    assert stopped is not None and "error on held-out images of its data rose" in stopped["reason"], stopped
+    assert stopped["kept_weights_of_step"] < stopped["step"] < 150
+    _, held = hold_out(load_sft_data([str(tmp_path / "data")], (8, 8)))
+    images = held.images.float() / 255
+    base = denoising_error(load_generator(str(tiny_generator_dir)), images, held.prompts)
+    kept = denoising_error(load_generator(str(tmp_path / "sft")), images, held.prompts)
+    assert kept < 1.25 * base, (base, kept)
+
+
 def test_dpo_with_lora_logs_implicit_accuracy_and_merges(pairs_dir, tiny_generator_dir, tmp_path):
     metrics = run_dpo(DPOConfig(generator=str(tiny_generator_dir), pairs=str(pairs_dir), output=str(tmp_path / "dpo"),
                                 steps=3, batch_size=4, beta=1000.0, lora=True, lora_targets=["to_q", "to_v", "conv1"],
@@ -217,7 +254,7 @@ def _trained_weights(output: Path) -> dict:
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_an_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
+def test_an_interrupted_and_resumed_run_ends_with_the_same_weights_and_logs_as_an_uninterrupted_one(
         method, bon_dir, pairs_dir, tiny_generator_dir, tmp_path, monkeypatch, capsys):
     from visreward.post_training import sft as sft_module
 
@@ -229,7 +266,7 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_uninter
     def config(name):
         made = make(str(tmp_path / name))
         made.generator, made.steps, made.batch_size, made.checkpoint_every = str(tiny_generator_dir), 5, 4, 2
-        made.log_every, made.progress = 1, False
+        made.log_every, made.probe_every, made.stop_on_hacking, made.progress = 1, 2, False, False
         return made
 
     run(config("straight"))
@@ -249,6 +286,11 @@ def test_an_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_uninter
     metrics = run(config("resumed"))
     assert "resuming from" in capsys.readouterr().out and [row["step"] for row in metrics["history"]] == [1, 2, 3, 4, 5]
     assert not (tmp_path / "resumed" / "checkpoints").exists()
+    # the logs too, the probe set's included
+    straight_history = json.loads((tmp_path / "straight" / "metrics.json").read_text())["history"]
+    without_times = lambda rows: [{k: v for k, v in row.items() if k != "seconds_per_step"} for row in rows]  # noqa: E731
+    assert without_times(metrics["history"]) == without_times(straight_history)
+    assert "probe_independent_agreement" in straight_history[3]
     straight, resumed = _trained_weights(tmp_path / "straight"), _trained_weights(tmp_path / "resumed")
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)  # bit for bit
 
@@ -346,8 +388,6 @@ def test_rounds_loop_saves_every_step_and_resumes(digit_folders, tiny_generator_
 
 def test_a_round_whose_fine_tuning_monitors_fired_is_not_the_next_rounds_base(digit_folders, tiny_generator_dir, tmp_path,
                                                                               monkeypatch, capsys):
-    import dataclasses
-
     from visreward.post_training import RoundsConfig, run_rounds
     from visreward.post_training import rounds as rounds_module
 
@@ -383,11 +423,55 @@ def test_dpo_built_to_over_optimise_stops_itself_and_keeps_the_weights_from_befo
     assert all({"chosen_error_ratio", "reference_loss_chosen", "implicit_accuracy"} <= set(row) for row in metrics["history"])
 
 
-def test_dpo_with_its_defaults_runs_to_the_end_without_an_alarm(pairs_dir, tiny_generator_dir, tmp_path):
-    metrics = run_dpo(DPOConfig(generator=str(tiny_generator_dir), pairs=str(pairs_dir), output=str(tmp_path / "dpo"),
-                                steps=30, batch_size=4, log_every=10, progress=False))
+def test_dpo_on_few_pairs_makes_at_most_max_epochs_passes_over_them(pairs_dir, tiny_generator_dir, tmp_path, capsys):
+    from visreward.cli import main
+
+    assert len(read_pairs(str(pairs_dir))) == 4
+    assert main(["dpo", "--generator", str(tiny_generator_dir), "--pairs", str(pairs_dir), "--output", str(tmp_path / "dpo"),
+                 "--steps", "200", "--batch-size", "4", "--max-epochs", "3", "--log-every", "1", "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    assert [row["step"] for row in metrics["history"]] == [1, 2, 3]  # 3 passes over 4 pairs, 4 per step
+    assert "DPO: 4 pairs; --max-epochs 3 allows 3 of the 200 steps asked" in capsys.readouterr().out
+    config = DPOConfig(pairs="unused", batch_size=32, steps=200)
+    assert (dpo_module.within_epochs(config, 80).steps, dpo_module.within_epochs(config, 18).steps) == (125, 29)
+    assert dpo_module.within_epochs(dataclasses.replace(config, max_epochs=math.inf), 18).steps == 200
+
+
+def test_dpo_with_its_defaults_runs_to_the_end_without_an_alarm(pairs_dir, rm_dir, tiny_generator_dir, tmp_path):
+    """With the reward the pairs came from, the probe set reads every signal; the barely trained generator already
+    has most of its samples off the reward's training data, which is excused, not a reason to stop."""
+    with pytest.warns(UserWarning, match="starting generator already raises .* off the reward's training data"):
+        metrics = run_dpo(DPOConfig(generator=str(tiny_generator_dir), pairs=str(pairs_dir), output=str(tmp_path / "dpo"),
+                                    reward=str(rm_dir), steps=30, batch_size=4, log_every=10, progress=False))
     assert metrics["stopped"] is None and [row["step"] for row in metrics["history"]] == [10, 20, 30]
     assert all(0.9 < row["chosen_error_ratio"] < 1.1 for row in metrics["history"])
+    start = metrics["probe_start"]
+    assert start["probe_off_manifold"] > 0.5 and 0 < start["probe_independent_agreement"] <= 1
+    assert "probe_reward_std" in metrics["history"][1] and "probe_reward_std" not in metrics["history"][0]  # every 20
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_a_run_that_wrecks_the_content_is_stopped_by_its_probe_set_with_the_last_healthy_weights(
+        method, bon_dir, pairs_dir, tiny_generator_dir, tmp_path):
+    """lr 1e-2 wrecks the tiny generator within a few steps, and DPO's own loss monitors are turned off: the probe
+    set's digit check must see it. The run keeps the weights of the probe before the alarm, whose digits still read
+    as their prompts about as well as the base's."""
+    from visreward.generators import load_generator
+    from visreward.generators.bundled import digit_check
+
+    common = dict(generator=str(tiny_generator_dir), output=str(tmp_path / method), steps=60, batch_size=4, lr=1e-2,
+                  log_every=5, probe_every=5, progress=False)
+    if method == "sft":
+        metrics = run_sft(SFTConfig(data=[str(bon_dir)], **common))
+    else:
+        metrics = run_dpo(DPOConfig(pairs=str(pairs_dir), chosen_error_ratio=1e9, saturated_loss=0.0, **common))
+    stopped = metrics["stopped"]
+    assert stopped is not None and stopped["reason"].startswith("probe set: independent check fell to")
+    assert stopped["kept_weights_of_step"] == stopped["step"] - 5  # the last probe that raised no alarm
+    prompts = [digit_prompt(3), digit_prompt(5)] * 50
+    base = digit_check(load_generator(str(tiny_generator_dir)).generate_tensors(prompts, 1, 123)[0], prompts)
+    kept = digit_check(load_generator(str(tmp_path / method)).generate_tensors(prompts, 1, 123)[0], prompts)
+    assert kept > base - 0.1, (base, kept)
 
 
 def test_refl_raises_the_reward_and_logs_the_hacking_monitors(rm_dir, tiny_generator_dir, tmp_path):
@@ -465,6 +549,24 @@ def test_refl_stops_when_a_monitor_fires_and_keeps_earlier_weights(rm_dir, tiny_
         before = load_generator(str(tiny_generator_dir)).generate_tensors([digit_prompt(2)], 2, 0)[0]
         after = load_generator(str(tmp_path / "refl")).generate_tensors([digit_prompt(2)], 2, 0)[0]
         assert torch.equal(before, after)
+
+
+def test_refl_with_its_defaults_for_80_steps_of_16_keeps_digit_accuracy_within_5_points_stopped_or_not(
+        rm_dir, tiny_generator_dir, tmp_path):
+    """Issue 21's ReFL case in small: the test generator, a GAN-RM of real digits against its samples, and ReFL's
+    defaults (lr 1e-4, 20 sampler steps, its monitors) for 80 steps of 16. Whether or not a monitor stops it, the
+    generator it keeps reads as its prompts within 5 points of the base, on fresh seeds, by the digits' classifier."""
+    from visreward.generators import load_generator
+    from visreward.generators.bundled import digit_check
+    from visreward.post_training import ReFLConfig, run_refl
+
+    prompts = [digit_prompt(d) for d in range(10)]
+    metrics = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=str(rm_dir), prompts=prompts,
+                                  output=str(tmp_path / "refl"), steps=80, batch_size=16, progress=False))
+    asked = prompts * 30
+    base = digit_check(load_generator(str(tiny_generator_dir)).generate_tensors(asked, 1, 500)[0], asked)
+    kept = digit_check(load_generator(str(tmp_path / "refl")).generate_tensors(asked, 1, 500)[0], asked)
+    assert kept > base - 0.05, (base, kept, metrics["stopped"])
 
 
 def test_the_reward_gradient_sampler_reproduces_the_bundled_generators_own_samples(tiny_generator):

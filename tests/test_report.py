@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from visreward.errors import VisrewardError
 from visreward.probes import PROBES
 from visreward.report import write_report
 
-from conftest import missing
+from conftest import built_once, missing
 
 
 def chromium() -> str:
@@ -22,18 +23,21 @@ def chromium() -> str:
     return browser
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, tiny_generator_dir):
-    """`visreward demo` with every stage but tiny sizes, two seeds (so every number has a spread)."""
-    out = tmp_path_factory.mktemp("demo") / "run"
-    results = run_demo(DemoConfig(output=str(out), generator=str(tiny_generator_dir), n_target=60, target_sizes=[30, 60],
-                                  eval_per_digit=3, rounds=1, n=2, repeats=1, negatives_per_prompt=8, pool_per_prompt=1,
-                                  sft_steps=2, dpo_steps=2, grpo_steps=2, probe_starts=1, seeds=2))
-    return out, results
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, tiny_generator_dir) -> Path:
+    """`visreward demo` with every stage but tiny sizes, two seeds (so every number has a spread); run once for
+    both test workers."""
+    def build(root: Path) -> None:
+        run_demo(DemoConfig(output=str(root / "run"), generator=str(tiny_generator_dir), n_target=60,
+                            target_sizes=[30, 60], eval_per_digit=3, rounds=1, n=2, repeats=1, negatives_per_prompt=8,
+                            pool_per_prompt=1, sft_steps=2, dpo_steps=2, grpo_steps=2, probe_starts=1, probe_samples=10,
+                            seeds=2))
+
+    return built_once(tmp_path_factory, "demo", build) / "run"
 
 
 def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
-    out, results = demo_run
+    out = demo_run
     metrics = json.loads((out / "demo_metrics.json").read_text())
     assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1", "GRPO"]
     for row in metrics["rows"].values():
@@ -54,7 +58,7 @@ def test_demo_metrics_hold_every_row_curve_and_probe_over_seeds(demo_run):
 
 
 def test_report_is_one_self_contained_page(demo_run):
-    out, _ = demo_run
+    out = demo_run
     page = write_report(out).read_text()
     assert page.count("<img") == 6 and page.count("data:image/png;base64,") == 6  # target, base, Best-of-16, SFT, DPO, GRPO
     assert "src=\"http" not in page and page.count("<svg") == 9 and "GRPO: ink mass" in page and "Best-of-16" in page and "gradient ascent" in page
@@ -64,7 +68,7 @@ def test_report_is_one_self_contained_page(demo_run):
 
 def test_report_renders_in_headless_chromium_with_every_image_loaded(demo_run, tmp_path):
     browser = chromium()
-    out, _ = demo_run
+    out = demo_run
     report = write_report(out)
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -100,7 +100,7 @@ def test_the_gan_rm_loop_and_refl_run_on_a_video_pipeline(tmp_path):
         write_video(tmp_path / "target" / f"{i}.mp4", digit_clip(digits[i], "right", frames=9, size=16, scale=1), fps=8)
     run_rounds(RoundsConfig(generator=str(tmp_path / "gen"), target=[str(tmp_path / "target")], prompts=["a digit moving right"],
                             output=str(tmp_path / "run"), rounds=1, method="dpo", n=2, repeats=2, negatives_per_prompt=10,
-                            pool_per_prompt=2, steps=2, batch_size=2, progress=False))
+                            pool_per_prompt=2, steps=2, batch_size=2, probe_samples=2, progress=False))
     round_one = tmp_path / "run" / "round-1"
     assert json.loads((round_one / "rm" / "config.json").read_text())["video"]["frames"] == 8  # a video reward
     assert len(list((round_one / "bon" / "best").glob("*.mp4"))) == 2 and np.isfinite(

@@ -104,7 +104,7 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
             generator=generator_dir, target=[str(target)], prompts=prompts, output=str(out / f"rounds-{method}"),
             rounds=config.rounds, method=method, n=config.n, repeats=config.repeats, steps=steps, lr=lr,
             negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
-            beta=config.beta, seed=seed, cache_dir=config.cache_dir, progress=False))
+            beta=config.beta, probe_samples=config.probe_samples, seed=seed, cache_dir=config.cache_dir, progress=False))
 
     grpo = _grpo(config, seed, out, generator_dir, prompts) if config.grpo_steps else None
     print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")

@@ -49,14 +49,17 @@ class HackingMonitor:
     seen: list = field(default_factory=list)
     running: dict = field(default_factory=dict)
 
-    def update(self, rewards: torch.Tensor, images: torch.Tensor, prompts: list[str],
+    def update(self, rewards: torch.Tensor | None, images: torch.Tensor, prompts: list[str],
                features: torch.Tensor | None = None) -> dict:
         """Signals for one batch (rewards [B], the images they scored [B,3,H,W] in [0,1], and the reward's
-        encoder features of them when the caller already has them; otherwise they are encoded here)."""
-        rewards = rewards.detach().float().cpu()
-        logs = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0}
+        encoder features of them when the caller already has them; otherwise they are encoded here). Without
+        rewards (no reward model given), only the independent check is read."""
+        logs = {}
+        if rewards is not None:
+            rewards = rewards.detach().float().cpu()
+            logs = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0}
         calibration = getattr(self.reward_model, "calibration", None) or {}
-        if calibration:
+        if calibration and rewards is not None:
             logs["above_target"] = float((rewards > calibration["target_score_max"]).float().mean())
             with torch.no_grad():
                 features = self.reward_model.encoder(images.detach()) if features is None else features.detach()
@@ -69,23 +72,29 @@ class HackingMonitor:
             self.seen.append(logs)
             self.start = {k: sum(row[k] for row in self.seen) / len(self.seen) for k in logs}
         spread = self.start.get("reward_std", 0.0)
-        logs["reward_std_ratio"] = logs["reward_std"] / spread if spread > 0 else 1.0
+        if "reward_std" in logs:
+            logs["reward_std_ratio"] = logs["reward_std"] / spread if spread > 0 else 1.0
         self.running = smoothed(self.running, logs, self.smoothing)
         return logs
 
     def alarms(self) -> list[str]:
         """What the running averages say about hacking, one phrase each (batches are too noisy alone)."""
-        logs, found = self.running, []
-        if len(self.seen) >= self.warmup and logs["reward_std_ratio"] < self.limits.collapse_ratio:
-            found.append(f"reward spread collapsed to {logs['reward_std_ratio']:.2f} of its start")
+        return list(self.alarms_by_signal().values())
+
+    def alarms_by_signal(self) -> dict[str, str]:
+        """The alarms keyed by the signal that raised them."""
+        logs, found = self.running, {}
+        warm = len(self.seen) >= self.warmup
+        if warm and logs.get("reward_std_ratio", 1.0) < self.limits.collapse_ratio:
+            found["reward_std_ratio"] = f"reward spread collapsed to {logs['reward_std_ratio']:.2f} of its start"
         if logs.get("above_target", 0.0) > self.limits.above_target:
-            found.append(f"{logs['above_target']:.0%} of samples score above every held-out target image")
+            found["above_target"] = f"{logs['above_target']:.0%} of samples score above every held-out target image"
         if logs.get("off_manifold", 0.0) > self.limits.off_manifold:
-            found.append(f"{logs['off_manifold']:.0%} of samples lie off the reward's training data")
-        if "independent_agreement" in logs and len(self.seen) >= self.warmup and \
+            found["off_manifold"] = f"{logs['off_manifold']:.0%} of samples lie off the reward's training data"
+        if "independent_agreement" in logs and warm and \
                 logs["independent_agreement"] < self.start["independent_agreement"] - self.limits.independent_drop:
-            found.append(f"independent check fell to {logs['independent_agreement']:.2f} "
-                         f"from {self.start['independent_agreement']:.2f}")
+            found["independent_agreement"] = (f"independent check fell to {logs['independent_agreement']:.2f} "
+                                              f"from {self.start['independent_agreement']:.2f}")
         return found
 
     def state_dict(self) -> dict:
@@ -191,13 +200,44 @@ class PromptAgreement:
         return float((predicted == torch.tensor([self.prompts.index(p) for p in prompts])).float().mean())
 
 
-def independent_check_for(generator, spec: str, encoder: str | None = None):
+@dataclass
+class TextAgreement:
+    """An independent check for free-text generators (diffusers pipelines): a CLIP-family encoder the user names,
+    not the reward's, reads whether each sample lies closer to its own prompt than to the batch's other prompts.
+    A retrieval accuracy among the batch's distinct prompts: chance is one over their number."""
+
+    encoder: object
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> float | None:
+        """The fraction of `images` nearest their own prompt; None for a batch of one prompt."""
+        from .features import encode_tensors
+
+        distinct = sorted(set(prompts))
+        if len(distinct) < 2:
+            return None
+        if images.ndim == 5:  # clips: their middle frames
+            images = images[:, images.shape[1] // 2]
+        pictures = torch.nn.functional.normalize(encode_tensors(self.encoder, images.detach().float().cpu()).float(), dim=-1)
+        texts = torch.nn.functional.normalize(self.encoder.encode_text(distinct).float(), dim=-1)
+        nearest = (pictures @ texts.T).argmax(1)
+        return float((nearest == torch.tensor([distinct.index(p) for p in prompts])).float().mean())
+
+
+def independent_check_for(generator, spec: str, text_encoder: str | None = None):
     """The independent check of `generator`'s samples, `check(images, prompts) -> fraction or None`, or None where
-    it has none (pipelines, video): the bundled digits' classifier where it makes 8x8 digits, otherwise the prompt
-    agreement of the train-generator folder `spec`."""
+    it has none: the bundled digits' classifier where it makes 8x8 digits, the prompt agreement of the
+    train-generator folder `spec`, or else, where `text_encoder` (clip:... or siglip:...) is given, its image-text
+    agreement."""
     from .generators.bundled import digit_check, makes_digits
 
-    return digit_check if makes_digits(generator) else prompt_agreement_for(spec, encoder)
+    if makes_digits(generator):
+        return digit_check
+    check = prompt_agreement_for(spec)
+    if check is None and text_encoder:
+        from .encoders import load_encoder
+
+        check = TextAgreement(load_encoder(text_encoder))
+    return check
 
 
 def prompt_agreement_for(generator: str, encoder: str | None = None) -> PromptAgreement | None:

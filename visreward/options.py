@@ -211,12 +211,44 @@ class FineTuneConfig:
 
 
 @dataclass
-class SFTConfig(FineTuneConfig):
-    data: list[str] = option([], "imagefolder(s) of selected samples with prompts (e.g. best-of-n output)")
+class HackingOptions:
+    """The reward-hacking monitors' limits (monitors.py), shared by the trainers that sample against a reward."""
+
+    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
+    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
+    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
+    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier or prompt agreement) "
+                                          "drops this far")
+    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a hacking monitor fires")
+    agreement_encoder: str | None = option(None, "clip:PATH_OR_ID or siglip:...: where the generator has no independent "
+                                                 "check (diffusers pipelines), the fraction of samples nearer their own "
+                                                 "prompt than the batch's other prompts is one (not the reward's encoder)")
 
 
 @dataclass
-class DPOConfig(FineTuneConfig):
+class ProbeOptions:
+    """SFT and DPO do not sample while they train: a fixed probe set shows the hacking monitors what they make."""
+
+    probe_every: int = option(20, "every this many steps, sample a fixed probe set (the same prompts and noise each "
+                                  "time) and read it with the hacking monitors (0: never)")
+    probe_samples: int = option(64, "probe-set samples, spread over the training data's prompts")
+    probe_drop: float = option(0.05, "hacking: the probe set's independent check drops this far (tighter than "
+                                     "--independent-drop: the same noise each time makes it a paired comparison)")
+    probe_steps: int = option(20, "sampler steps for the probe set")
+    reward: str | None = option(None, "the reward the training data were selected by (a GAN-RM folder or "
+                                      "vlm:PATH_OR_ID): the probe set's spread, above-target and off-manifold monitors; "
+                                      "without it the probe set has only the generator's independent check")
+
+
+@dataclass
+class SFTConfig(HackingOptions, ProbeOptions, FineTuneConfig):
+    data: list[str] = option([], "imagefolder(s) of selected samples with prompts (e.g. best-of-n output)")
+    heldout_error_ratio: float = option(1.25, "hacking: the error on the held-out tenth of the data (at most 32 "
+                                              "images, never trained on) rises above this multiple of its start")
+
+
+@dataclass
+class DPOConfig(HackingOptions, ProbeOptions, FineTuneConfig):
     pairs: str = option("pairs", "preference pairs: make-pairs output (trl) or Pick-a-Pic parquet")
     lr: float = option(2e-6, "AdamW learning rate (1e-4 over-optimised the bundled digits within 30 steps; 1e-5 cost "
                              "4 points of digit accuracy in one round)")
@@ -224,18 +256,12 @@ class DPOConfig(FineTuneConfig):
     chosen_error_ratio: float = option(1.5, "hacking: the policy's denoising error on chosen images rises above this "
                                             "multiple of the reference's (it stops denoising the data)")
     saturated_loss: float = option(0.02, "hacking: the running DPO loss falls below this (every pair separated)")
-    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a monitor fires")
-
-
-@dataclass
-class HackingOptions:
-    """The reward-hacking monitors' limits (monitors.py), shared by the trainers that sample against a reward."""
-
-    collapse_ratio: float = option(0.2, "hacking: the batch reward std falls below this fraction of its start")
-    above_target: float = option(0.5, "hacking: this fraction of samples scores above every held-out target image")
-    off_manifold: float = option(0.5, "hacking: this fraction of samples lies beyond the reward's training data")
-    independent_drop: float = option(0.1, "hacking: the independent check (digit classifier) drops this far")
-    stop_on_hacking: bool = option(True, "stop (and keep the weights from before the alarm) when a hacking monitor fires")
+    max_epochs: float = option(50.0, "run at most this many passes over the pairs, fewer steps than --steps where "
+                                     "the pairs are few (inf: --steps). On 18 pairs of textures the look overshot "
+                                     "after 100 passes and the content went after 200; the demo makes 40 "
+                                     "(benchmarks/transfer.py)")
+    sft_weight: float = option(0.0, "add this multiple of the policy's denoising loss on the chosen images (an SFT "
+                                    "term that keeps the policy denoising the data it prefers)")
 
 
 @dataclass
@@ -298,6 +324,7 @@ class RoundsConfig:
     batch_size: int = option(32, "fine-tuning batch size (images or pairs)")
     mixed_precision: str = option("no", "fine-tuning mixed precision (accelerate)", choices=MIXED_PRECISION)
     beta: float = option(5000.0, "DPO beta (see `visreward dpo --help`)")
+    probe_samples: int = option(64, "fine-tuning's probe-set samples, read with the round's reward (0: none)")
     lora: bool = option(False, "fine-tune LoRA adapters instead of all weights")
     seed: int = option(0, "base seed")
     device: str = option("cpu", "torch device")
@@ -376,6 +403,7 @@ class DemoConfig:
     dpo_steps: int = option(100, "DPO steps per round")
     dpo_lr: float = option(2e-6, "DPO learning rate")
     beta: float = option(5000.0, "DPO beta")
+    probe_samples: int = option(64, "the fine-tuning probe set's samples (0: none)")
     grpo_steps: int = option(30, "GRPO steps against the round-1 reward model (0: no GRPO row)")
     grpo_lr: float = option(3e-5, "GRPO learning rate")
     grpo_beta: float = option(0.04, "GRPO KL strength to the base generator")
@@ -412,6 +440,7 @@ class VideoDemoConfig:
     beta: float = option(250.0, "DPO beta (one round from base, seed 0: beta 5000 moved the speed 0.02 of the way to "
                                 "the target, 1000 0.10, 250 0.27, digit accuracy unchanged)")
     batch_size: int = option(16, "fine-tuning batch size (clips or pairs)")
+    probe_samples: int = option(16, "the fine-tuning probe set's clips (0: none)")
     mixed_precision: str = option("auto", "fine-tuning mixed precision (auto: bf16 where it is native, else fp32)",
                                   choices=MIXED_PRECISION)
     seeds: int = option(3, "independent repetitions (sampling, reward training, fine-tuning); the table is mean +- sd")

@@ -17,6 +17,8 @@ preference (the brighter image of each pair) moved unseen samples' brightness fr
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 
 import torch
@@ -27,6 +29,7 @@ from ..monitors import PreferenceLimits, PreferenceMonitor
 from ..options import DPOConfig
 from .finetune import TrainingImages, decode_for_training, finetune
 from .pairs import read_pairs
+from .probe_set import probe_set_for
 
 
 def dpo_loss_terms(model_error: torch.Tensor, reference_error: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
@@ -60,7 +63,8 @@ def draw_pairs(data: TrainingImages, batch_size: int, rng: torch.Generator) -> d
     return {"images": images, "prompts": [data.prompts[i] for i in index.tolist()]}
 
 
-def make_dpo_loss(beta: float, limits: PreferenceLimits | None = None, stop_on_hacking: bool = True):
+def make_dpo_loss(beta: float, limits: PreferenceLimits | None = None, stop_on_hacking: bool = True,
+                  sft_weight: float = 0.0):
     monitor = PreferenceMonitor(limits or PreferenceLimits())
 
     def dpo_loss(denoiser, module, reference, batch: dict, rng: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -77,6 +81,8 @@ def make_dpo_loss(beta: float, limits: PreferenceLimits | None = None, stop_on_h
         model_error = (prediction.float() - noisy.target.float()).pow(2).mean(dim=dims)
         reference_error = (reference(noisy.noisy, noisy.timesteps, condition).float() - noisy.target.float()).pow(2).mean(dim=dims)
         loss, logs = dpo_loss_terms(model_error, reference_error, beta)
+        if sft_weight:
+            loss = loss + sft_weight * model_error[:half].mean()
         logs = monitor.update({"loss": loss.item(), **logs})
         logs.pop("loss")
         alarms = monitor.alarms()
@@ -92,11 +98,30 @@ def make_dpo_loss(beta: float, limits: PreferenceLimits | None = None, stop_on_h
     return dpo_loss
 
 
+def within_epochs(config: DPOConfig, pairs: int) -> DPOConfig:
+    """`config` with fewer steps where its steps would pass over the pairs more than config.max_epochs times (every
+    process draws its own batch of pairs each step)."""
+    from accelerate import PartialState
+
+    if not math.isfinite(config.max_epochs):
+        return config
+    state = PartialState(cpu=config.device == "cpu")
+    per_step = config.batch_size * config.gradient_accumulation * state.num_processes
+    steps = max(1, math.ceil(config.max_epochs * pairs / per_step))
+    if steps >= config.steps:
+        return config
+    if state.is_main_process:
+        print(f"DPO: {pairs} pairs; --max-epochs {config.max_epochs:g} allows {steps} of the {config.steps} steps asked")
+    return dataclasses.replace(config, steps=steps)
+
+
 def run_dpo(config: DPOConfig) -> dict:
     from ..generators import load_generator
 
     generator = load_generator(config.generator)
     data = load_pairs(config.pairs, generator.resolution, getattr(generator, "training_frames", None))
+    config = within_epochs(config, len(data))
     limits = PreferenceLimits(config.chosen_error_ratio, config.saturated_loss)
-    return finetune(config, generator, data, make_dpo_loss(config.beta, limits, config.stop_on_hacking),
-                    needs_reference=True, draw=draw_pairs)
+    loss = make_dpo_loss(config.beta, limits, config.stop_on_hacking, config.sft_weight)
+    return finetune(config, generator, data, loss, needs_reference=True, draw=draw_pairs,
+                    probe=probe_set_for(config, generator, data.prompts))

@@ -19,6 +19,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,20 +167,41 @@ def finish_run(training: Training, generator, config: FineTuneConfig, metrics: d
     return metrics
 
 
+class MonitorStates:
+    """The monitors a run checkpoints, by name: their baselines survive a resume."""
+
+    def __init__(self, **monitors):
+        self.monitors = {name: monitor for name, monitor in monitors.items() if monitor is not None}
+
+    def state_dict(self) -> dict:
+        return {name: monitor.state_dict() for name, monitor in self.monitors.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, monitor in self.monitors.items():
+            if name in state:
+                monitor.load_state_dict(state[name])
+
+
 def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: LossFunction, needs_reference: bool,
-             draw: Callable[[TrainingImages, int, torch.Generator], dict]) -> dict:
-    """Run the loop on `generator` (loaded from config.generator); returns the metrics in `output/metrics.json`."""
+             draw: Callable[[TrainingImages, int, torch.Generator], dict], probe=None) -> dict:
+    """Run the loop on `generator` (loaded from config.generator); returns the metrics in `output/metrics.json`.
+    `probe` (probe_set.ProbeSet) samples a fixed set every few steps for the trainers that do not sample."""
     from tqdm.auto import tqdm
 
     training = prepare_training(config, generator, needs_reference)
     accelerator, denoiser, module, optimizer = training.accelerator, training.denoiser, training.module, training.optimizer
     checkpoints = Path(config.output) / "checkpoints"
-    monitor = getattr(loss_fn, "monitor", None)  # ReFL's hacking monitor: its baselines survive a resume
-    start_step, history = start_run(training, config, monitor)
+    monitors = MonitorStates(loss=getattr(loss_fn, "monitor", None), probe=probe)
+    start_step, history = start_run(training, config, monitors)
     stops = getattr(loss_fn, "stops", False)
     # weights at the last two log intervals: the monitors smooth over batches, so the older one predates an alarm
     snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(module)))] if stops else [], maxlen=2)
-    stopped = None
+    stopped, healthy = None, None
+    if probe is not None:
+        if start_step == 0:
+            probe.check(accelerator, denoiser, module)  # the baseline
+        # a resumed run's weights passed every probe before its checkpoint
+        healthy = [(start_step, trainable_weights(accelerator.unwrap_model(module)))]
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
                disable=not (config.progress and accelerator.is_main_process))
     started = time.time()
@@ -189,7 +211,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             shared_seed = step_seed(config, step) * 64 + micro
             rng = torch.Generator().manual_seed(shared_seed * 1024 + accelerator.process_index)
             # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
-            batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed}
+            batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed, "step": step, "micro": micro}
             with accelerator.accumulate(module):
                 loss, logs = loss_fn(denoiser, module, training.reference, batch, rng)
                 accelerator.backward(loss)
@@ -203,9 +225,15 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
         if not on_every_rank(accelerator, finite):
             raise VisrewardError(f"loss became {running['loss'][-1] if not finite else 'non-finite on another rank'} at "
                                  f"step {step}: lower --lr (or --beta for DPO)")
-        reason = first_reason(accelerator, loss_fn.stop_reason) if stops else None
+        reason, kept = (first_reason(accelerator, loss_fn.stop_reason) if stops else None), snapshots
+        if not reason and probe is not None and probe.due(step + 1):
+            reason = probe_step(accelerator, probe, training, config, running)
+            if reason:
+                kept = healthy  # the weights at the last probe that raised no alarm
+            else:
+                healthy = [(step + 1, trainable_weights(accelerator.unwrap_model(module)))]
         if reason:
-            stopped = fall_back(accelerator, module, snapshots, step, reason)
+            stopped = fall_back(accelerator, module, kept, step, reason)
             break
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
@@ -217,10 +245,23 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             if stops:
                 snapshots.append((step + 1, trainable_weights(accelerator.unwrap_model(module))))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(accelerator, checkpoints, step + 1, history, monitor.state_dict() if monitor is not None else None)
+            save_checkpoint(accelerator, checkpoints, step + 1, history, monitors.state_dict())
     metrics = {"steps": config.steps, "history": history, "stopped": stopped,
                "seconds_per_step": (time.time() - started) / max(1, config.steps - start_step)}
+    if probe is not None:
+        metrics["probe_start"] = {f"probe_{k}": v for k, v in probe.monitor.start.items()}
     return finish_run(training, generator, config, metrics)
+
+
+def probe_step(accelerator, probe, training: Training, config, running: dict) -> str | None:
+    """Sample and read the probe set; its logs join the running ones. Returns the reason to stop, on every rank."""
+    logs, reason = probe.check(accelerator, training.denoiser, training.module)
+    for key, value in logs.items():
+        running.setdefault(key, []).append(value)
+    if reason and not config.stop_on_hacking and not probe.warned:
+        probe.warned = True
+        warnings.warn(f"{reason}; inspect samples, lower --lr or stop earlier")
+    return first_reason(accelerator, reason) if config.stop_on_hacking else None
 
 
 def fall_back(accelerator, module: nn.Module, snapshots: deque, step: int, reason: str) -> dict:

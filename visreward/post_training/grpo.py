@@ -221,7 +221,8 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     flow = training.denoiser.objective.prediction_type == "flow"
     noise_level = config.noise_level if config.noise_level is not None else (0.7 if flow else 1.0)
     sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
-    monitor = HackingMonitor(reward, limits_of(config), agreement=independent_check_for(generator, config.generator))
+    agreement = independent_check_for(generator, config.generator, config.agreement_encoder)
+    monitor = HackingMonitor(reward, limits_of(config), agreement=agreement)
     start_step, history = start_run(training, config, monitor)
     snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(training.module)))], maxlen=2)
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,

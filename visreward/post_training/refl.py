@@ -81,5 +81,5 @@ def run_refl(config: ReFLConfig) -> dict:
     generator = load_generator(config.generator)
     data = TrainingImages(torch.empty(0), prompts)
     loss = make_refl_loss(reward_model, config)
-    loss.monitor.agreement = independent_check_for(generator, config.generator)
+    loss.monitor.agreement = independent_check_for(generator, config.generator, config.agreement_encoder)
     return finetune(config, generator, data, loss, needs_reference=False, draw=draw_prompts)

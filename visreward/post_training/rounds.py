@@ -94,7 +94,7 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
             steps = config.steps if config.steps is not None else DEFAULT_STEPS[config.method]
             common = dict(generator=generator_spec, output=str(finetune_dir), steps=steps, lr=lr,
                           batch_size=config.batch_size, mixed_precision=config.mixed_precision, lora=config.lora,
-                          seed=config.seed + index,
+                          seed=config.seed + index, reward=str(folder / "rm"), probe_samples=config.probe_samples,
                           device=config.device, progress=config.progress)
             if config.method == "dpo":
                 run_dpo(DPOConfig(pairs=str(folder / "pairs"), beta=config.beta, **common))
