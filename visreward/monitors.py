@@ -38,6 +38,14 @@ def smoothed(running: dict, logs: dict, smoothing: float) -> dict:
     return {k: v if k not in running else (1 - smoothing) * running[k] + smoothing * v for k, v in logs.items()}
 
 
+def rewards_and_features(reward_model, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(rewards, the reward's encoder features of `images` where it has them): a GAN-RM's one encoder pass serves
+    both the reward and the monitors; other rewards give no features and the monitor encodes what it needs."""
+    if hasattr(reward_model, "reward_and_features"):
+        return reward_model.reward_and_features(images, prompts)
+    return reward_model(images, prompts), None
+
+
 @dataclass
 class HackingMonitor:
     reward_model: object

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from ..monitors import HackingMonitor, independent_check_for, limits_of
+from ..monitors import HackingMonitor, independent_check_for, limits_of, rewards_and_features
 from ..options import HackingOptions, ProbeOptions
 
 
@@ -65,9 +65,7 @@ class ProbeSet:
         if self.reward_model is None:
             return None, None
         with torch.no_grad():
-            if hasattr(self.reward_model, "reward_and_features"):  # GAN-RM: one encoder pass serves both
-                return self.reward_model.reward_and_features(images, self.prompts)
-            return self.reward_model(images, self.prompts), None
+            return rewards_and_features(self.reward_model, images, self.prompts)
 
     def state_dict(self) -> dict:
         return {"monitor": self.monitor.state_dict(), "excused": sorted(self.excused)}

@@ -34,7 +34,7 @@ def draw_prompts(data: TrainingImages, batch_size: int, rng: torch.Generator) ->
 
 
 def make_refl_loss(reward_model, config: ReFLConfig):
-    from ..monitors import HackingMonitor, limits_of
+    from ..monitors import HackingMonitor, limits_of, rewards_and_features
 
     monitor = HackingMonitor(reward_model, limits_of(config))
 
@@ -46,10 +46,7 @@ def make_refl_loss(reward_model, config: ReFLConfig):
         noise = torch.randn(denoiser.latent_shape(len(prompts)), generator=rng).to(device)
         x0 = denoiser.sample_x0(module, noise, prompts, config.num_inference_steps, stop)
         images = denoiser.decode(x0, config.frames_with_grad, rng) if x0.ndim == 5 else denoiser.decode(x0)
-        if hasattr(reward_model, "reward_and_features"):  # GAN-RM: one encoder pass serves reward and monitor
-            rewards, features = reward_model.reward_and_features(images, prompts)
-        else:
-            rewards, features = reward_model(images, prompts), None
+        rewards, features = rewards_and_features(reward_model, images, prompts)
         logs = monitor.update(rewards, images, prompts, features)
         alarms = monitor.alarms()
         if alarms and refl_loss.stop_reason is None:

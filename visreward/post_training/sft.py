@@ -61,17 +61,19 @@ class HeldoutMonitor:
     seed: int
     start: float | None = None
     ratio: float | None = None
+    inputs: tuple | None = None  # (noisy batch, condition): the frozen encoders give the same ones every time
 
     def measure(self, denoiser, module, step: int) -> dict:
         """The held-out error (the same noise and timesteps each time) every `every` steps and at step 0."""
         if step % self.every and self.start is not None:
             return {}
-        device = next(module.parameters()).device
-        rng = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
-            x0 = denoiser.encode_images((self.images.images.float() / 255).to(device))
-            noisy = denoiser.objective.sample(x0, rng)
-            prediction = denoiser.predict(module, noisy.noisy, noisy.timesteps, denoiser.condition(self.images.prompts))
+            if self.inputs is None:
+                x0 = denoiser.encode_images((self.images.images.float() / 255).to(next(module.parameters()).device))
+                noisy = denoiser.objective.sample(x0, torch.Generator().manual_seed(self.seed))
+                self.inputs = noisy, denoiser.condition(self.images.prompts)
+            noisy, condition = self.inputs
+            prediction = denoiser.predict(module, noisy.noisy, noisy.timesteps, condition)
             error = float(F.mse_loss(prediction.float(), noisy.target.float()))
         self.start = error if self.start is None else self.start
         self.ratio = error / max(self.start, 1e-12)
