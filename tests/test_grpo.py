@@ -162,6 +162,35 @@ def test_the_training_pass_recomputes_the_sampled_log_probabilities(kind, tiny_g
             assert log_prob.requires_grad
 
 
+def test_a_window_makes_only_its_steps_stochastic_and_the_others_the_deterministic_step(tiny_generator):
+    """Flow-GRPO-Fast's window: steps outside it are the noiseless DDIM step (log-probability 0), steps inside are
+    drawn; so before the window the rollout follows the deterministic sampler exactly, and after it differs."""
+    denoiser = tiny_generator.denoiser()
+    prompts = [digit_prompt(2), digit_prompt(7)]
+    noise = tiny_generator.initial_noise([3, 4])
+    generators = lambda: [torch.Generator().manual_seed(100 + k) for k in range(2)]  # noqa: E731
+    windowed = StochasticSampler(denoiser, 5, 1.0).rollout(_predict(denoiser), noise, prompts, generators(), [1, 2])
+    plain = StochasticSampler(denoiser, 5, 0.0).rollout(_predict(denoiser), noise, prompts, generators())
+    assert windowed.stochastic == [1, 2]
+    assert (windowed.log_probs[:, [0, 3, 4]] == 0).all() and (windowed.log_probs[:, [1, 2]] != 0).all()
+    assert torch.equal(windowed.latents[:, 1], plain.latents[:, 1])
+    assert (windowed.latents[:, 2] - plain.latents[:, 2]).abs().max() > 1e-3
+
+
+def test_windows_are_drawn_inside_their_range_and_ill_fitting_ones_are_one_line_errors(tiny_generator):
+    from visreward.errors import VisrewardError
+
+    sampler = StochasticSampler(tiny_generator.denoiser(), 10, 1.0)
+    rng = torch.Generator().manual_seed(0)
+    windows = {tuple(sampler.window(2, [1, 5], rng)) for _ in range(200)}
+    assert windows == {(1, 2), (2, 3), (3, 4)}  # starts 1..3: the window ends by step 4
+    for size, start_range in ((3, [0, 2]), (0, [0, 5]), (2, [0, 11])):
+        with pytest.raises(VisrewardError, match="--sde-window-range"):
+            sampler.window(size, start_range, rng)
+    with pytest.raises(VisrewardError, match="all deterministic"):  # DDIM's last step, to abar = 1, has std 0
+        sampler.window(1, [9, 10], rng)
+
+
 # --- the trainer ------------------------------------------------------------------------------------------------
 
 def _config(generator_dir, output, **overrides) -> GRPOConfig:
@@ -212,10 +241,40 @@ def test_a_larger_beta_keeps_the_policy_closer_to_the_reference(tiny_generator_d
     assert drift[50.0] < 0.7 * drift[0.0], drift
 
 
+def test_a_windowed_run_trains_only_the_window_steps(tiny_generator_dir, tmp_path, monkeypatch):
+    trained = []
+    real_log_prob = StochasticSampler.log_prob
+
+    def recording(self, predict, x, x_next, i, *args):
+        trained.append(i)
+        return real_log_prob(self, predict, x, x_next, i, *args)
+
+    monkeypatch.setattr(StochasticSampler, "log_prob", recording)
+    metrics = run_grpo(_config(tiny_generator_dir, tmp_path / "window", steps=3, sample_steps=6, batch_size=8,
+                               sde_window_size=2, sde_window_range=[1, 4]), reward=brightness)
+    windows = [trained[2 * k : 2 * k + 2] for k in range(3)]  # one batch a step, both window steps trained
+    assert len(trained) == 6 and all(w in ([1, 2], [2, 3]) for w in windows), trained
+    assert all(row["first_ratio_error"] < 1e-5 for row in metrics["history"])
+
+
+def test_the_saved_generator_is_diffusers_ema_of_the_trained_weights(tiny_generator_dir, tmp_path):
+    """One update a step; EMAModel's warm-up decay is 0 at its first update and min(0.9, 2/11) at its second, so
+    after two steps the EMA is 2/11 of step 1's weights plus 9/11 of step 2's."""
+    raw = {}
+    for steps in (1, 2):
+        run_grpo(_config(tiny_generator_dir, tmp_path / f"raw{steps}", steps=steps, batch_size=8), reward=brightness)
+        raw[steps] = _weights(tmp_path / f"raw{steps}" / "generator")
+    run_grpo(_config(tiny_generator_dir, tmp_path / "ema", steps=2, batch_size=8, ema_decay=0.9), reward=brightness)
+    ema = _weights(tmp_path / "ema" / "generator")
+    assert max((raw[1][k] - raw[2][k]).abs().max() for k in ema) > 1e-5  # the two steps moved the weights
+    assert all(torch.allclose(ema[k], 2 / 11 * raw[1][k] + 9 / 11 * raw[2][k], atol=1e-7) for k in ema)
+
+
 def test_an_interrupted_and_resumed_grpo_run_ends_bit_for_bit_like_an_uninterrupted_one(
         tiny_generator_dir, tmp_path, monkeypatch, capsys):
+    """With an EMA: the checkpoint carries it, and the saved weights are the EMA's."""
     def config(name):
-        return _config(tiny_generator_dir, tmp_path / name, steps=4, checkpoint_every=2)
+        return _config(tiny_generator_dir, tmp_path / name, steps=4, checkpoint_every=2, ema_decay=0.9)
 
     run_grpo(config("straight"), reward=brightness)
     real_collect, calls = grpo_module.collect, []

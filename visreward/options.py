@@ -294,6 +294,13 @@ class GRPOConfig(HackingOptions, FineTuneConfig):
                       choices=SDE_KINDS)
     train_timestep_fraction: float = option(0.5, "fraction of the stochastic steps trained on, drawn per batch (1: all, "
                                                  "as DDPO; half costs half the training time)")
+    sde_window_size: int = option(0, "stochastic steps per rollout, a window drawn per step inside --sde-window-range; "
+                                     "the others are deterministic and every window step is trained (Flow-GRPO-Fast; "
+                                     "0: every step stochastic, --train-timestep-fraction of them trained)")
+    sde_window_range: list[int] | None = option(None, "START END: the window lies within steps START..END-1 "
+                                                      "(default: the first half of --sample-steps)")
+    ema_decay: float = option(0.0, "keep an EMA of the trained weights (diffusers' EMAModel, its warm-up) and save it "
+                                   "instead of the last weights (0: none; Flow-GRPO uses 0.9)")
     inner_epochs: int = option(1, "passes over each step's samples")
     clip_range: float = option(1e-4, "PPO clip range of the probability ratio")
     adv_clip: float = option(5.0, "advantages are clipped to +-this")

@@ -92,6 +92,7 @@ def collect(training: Training, sampler: StochasticSampler, reward, prompts: lis
     policy = accelerator.unwrap_model(training.module)
     predict = lambda noisy, timesteps, condition: denoiser.predict(policy, noisy, timesteps, condition)  # noqa: E731
     trajectories, images = [], []
+    window = _window(sampler, config, step)
     began = time.perf_counter()
     for start in range(0, share, config.sample_batch_size):
         chunk = indices[start : start + config.sample_batch_size]
@@ -99,13 +100,13 @@ def collect(training: Training, sampler: StochasticSampler, reward, prompts: lis
         noise = torch.stack([torch.randn(denoiser.latent_shape(1)[1:], generator=g) for g in generators])
         with accelerator.autocast():
             trajectory = sampler.rollout(predict, noise.to(accelerator.device), [prompts[k // config.group_size] for k in chunk],
-                                         generators)
+                                         generators, window)
         with torch.no_grad():
             images.append(denoiser.decode(trajectory.latents[:, -1]).float().cpu())
         trajectories.append(trajectory)
     seconds["sampling"] += time.perf_counter() - began
     trajectory = Trajectory(torch.cat([t.latents for t in trajectories]), torch.cat([t.log_probs for t in trajectories]),
-                            [p for t in trajectories for p in t.prompts])
+                            [p for t in trajectories for p in t.prompts], trajectories[0].stochastic)
     images = torch.cat(images)
     began = time.perf_counter()
     rewards, features = _score(reward, images, trajectory.prompts)
@@ -117,14 +118,29 @@ def collect(training: Training, sampler: StochasticSampler, reward, prompts: lis
                    {"reward_mean_all": float(everyone.mean()), "reward_group_std": group_std})
 
 
-def _trained_steps(sampler: StochasticSampler, config: GRPOConfig, rng: torch.Generator) -> list[int]:
-    steps = sampler.stochastic_steps
+def _window(sampler: StochasticSampler, config: GRPOConfig, step: int) -> list[int] | None:
+    """The step's window of stochastic steps (--sde-window-size), alike on every process; None: every step."""
+    if not config.sde_window_size:
+        return None
+    start_range = config.sde_window_range or [0, config.sample_steps // 2]
+    if len(start_range) != 2:
+        raise VisrewardError(f"--sde-window-range {' '.join(map(str, start_range))}: expected START END")
+    return sampler.window(config.sde_window_size, start_range, torch.Generator().manual_seed(step_seed(config, step) + 17))
+
+
+def _trained_steps(trajectory: Trajectory, config: GRPOConfig, rng: torch.Generator) -> list[int]:
+    """A window's steps are all trained; without one, --train-timestep-fraction of the stochastic steps."""
+    steps = trajectory.stochastic
+    if config.sde_window_size:
+        return steps
     count = max(1, round(config.train_timestep_fraction * len(steps)))
     return sorted(steps[i] for i in torch.randperm(len(steps), generator=rng)[:count].tolist())
 
 
-def train_on(training: Training, sampler: StochasticSampler, samples: Samples, config: GRPOConfig, step: int) -> dict:
-    """The PPO-clipped policy update over the samples' trained transitions; returns the averaged signals."""
+def train_on(training: Training, sampler: StochasticSampler, samples: Samples, config: GRPOConfig, step: int,
+             ema=None) -> dict:
+    """The PPO-clipped policy update over the samples' trained transitions (the EMA follows each update); returns the
+    averaged signals."""
     accelerator, denoiser, module = training.accelerator, training.denoiser, training.module
     device = accelerator.device
     latents, old = samples.trajectory.latents.to(device), samples.trajectory.log_probs.to(device)
@@ -141,7 +157,7 @@ def train_on(training: Training, sampler: StochasticSampler, samples: Samples, c
             condition, unconditional = sampler.conditions(prompts)
             # drawn per batch from its own seed: alike on every rank, and the same for any number of ranks
             batch_rng = torch.Generator().manual_seed((step_seed(config, step) * 64 + epoch) * 4096 + start)
-            trained = _trained_steps(sampler, config, batch_rng)
+            trained = _trained_steps(samples.trajectory, config, batch_rng)
             for n, i in enumerate(trained):
                 sync = contextlib.nullcontext() if n == len(trained) - 1 else accelerator.no_sync(module)
                 with sync:
@@ -155,6 +171,8 @@ def train_on(training: Training, sampler: StochasticSampler, samples: Samples, c
             accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
             training.optimizer.step()
             training.optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(_trainable(training))
     return {**{k: float(np.mean(v)) for k, v in signals.items() if k != "ratio_error"},
             "first_ratio_error": first_ratio_error}
 
@@ -176,6 +194,32 @@ def _transition_loss(training: Training, sampler: StochasticSampler, policy, x, 
     kl = ((mean - reference_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * sampler.stds[i] ** 2)
     logs["kl"] = float(kl.mean().detach())
     return policy_loss + config.beta * kl.mean(), logs
+
+
+def _trainable(training: Training) -> list[torch.nn.Parameter]:
+    return [p for p in training.accelerator.unwrap_model(training.module).parameters() if p.requires_grad]
+
+
+def _ema(training: Training, config: GRPOConfig):
+    """diffusers' EMAModel of the trainable weights (--ema-decay), saved in every checkpoint; None without one."""
+    if not config.ema_decay:
+        return None
+    if not 0 < config.ema_decay < 1:
+        raise VisrewardError(f"--ema-decay {config.ema_decay}: expected a decay in (0, 1), or 0 for none")
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(_trainable(training), decay=config.ema_decay)
+    training.accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def _kept_weights(training: Training, ema) -> dict:
+    """What a stopped run falls back to: the trainable weights, or their EMA where there is one (it is what is saved)."""
+    module = training.accelerator.unwrap_model(training.module)
+    if ema is None:
+        return trainable_weights(module)
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    return {name: shadow.detach().to("cpu", copy=True) for name, shadow in zip(names, ema.shadow_params)}
 
 
 def _check(accelerator, monitor, samples: Samples, logs: dict, config: GRPOConfig, warned: set) -> str | None:
@@ -223,8 +267,9 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
     agreement = independent_check_for(generator, config.generator, config.agreement_encoder)
     monitor = HackingMonitor(reward, limits_of(config), agreement=agreement)
+    ema = _ema(training, config)
     start_step, history = start_run(training, config, monitor)
-    snapshots = deque([(start_step, trainable_weights(accelerator.unwrap_model(training.module)))], maxlen=2)
+    snapshots = deque([(start_step, _kept_weights(training, ema))], maxlen=2)
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
                disable=not (config.progress and accelerator.is_main_process))
     stopped, warned, started = None, set(), time.time()
@@ -232,7 +277,7 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     for step in bar:
         samples = collect(training, sampler, reward, step_prompts(prompts, config, step), config, step, seconds)
         began = time.perf_counter()
-        logs = {**samples.logs, **train_on(training, sampler, samples, config, step),
+        logs = {**samples.logs, **train_on(training, sampler, samples, config, step, ema),
                 **(watch(samples.images, samples.trajectory.prompts) if watch else {})}
         seconds["training"] += time.perf_counter() - began
         if not on_every_rank(accelerator, np.isfinite(logs["policy_loss"])):
@@ -247,9 +292,11 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
             stopped = fall_back(accelerator, training.module, snapshots, step, reason)
             break
         if (step + 1) % config.log_every == 0:
-            snapshots.append((step + 1, trainable_weights(accelerator.unwrap_model(training.module))))
+            snapshots.append((step + 1, _kept_weights(training, ema)))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             save_checkpoint(accelerator, Path(config.output) / "checkpoints", step + 1, history, monitor.state_dict())
+    if ema is not None and not stopped:
+        ema.copy_to(_trainable(training))
     done = max(1, (stopped["step"] if stopped else config.steps) - start_step)
     metrics = {"steps": config.steps, "history": history, "stopped": stopped, "noise_level": noise_level,
                "seconds_per_step": (time.time() - started) / done,

@@ -12,7 +12,8 @@ scheduler's own step computes it (its clipping), eps from the prediction as DDIM
 DPM-Solver) is replaced by a DDIM scheduler from its config, as DDPO does.
 
 At noise level 0 both are the deterministic sampler (Euler for flow, DDIM): `rollout` then reproduces the pipeline
-sampling with that scheduler. Log-probabilities are computed in fp32 and averaged over the non-batch dimensions.
+sampling with that scheduler. A rollout may make only a window of its steps stochastic (Flow-GRPO-Fast, MixGRPO):
+the others then take the deterministic step. Log-probabilities are computed in fp32 and averaged over the non-batch dimensions.
 A step whose std is 0 (DDIM's last step to abar = 1, CPS's last step) is deterministic and never trained.
 """
 
@@ -37,6 +38,7 @@ class Trajectory:
     latents: torch.Tensor    # [B, S+1, ...]: the initial noise, then every step's sample; the last is the output
     log_probs: torch.Tensor  # [B, S]: log-probability of each transition under the sampling policy (0: deterministic)
     prompts: list[str]
+    stochastic: list[int]    # the steps sampled stochastically: the only ones that can be trained
 
 
 def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
@@ -104,11 +106,12 @@ class StochasticSampler:
         below = float(self.scheduler.sigmas[1]) if sigma == 1 else sigma
         return self.noise_level * math.sqrt(sigma / (1 - below))
 
-    def mean(self, prediction: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
-        """The transition's mean from x at step i given the (guided) model prediction, in fp32."""
+    def mean(self, prediction: torch.Tensor, x: torch.Tensor, i: int, deterministic: bool = False) -> torch.Tensor:
+        """The transition's mean from x at step i given the (guided) model prediction, in fp32; `deterministic`:
+        the noiseless step's, whatever the noise level."""
         prediction, x = prediction.float(), x.float()
         if self.flow:
-            return self._flow_mean(prediction, x, i)
+            return self._flow_mean(prediction, x, i, deterministic)
         now, before = self._alphas(i)
         kind = self.scheduler.config.get("prediction_type", "epsilon")
         if kind == "epsilon":
@@ -119,13 +122,13 @@ class StochasticSampler:
             raise VisrewardError(f"GRPO: prediction type {kind!r} is not supported by the DDIM step")
         # x0 as the scheduler computes it: DDIM clips it where its config says, CogVideoX's DDIM never does
         x0 = self.scheduler.step(prediction, self.timesteps[i], x).pred_original_sample
-        std = self.stds[i]
+        std = 0.0 if deterministic else self.stds[i]
         return math.sqrt(before) * x0 + math.sqrt(max(1 - before - std**2, 0.0)) * eps
 
-    def _flow_mean(self, velocity: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
+    def _flow_mean(self, velocity: torch.Tensor, x: torch.Tensor, i: int, deterministic: bool) -> torch.Tensor:
         sigma, sigma_next = self._sigmas(i)
         dt = sigma_next - sigma
-        if self.noise_level == 0:
+        if deterministic or self.noise_level == 0:
             return x + dt * velocity  # Euler, as FlowMatchEulerDiscreteScheduler steps
         if self.sde == "cps":
             std = self.stds[i]
@@ -152,18 +155,33 @@ class StochasticSampler:
         unconditional = self.denoiser.unconditional(len(prompts)) if self.guidance_scale > 1 else None
         return self.denoiser.condition(prompts), unconditional
 
+    def window(self, size: int, start_range: Sequence[int], rng: torch.Generator) -> list[int]:
+        """`size` consecutive steps starting in [start_range[0], start_range[1] - size], drawn with `rng` (Flow-GRPO-Fast's
+        sde_window_size and sde_window_range); the stochastic ones among them."""
+        low, high = start_range
+        if not (size >= 1 and 0 <= low and low + size <= high <= self.steps):
+            raise VisrewardError(f"--sde-window-range {low} {high}: a window of {size} steps must fit in it, "
+                                 f"within the {self.steps} sample steps")
+        start = low + int(torch.randint(high - size - low + 1, (1,), generator=rng))
+        steps = [i for i in range(start, start + size) if i in self.stochastic_steps]
+        if not steps:
+            raise VisrewardError(f"--sde-window-range {low} {high}: steps {start}..{start + size - 1} are all deterministic")
+        return steps
+
     @torch.no_grad()
     def rollout(self, predict: Predict, noise: torch.Tensor, prompts: Sequence[str],
-                generators: Sequence[torch.Generator]) -> Trajectory:
+                generators: Sequence[torch.Generator], window: Sequence[int] | None = None) -> Trajectory:
         """Sample from `noise` with one noise generator per sample (the samples do not depend on the batch they
-        were drawn in), recording every step's sample and log-probability."""
+        were drawn in), recording every step's sample and log-probability. Only the steps in `window` (default:
+        all) are stochastic; the others take the deterministic step."""
         condition, unconditional = self.conditions(prompts)
+        stochastic = [i for i in self.stochastic_steps if window is None or i in window]
         x = noise.float() * getattr(self.scheduler, "init_noise_sigma", 1.0)
         latents, log_probs = [x], []
         for i in range(self.steps):
-            mean = self.mean(self.prediction(predict, x, i, condition, unconditional), x, i)
+            mean = self.mean(self.prediction(predict, x, i, condition, unconditional), x, i, i not in stochastic)
             std = self.stds[i]
-            if std == 0:
+            if i not in stochastic:
                 x = mean
                 log_probs.append(torch.zeros(len(prompts), device=noise.device))
             else:
@@ -171,7 +189,7 @@ class StochasticSampler:
                 x = mean + std * eps
                 log_probs.append(gaussian_log_prob(x, mean, std))
             latents.append(x)
-        return Trajectory(torch.stack(latents, dim=1), torch.stack(log_probs, dim=1), list(prompts))
+        return Trajectory(torch.stack(latents, dim=1), torch.stack(log_probs, dim=1), list(prompts), stochastic)
 
     def log_prob(self, predict: Predict, x: torch.Tensor, x_next: torch.Tensor, i: int, condition: Any,
                  unconditional: Any) -> tuple[torch.Tensor, torch.Tensor]:
