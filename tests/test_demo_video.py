@@ -88,7 +88,7 @@ def video_demo_run(tmp_path_factory, tiny_video_generator_dir):
     out = tmp_path_factory.mktemp("video-demo") / "run"
     results = run_video_demo(VideoDemoConfig(
         output=str(out), generator=str(tiny_video_generator_dir), directions=["right"], look=0.1, n_target=30, rounds=1,
-        n=2, sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, probe_samples=2, seeds=1,
+        n=2, sft_repeats=1, dpo_repeats=1, negatives_per_prompt=2, frames=2, sft_steps=2, dpo_steps=2, grpo_steps=2, probe_samples=2, seeds=1,
         mixed_precision="no"))  # accelerate keeps one precision per process: the one the other tests use
     return out, results
 
@@ -96,7 +96,7 @@ def video_demo_run(tmp_path_factory, tiny_video_generator_dir):
 def test_video_demo_judges_every_row_and_the_reference_clips(video_demo_run):
     out, results = video_demo_run
     metrics = json.loads((out / "demo_metrics.json").read_text())
-    assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1"]
+    assert list(metrics["rows"]) == ["base", "Best-of-4", "Best-of-16", "SFT round 1", "DPO round 1", "GRPO"]
     for row in metrics["rows"].values():
         assert set(row) == {"speed", "toward_target", "direction", "accuracy", "consistency", "diversity"}
         assert all(len(pair) == 2 and pair[1] >= 0 for pair in row.values())
@@ -105,6 +105,8 @@ def test_video_demo_judges_every_row_and_the_reference_clips(video_demo_run):
     assert held["direction"] == 1.0 and held["accuracy"] > 0.95  # real clips: the judges' own upper marks
     assert 0.25 < metrics["reference"]["target_speed"] < 0.325  # the slowest 10% of speeds in [0.25, 1]
     assert [run["seed"] for run in metrics["per_seed"]] == [0]
+    curve = metrics["per_seed"][0]["grpo"]["curve"]
+    assert [row["step"] for row in curve] == [1, 2] and 0 < curve[0]["speed"] < 3 and 0 <= curve[0]["accuracy"] <= 1
     rows = [json.loads(line) for line in (out / "seed-0" / "rounds-sft" / "round-1" / "bon" / "best" / "metadata.jsonl")
             .read_text().splitlines()]
     assert rows[0]["file_name"].endswith(".mp4") and rows[0]["frames"] == 8
@@ -115,7 +117,8 @@ def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run
 
     out, _ = video_demo_run
     page = write_report(out).read_text()
-    assert page.count("data:image/gif;base64,") == 6 and "src=\"http" not in page  # target + five rows
+    assert page.count("data:image/gif;base64,") == 7 and "src=\"http" not in page  # target + six rows
+    assert "GRPO: centroid speed" in page and "GRPO: digit accuracy" in page
     browser = chromium()
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
@@ -123,7 +126,7 @@ def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run
     result = subprocess.run(flags + ["--dump-dom", (out / "report.html").as_uri()], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert 'data-images-loaded="6"' in result.stdout and 'data-images-animated="6"' in result.stdout
+    assert 'data-images-loaded="7"' in result.stdout and 'data-images-animated="7"' in result.stdout
 
 
 def test_train_generator_names_the_clip_whose_size_differs(tmp_path):

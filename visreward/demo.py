@@ -167,21 +167,29 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
 
 
 def _grpo(config: DemoConfig, seed: int, out: Path, generator_dir: str, prompts: list[str]) -> dict:
-    """GRPO from the base against the round-1 DPO reward model; every step also logs its samples' ink mass and digit
-    accuracy (the judges' own measures, on the training samples: a curve, not the table's row)."""
     from .evaluation.generation import digit_accuracy
-    from .post_training import GRPOConfig, run_grpo
 
     def judged(images: torch.Tensor, step_prompts: list[str]) -> dict:
         return {"ink": float(ink(images.numpy()).mean()), "accuracy": digit_accuracy(images, step_prompts)}
 
-    print(f"   seed {seed}: {config.grpo_steps} GRPO steps against the round-1 reward model")
+    return demo_grpo(out, generator_dir, prompts, seed, judged, ("ink", "accuracy"), steps=config.grpo_steps,
+                     lr=config.grpo_lr, beta=config.grpo_beta)
+
+
+def demo_grpo(out: Path, generator_dir: str, prompts: list[str], seed: int, judged, measures: tuple[str, ...],
+              **settings) -> dict:
+    """GRPO (GRPOConfig `settings`) from the base against the round-1 DPO reward model, into out/grpo; every step
+    also logs the `measures` of `judged(samples, prompts)`, the judges' own, on the training samples: a curve, not
+    the table's row."""
+    from .post_training import GRPOConfig, run_grpo
+
+    print(f"   seed {seed}: {settings['steps']} GRPO steps against the round-1 reward model")
     metrics = run_grpo(GRPOConfig(generator=generator_dir, reward=[str(out / "rounds-dpo" / "round-1" / "rm")],
-                                  prompts=prompts, output=str(out / "grpo"), steps=config.grpo_steps, lr=config.grpo_lr,
-                                  beta=config.grpo_beta, seed=seed, progress=False), watch=judged)
+                                  prompts=prompts, output=str(out / "grpo"), seed=seed, progress=False, **settings),
+                       watch=judged)
+    keys = ("step", *measures, "reward_mean_all", "reward_group_std")
     return {"stopped": metrics["stopped"], "seconds_per_step": metrics["seconds_per_step"],
-            "curve": [{k: row[k] for k in ("step", "ink", "accuracy", "reward_mean_all", "reward_group_std")}
-                      for row in metrics["history"]]}
+            "curve": [{k: row[k] for k in keys} for row in metrics["history"]]}
 
 
 def _target_indices(config: DemoConfig) -> np.ndarray:

@@ -90,6 +90,7 @@ def run_seed(config: VideoDemoConfig, seed: int, out: Path, target: Path, heldou
     from .generators import load_generator
 
     runs = run_loops(config, seed, out, target, generator_dir)
+    grpo = _grpo(config, seed, out, generator_dir, target_speed) if config.grpo_steps else None
     print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
     base = load_generator(generator_dir)
     eval_prompts = [p for p in demo_prompts(config.directions) for _ in range(config.eval_per_prompt)]
@@ -111,9 +112,24 @@ def run_seed(config: VideoDemoConfig, seed: int, out: Path, target: Path, heldou
             name = f"{method.upper()} round {info['round']}"
             tuned = load_generator(info["next_generator"]).generate_from_seeds(eval_prompts, seeds[::16])
             rows[name], samples[name] = judge(tuned, eval_prompts, target_speed, base_row["speed"]), tuned
-    return {"seed": seed, "rows": rows, "rounds": runs, "samples": samples,
+    if grpo is not None:
+        tuned = load_generator(str(out / "grpo")).generate_from_seeds(eval_prompts, seeds[::16])
+        rows["GRPO"], samples["GRPO"] = judge(tuned, eval_prompts, target_speed, base_row["speed"]), tuned
+    return {"seed": seed, "rows": rows, "rounds": runs, "grpo": grpo, "samples": samples,
             "reward_heldout_auc": roc_auc(heldout_scores.numpy(), scores[:, 0].numpy()),
             "scores": {"heldout_target": heldout_scores.tolist(), "base": scores[:, 0].tolist()}}
+
+
+def _grpo(config: VideoDemoConfig, seed: int, out: Path, generator_dir: str, target_speed: float) -> dict:
+    from .demo import demo_grpo
+
+    def judged(clips: torch.Tensor, step_prompts: list[str]) -> dict:
+        measures = judge(clips, step_prompts, target_speed)
+        return {"speed": measures["speed"], "accuracy": measures["accuracy"]}
+
+    return demo_grpo(out, generator_dir, demo_prompts(config.directions), seed, judged, ("speed", "accuracy"),
+                     steps=config.grpo_steps, lr=config.grpo_lr, beta=config.grpo_beta,
+                     mixed_precision=config.mixed_precision)
 
 
 def format_table(rows: dict, target_speed: float) -> str:

@@ -162,12 +162,20 @@ def _curves(metrics: dict) -> list[str]:
                                  f"target-set size: {label}", "target images", label))
     for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
         charts.append(_rounds_chart(rows, key, label))
-    runs = [run for run in metrics["per_seed"] if run.get("grpo")]  # one curve per seed: the spread shows
-    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")) if runs else ():
+    return charts + _grpo_charts(metrics["per_seed"], {"ink": "ink mass", "accuracy": "digit accuracy"},
+                                 ("ink", metrics["reference"]["target_ink"]))
+
+
+def _grpo_charts(per_seed: list[dict], measures: dict[str, str], target: tuple[str, float]) -> list[str]:
+    """One chart per judged measure of GRPO's training samples against its step, one curve per seed (the spread
+    shows), with the target's value as a line on the target's measure."""
+    runs = [run for run in per_seed if run.get("grpo")]
+    charts = []
+    for key, label in measures.items() if runs else ():
         series = {f"seed {run['seed']}": [(row["step"], row[key]) for row in run["grpo"]["curve"]] for run in runs}
-        if key == "ink":
+        if key == target[0]:
             steps = max(step for curve in series.values() for step, _ in curve)
-            series["target"] = [(1, metrics["reference"]["target_ink"]), (steps, metrics["reference"]["target_ink"])]
+            series["target"] = [(1, target[1]), (steps, target[1])]
         charts.append(line_chart(series, f"GRPO: {label} of each step's samples", "step", label))
     return charts
 
@@ -265,17 +273,19 @@ def _write_video_report(run: Path, metrics: dict) -> Path:
                        f'{html.escape(name)}{" (training examples)" if name == "target" else ""}</figcaption></figure>'
                        for name in ["target", *rows] if (run / "assets" / f"grid-{_slug(name)}.gif").exists())
     charts = [_rounds_chart(rows, key, LABELS[key]) for key in ("speed", "accuracy")]
+    charts += _grpo_charts(metrics["per_seed"], {key: LABELS[key] for key in ("speed", "accuracy")},
+                           ("speed", reference["target_speed"]))
     first = metrics["per_seed"][0]
     body = f"""<h1>visreward: GAN-RM in miniature, video</h1>
 <p>The bundled moving-digits generator (a class-conditional diffusion model over 8-frame 16&times;16 clips) learnt from
 real digits moving right, left, down or up at speeds from 0.25 to 1 pixel a frame; it draws <em>slow, steady</em> clips
 (speed in the slowest {config["look"]:.0%}) only sometimes. GAN-RM video reward models (frame features pooled over time) learn
 that look from {config["n_target"]} target clips against the generator's own clips; Best-of-N, SFT and DPO rounds use
-them. Judges share nothing with the rewards: {html.escape(reference["judges"])}. Every number is the mean &plusmn; sd
+them, and GRPO (online RL) the round-1 DPO reward model. Judges share nothing with the rewards: {html.escape(reference["judges"])}. Every number is the mean &plusmn; sd
 over {len(metrics["per_seed"])} seed(s). Run time {metrics["seconds"]:.0f}s.</p>
 <h2>Results</h2><table><thead><tr><th>generator</th>{head}</tr></thead><tbody>{table}</tbody></table>
 <h2>Clips (same prompts and seeds; one prompt per column, looping)</h2>{previews}
-<h2>Rounds</h2>{"".join(charts)}
+<h2>Rounds and GRPO</h2>{"".join(charts)}
 <h2>The round-1 reward model</h2>
 <p>Held-out AUC (held-out slow clips vs fresh base clips; neither was used for training or early stopping):
 {metrics["reward_heldout_auc"][0]:.3f} &plusmn; {metrics["reward_heldout_auc"][1]:.3f}.</p>
