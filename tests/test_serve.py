@@ -5,6 +5,8 @@ import asyncio
 import base64
 import io
 import json
+import os
+import pickle
 import socket
 import struct
 import subprocess
@@ -62,7 +64,7 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def server(rm_dir):
     port = _free_port()
-    process = _start(rm_dir, port, "--token", TOKEN, "--max-request-mb", "1")
+    process = _start(rm_dir, port, "--token", TOKEN, "--max-request-mb", "1", "--accept-pickle")
     yield f"http://127.0.0.1:{port}"
     _stop(process)
 
@@ -117,6 +119,62 @@ def test_flow_grpo_calls_get_their_shapes(server, images, local_scores):
     assert scores.shape == (len(images),) and info == {} and np.abs(scores - local_scores).max() < 1e-5
     details, info = flow_grpo_multi_score(remote)(pixels, prompts, metadata, only_strict=True)
     assert set(details) == {"rm", "half", "avg"} and np.abs(details["avg"] - 1.5 * local_scores).max() < 1e-5
+
+
+def _flow_grpo_pickle(pixels: np.ndarray, **extra) -> bytes:
+    """A request body as flow_grpo's remote rewards build it: NHWC uint8 images JPEG-encoded by PIL at its default
+    quality, prompts (where sent) a numpy array of str from np.array_split, pickled with the default protocol."""
+    jpeg = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG")
+        jpeg.append(buffer.getvalue())
+    return pickle.dumps({"images": jpeg, **extra})
+
+
+def _post_pickle(url, body: bytes):
+    return httpx.post(f"{url}/", content=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+
+def test_flow_grpos_pickled_requests_score_like_the_model_in_process(server, rm_dir, images):
+    pixels = np.stack([np.array(Image.open(p).convert("RGB")) for p in images])
+    jpeg_decoded = [Image.open(io.BytesIO(blob)) for blob in pickle.loads(_flow_grpo_pickle(pixels))["images"]]
+    local = visreward.load_reward_model(str(rm_dir), backend="auto").score(jpeg_decoded).numpy()
+    prompts = np.array_split(np.array(["a handwritten digit"] * len(images)), 1)[0]  # unifiedreward's client
+    requests = {"unifiedreward": _flow_grpo_pickle(pixels, prompts=prompts),
+                "deqa": _flow_grpo_pickle(pixels),
+                "geneval": _flow_grpo_pickle(pixels, meta_datas=[{"tag": "single_object"}] * len(images), only_strict=True)}
+    for client, body in requests.items():
+        response = _post_pickle(server, body)
+        assert response.status_code == 200, (client, response.text)
+        answer = pickle.loads(response.content)
+        assert np.abs(np.array(answer["outputs"]) - 1.5 * local).max() < 1e-5, client  # rm + 0.5 * half
+        assert answer["scores"] == answer["outputs"] and np.abs(np.array(answer["rewards"]["rm"]) - local).max() < 1e-5
+
+
+class _RunsACommand:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_hostile_pickle_runs_nothing_gets_400_and_the_server_keeps_serving(server, images, local_scores, tmp_path):
+    marker = tmp_path / "ran"
+    pixels = np.stack([np.array(Image.open(p).convert("RGB")) for p in images[:2]])
+    cases = [(pickle.dumps({"images": [_RunsACommand(marker)]}), "names posix.system"),
+             (pickle.dumps({"images": np.array([b"x", 1], dtype=object)}), "object arrays are refused"),
+             (pickle.dumps({"images": [b"not an image"]}), "images[0]: not a readable image"),
+             (pickle.dumps(["images"]), "a dict with an 'images' list"),
+             (_flow_grpo_pickle(pixels, prompts=["one"]), "one string per image (2 images, 1 prompts)"),
+             (b"\x80\x04not a pickle", "not an acceptable pickle")]
+    for body, message in cases:
+        response = _post_pickle(server, body)
+        assert response.status_code == 400 and message in response.json()["error"], (message, response.text)
+    assert not marker.exists()
+    response = _post_pickle(server, pickle.dumps({"images": [Path(p).read_bytes() for p in images]}))  # PNG bytes too
+    assert np.abs(np.array(pickle.loads(response.content)["rewards"]["rm"]) - local_scores).max() < 1e-5
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -211,6 +269,8 @@ def test_a_full_queue_answers_503_then_recovers(rm_dir, images, local_scores):
     process = _start(rm_dir, port, "--max-queue", "8", "--max-wait-ms", "1500", "--max-batch", "64")
     url = f"http://127.0.0.1:{port}"
     try:
+        off = httpx.post(f"{url}/", content=pickle.dumps({"images": [Path(images[0]).read_bytes()]}), timeout=10)
+        assert off.status_code == 404 and "--accept-pickle" in off.json()["error"]  # the pickle protocol is off by default
         first = {}
         waiting = threading.Thread(target=lambda: first.update(r=_post(url, {"images": [_b64(p) for p in images[:8]],
                                                                                "rewards": ["rm"]}, token=None)))

@@ -378,6 +378,9 @@ class ServeConfig:
     max_pixels: int = option(2**26, "requests whose images declare more pixels in all get 413, before any is decoded "
                                     "(default: 64 images of 1024x1024)")
     token: str | None = option(None, "require 'Authorization: Bearer TOKEN' (default: $VISREWARD_TOKEN, else none)")
+    accept_pickle: bool = option(False, "also serve the ddpo-pytorch / flow_grpo pickle protocol at POST / (off by "
+                                        "default: unpickling network data is how servers get taken over; ours admits "
+                                        "only plain values and numpy arrays, but keep it to trusted networks)")
     normalise: str = option("none", "per-reward normalisation before weighting", choices=NORMALISATIONS)
     window: int = option(1024, "recent scores per reward kept for statistics and z-scores")
     device: str = option("cpu", "torch device for the models")

@@ -5,6 +5,7 @@
 Every reward is loaded once, before the port opens (so GET /health answers 200 only when they
 are ready). Endpoints, version 1 (the wire format is in protocol.py):
   POST /v1/score     images (+ prompts, + reward names) -> {"scores": [...], "rewards": {NAME: [...]}}
+  POST /             with --accept-pickle: the ddpo-pytorch / flow_grpo pickle protocol (pickled.py)
   GET  /v1/rewards   names, kinds, encoders, weights, each model's training metrics
   GET  /v1/stats     per reward: running mean, std, quantiles, spread collapse; queue and request counts
   GET  /metrics      the same statistics in Prometheus' text format
@@ -27,6 +28,7 @@ from ..combination import RewardCombiner
 from ..errors import VisrewardError
 from ..options import ServeConfig
 from .batcher import DynamicBatcher, QueueFull
+from .pickled import PICKLE, parse_pickle_request, pickle_answer
 from .protocol import VERSION, ProtocolError, RequestLimits, parse_score_request
 
 
@@ -81,7 +83,7 @@ def _prometheus(stats: dict) -> str:
 
 def create_app(rewards: list[LoadedReward], config: ServeConfig):
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from starlette.concurrency import run_in_threadpool
 
     by_name = {reward.name: reward for reward in rewards}
@@ -145,32 +147,49 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
                 raise ProtocolError(413, f"request body is over the {limit}-byte limit")
         return bytes(body)
 
-    @app.post("/v1/score")
-    async def score(request: Request):
+    async def scored(parsed) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The combined and per-reward scores of a parsed request, through the batchers."""
+        names = parsed.rewards or list(by_name)
+        unknown = [name for name in names if name not in by_name]
+        if unknown:
+            raise ProtocolError(400, f"unknown reward(s) {', '.join(unknown)} (have {', '.join(by_name)})")
+        count = len(parsed.images)
+        full = [n for n in names if batchers[n].pending + count > batchers[n].max_queue]
+        if full:
+            raise QueueFull(f"the queue of {full[0]} is full ({batchers[full[0]].pending} images waiting)")
+        results = await asyncio.gather(*(batchers[n].submit(parsed.images, parsed.prompts) for n in names))
+        sub = dict(zip(names, results))
+        counters["requests"] += 1
+        counters["images"] += count
+        return combiner(sub), sub
+
+    async def answer(request: Request, parse, respond):
+        """Read, parse (in a thread: decoding is CPU work), score and respond; every failure is one status."""
         try:
             body = await read_body(request)
-            parsed = await run_in_threadpool(parse_score_request, body, request.headers.get("content-type", ""),
-                                             request.query_params.get("rewards"), request_limits)
-            names = parsed.rewards or list(by_name)
-            unknown = [name for name in names if name not in by_name]
-            if unknown:
-                raise ProtocolError(400, f"unknown reward(s) {', '.join(unknown)} (have {', '.join(by_name)})")
-            count = len(parsed.images)
-            full = [n for n in names if batchers[n].pending + count > batchers[n].max_queue]
-            if full:
-                raise QueueFull(f"the queue of {full[0]} is full ({batchers[full[0]].pending} images waiting)")
-            results = await asyncio.gather(*(batchers[n].submit(parsed.images, parsed.prompts) for n in names))
+            parsed = await run_in_threadpool(parse, body)
+            combined, sub = await scored(parsed)
         except ProtocolError as e:
             return error(e.status, e.message)
         except QueueFull as e:
             return error(503, f"{e}; retry later")
         except Exception as e:  # noqa: BLE001 - a model failure fails this request, not the server
             return error(500, f"scoring failed: {type(e).__name__}: {e}")
-        sub = dict(zip(names, results))
-        combined = combiner(sub)
-        counters["requests"] += 1
-        counters["images"] += count
-        return {"scores": combined.tolist(), "rewards": {name: scores.tolist() for name, scores in sub.items()}}
+        return respond(combined.tolist(), {name: scores.tolist() for name, scores in sub.items()})
+
+    @app.post("/v1/score")
+    async def score(request: Request):
+        return await answer(request, lambda body: parse_score_request(
+            body, request.headers.get("content-type", ""), request.query_params.get("rewards"), request_limits),
+            lambda combined, rewards: {"scores": combined, "rewards": rewards})
+
+    @app.post("/")
+    async def score_pickle(request: Request):
+        if not config.accept_pickle:
+            return error(404, "the pickle protocol (ddpo-pytorch, flow_grpo) is off: start the server with "
+                              "--accept-pickle to serve it at POST /")
+        return await answer(request, lambda body: parse_pickle_request(body, request_limits),
+                            lambda combined, rewards: Response(pickle_answer(combined, rewards), media_type=PICKLE))
 
     return app
 
