@@ -1,7 +1,8 @@
-"""One loader for both reward kinds; each has `score(images, prompts)` and `reward_fn`.
+"""One loader for every reward kind; each has `score(images, prompts)` and `reward_fn`.
 
     rm/                  a GAN-RM folder (visreward train-rm)
     vlm:PATH_OR_ID       a vision-language judge (RewardDance); a train-vlm-rm folder also works as vlm:FOLDER
+    clipscore:PATH, pickscore:PATH, aesthetic:PATH   the field's standard rewards (standard_rewards.py)
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ def is_generative(spec: str) -> bool:
     return spec.startswith("vlm:")
 
 
+def reward_kind(spec: str) -> str:
+    """'gan-rm', 'vlm', or the standard reward's name."""
+    from .standard_rewards import standard_kind
+
+    return "vlm" if is_generative(spec) else standard_kind(spec) or "gan-rm"
+
+
 def load_reward_model(spec: str, device: str | None = None, backend: str = "torch", precision: str = "fp32",
                       cache_dir=None):
+    from .standard_rewards import load_standard_reward, standard_kind
+
     if not spec:
         raise VisrewardError("no reward model given")
+    if standard_kind(spec):
+        return load_standard_reward(spec, device)
     if is_generative(spec):
         import torch
 

@@ -34,7 +34,7 @@ from .formats import score_table, write_table
 from .images import ImageRecord, SkipLog
 from .options import MergeConfig, ScoreConfig  # noqa: F401 - MergeConfig re-exported with merge_parts
 from .readers import Item, Shard, iter_shards
-from .rewards import is_generative, load_reward_model
+from .rewards import load_reward_model, reward_kind
 
 PART_GLOB = "part-*.parquet"
 FINGERPRINT_KEY = "visreward_fingerprint"  # in each part's schema metadata: what it was scored from
@@ -52,7 +52,8 @@ def iter_scores(model: DiscriminativeRewardModel, items: Iterable[Item], cache: 
 
 def iter_judge_scores(judge, items: Iterable[Item], skipped: SkipLog, batch_size: int = 8,
                       progress: bool = False) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
-    """(records, P(yes)) per batch for a vision-language judge; unreadable images and videos go to `skipped`."""
+    """(records, scores) per batch for a reward that scores decoded images (a judge's P(yes), a standard reward);
+    unreadable images and videos go to `skipped`."""
     from tqdm.auto import tqdm
 
     from .images import ImageLoadError, decode_image, read_bytes
@@ -66,6 +67,8 @@ def iter_judge_scores(judge, items: Iterable[Item], skipped: SkipLog, batch_size
             try:
                 name = record.path or record.id
                 clip = isinstance(source, str) and is_clip(source)
+                if clip and not hasattr(judge, "sampling"):
+                    raise ImageLoadError(name, "a video; this reward scores images")
                 images.append(read_clip(source, judge.sampling, name) if clip else decode_image(read_bytes(source), name))
                 kept.append(record)
             except ImageLoadError as e:
@@ -117,8 +120,10 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         return run_ray_score(config)
     placement = placement_from_env(rank=config.rank, world_size=config.world_size)
     device = local_device(config.device, placement)
+    if config.prob and reward_kind(config.model) not in ("gan-rm", "vlm"):
+        raise VisrewardError(f"--prob: {reward_kind(config.model)} scores are not probabilities")
     model = load_reward_model(config.model, device, config.backend, config.precision, config.cache_dir)
-    generative = is_generative(config.model)
+    generative = not hasattr(model, "score_features")  # judges and standard rewards score decoded images
     cache = None if config.no_cache or generative else FeatureCache(config.cache_dir)
     parts = parts_folder(config.output)
     parts.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,138 @@
+"""clipscore:, pickscore: and aesthetic: on a tiny random CLIP built from a config, against transformers' own CLIP
+forward and the formulas written out; their gradient path, and their use in combinations, ReFL and GRPO."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visreward.digits_data import digit_prompt
+from visreward.rewards import load_reward_model, load_rewards
+
+from conftest import photo
+
+PROMPTS = ["a photo of 1", "a handwritten digit", "a photo of 7", "a digit 9"]
+
+
+def _images() -> list[Image.Image]:
+    """32x32 crops: the tiny CLIP's input size, so its processor's resize and ours have nothing to differ on."""
+    return [photo(name).convert("RGB").resize((32, 32)) for name in ("astronaut", "coffee", "chelsea", "rocket")]
+
+
+def _clip_logits(folder, images, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' CLIPModel forward on its own processor's inputs: logit_scale.exp() * cos, per (image, text)."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(folder).eval()
+    pixels = CLIPImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt")["pixel_values"]
+    tokens = AutoTokenizer.from_pretrained(folder)(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(pixel_values=pixels, **tokens).logits_per_image.diagonal(), model.logit_scale.exp()
+
+
+def test_pickscore_is_the_clip_models_own_logit_and_clipscore_its_clipped_cosine(tiny_hf_encoders):
+    folder = tiny_hf_encoders["clip"]
+    logits, scale = _clip_logits(folder, _images(), PROMPTS)
+    pick = load_reward_model(f"pickscore:{folder}").score(_images(), PROMPTS)
+    clip = load_reward_model(f"clipscore:{folder}").score(_images(), PROMPTS)
+    assert torch.allclose(pick, logits, atol=1e-4), (pick, logits)
+    assert torch.allclose(clip, 100 * (logits / scale).clamp(min=0), atol=1e-3), (clip, logits / scale)
+
+
+def test_the_formulas_on_literal_embeddings(tiny_hf_encoders, monkeypatch):
+    folder = tiny_hf_encoders["clip"]
+    texts = torch.tensor([[3.0, 4.0], [-1.0, 0.0], [0.0, 2.0]])
+    images = torch.tensor([[6.0, 8.0], [1.0, 0.0], [1.0, 1.0]])  # cos 1, -1, 1/sqrt(2)
+    clip = load_reward_model(f"clipscore:{folder}")
+    monkeypatch.setattr(clip.encoder, "encode_text", lambda prompts: texts)
+    assert clip._from_embeddings(images, ["a"] * 3).tolist() == pytest.approx([100.0, 0.0, 100 / math.sqrt(2)])
+    pick = load_reward_model(f"pickscore:{folder}")
+    monkeypatch.setattr(pick.encoder, "encode_text", lambda prompts: texts)
+    pick.encoder.model.logit_scale.data.fill_(math.log(50.0))
+    assert pick._from_embeddings(images, ["a"] * 3).tolist() == pytest.approx([50.0, -50.0, 50 / math.sqrt(2)], rel=1e-5)
+
+
+@pytest.mark.parametrize("file_name", ["aesthetic_mlp.safetensors", "aesthetic_mlp.pth"])
+def test_the_aesthetic_score_is_its_mlp_on_the_normalised_clip_embedding(tiny_hf_encoders, tmp_path, file_name):
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    folder = tmp_path / "aesthetic"
+    shutil.copytree(tiny_hf_encoders["clip"], folder)
+    g = torch.Generator().manual_seed(0)
+    shapes = {"0": (1024, 24), "2": (128, 1024), "4": (64, 128), "6": (16, 64), "7": (1, 16)}
+    state = {}
+    for layer, (out, fan_in) in shapes.items():
+        state[f"layers.{layer}.weight"] = torch.randn(out, fan_in, generator=g) / math.sqrt(fan_in)
+        state[f"layers.{layer}.bias"] = torch.randn(out, generator=g)
+    if file_name.endswith(".safetensors"):
+        save_file(state, str(folder / file_name))
+    else:
+        torch.save(state, folder / file_name)
+    model = CLIPModel.from_pretrained(folder).eval()
+    pixels = CLIPImageProcessor.from_pretrained(folder)(images=_images(), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        embedding = model.get_image_features(pixel_values=pixels)
+        embedding = embedding if isinstance(embedding, torch.Tensor) else embedding.pooler_output  # transformers 5
+        x = torch.nn.functional.normalize(embedding, dim=-1)
+    for layer in shapes:  # LAION's MLP has no activations: five affine maps in a row
+        x = x @ state[f"layers.{layer}.weight"].T + state[f"layers.{layer}.bias"]
+    scores = load_reward_model(f"aesthetic:{folder}").score(_images())
+    assert torch.allclose(scores, x.squeeze(-1), atol=1e-4), (scores, x)
+
+
+def test_a_missing_or_misshapen_aesthetic_mlp_is_a_one_line_error(tiny_hf_encoders, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from visreward.errors import VisrewardError
+
+    folder = tmp_path / "aesthetic"
+    shutil.copytree(tiny_hf_encoders["clip"], folder)
+    with pytest.raises(VisrewardError, match="no aesthetic_mlp.safetensors or aesthetic_mlp.pth"):
+        load_reward_model(f"aesthetic:{folder}")
+    save_file({"layers.0.weight": torch.zeros(1024, 768)}, str(folder / "aesthetic_mlp.safetensors"))  # ViT-L's width
+    with pytest.raises(VisrewardError, match="do not fit a 24-d CLIP"):
+        load_reward_model(f"aesthetic:{folder}")
+
+
+def test_the_gradient_path_scores_as_files_do_and_reaches_the_pixels(tiny_hf_encoders):
+    pick = load_reward_model(f"pickscore:{tiny_hf_encoders['clip']}")
+    pixels = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in _images()]).float() / 255
+    pixels.requires_grad_(True)
+    scores = pick(pixels, PROMPTS)
+    assert torch.allclose(scores.detach(), pick.score(_images(), PROMPTS), atol=1e-4)
+    scores.sum().backward()
+    assert pixels.grad.abs().sum() > 0
+
+
+def test_a_gan_rm_and_pickscore_combine_with_weights(rm_dir, tiny_hf_encoders, digit_folders):
+    images = sorted(digit_folders["heldout_target"].glob("*.png"))[:6]
+    prompts = ["a handwritten digit"] * len(images)
+    combined = load_rewards([f"gan={rm_dir}", f"pick=pickscore:{tiny_hf_encoders['clip']}:0.5"])
+    scores, info = combined.score_with_info([str(p) for p in images], prompts)
+    gan = load_reward_model(str(rm_dir)).score([str(p) for p in images]).numpy()
+    pick = load_reward_model(f"pickscore:{tiny_hf_encoders['clip']}").score([str(p) for p in images], prompts).numpy()
+    assert np.allclose(info["rewards"]["pick"], pick, atol=1e-5)
+    assert np.allclose(scores, gan + 0.5 * pick, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["clipscore", "pickscore"])
+def test_refl_and_grpo_train_against_a_standard_reward(kind, tiny_hf_encoders, tiny_generator_dir, tmp_path):
+    from visreward.post_training import GRPOConfig, ReFLConfig, run_grpo, run_refl
+
+    spec = f"{kind}:{tiny_hf_encoders['clip']}"
+    prompts = [digit_prompt(2), digit_prompt(6)]
+    refl = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=spec, output=str(tmp_path / "refl"),
+                               prompts=prompts, steps=2, batch_size=4, num_inference_steps=4, last_steps=1, lr=1e-3,
+                               log_every=1, stop_on_hacking=False, progress=False))
+    assert [row["step"] for row in refl["history"]] == [1, 2] and math.isfinite(refl["history"][-1]["reward_mean"])
+    grpo = run_grpo(GRPOConfig(generator=str(tiny_generator_dir), reward=[spec], prompts=prompts,
+                               output=str(tmp_path / "grpo"), steps=1, group_size=2, prompts_per_step=2, sample_steps=3,
+                               batch_size=4, progress=False, stop_on_hacking=False))
+    assert grpo["history"][0]["first_ratio_error"] < 1e-5
