@@ -5,7 +5,8 @@
 For the default GAN-RM (EfficientNet-Lite0 + a head trained here on photo crops) and a tiny
 random Qwen2.5-VL judge, `visreward serve` runs as a subprocess on 127.0.0.1 and `--clients`
 threads each send `--requests` requests of `--images` 256 px images through RemoteReward:
-raw uint8 (.npz, the default form) and base64 PNG in JSON. Reported: the server's images per
+raw uint8 (.npz, the default form) and base64 PNG in JSON, and as flow_grpo's remote rewards do (pickled
+JPEG bytes, POST / with --accept-pickle). Reported: the server's images per
 second against in-process `score()` on the same images in the same run (target >= 0.8), p50
 and p99 request latency, and the server's peak resident memory (VmHWM). On a small machine the
 clients share the cores with the server, so the table also gives images per CPU-second of the
@@ -15,7 +16,9 @@ server process against in-process `score()`'s: the server's own overhead per ima
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -57,7 +60,8 @@ def free_port() -> int:
 def start_server(spec: str, port: int) -> subprocess.Popen:
     import httpx
 
-    process = subprocess.Popen([sys.executable, "-m", "visreward.cli", "serve", "--reward", f"r={spec}", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "visreward.cli", "serve", "--reward", f"r={spec}", "--port", str(port),
+                                "--accept-pickle"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -81,21 +85,53 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load(url: str, requests: list[list[Image.Image]], clients: int, binary: bool) -> tuple[float, list[float]]:
+def remote_reward_sender(url: str, binary: bool):
+    """One client's call through RemoteReward: raw uint8 (.npz), or base64 PNG in JSON."""
     from visreward.serving import RemoteReward
 
+    remote = RemoteReward(url)
+
+    def send(batch: list[Image.Image]) -> None:
+        if binary:
+            remote.score(np.stack([np.asarray(im) for im in batch]))
+        else:  # base64 PNG in JSON: sizes differ in the request, or the caller asks for it
+            remote.score([batch[0].resize((255, 256)), *batch[1:]])  # one odd size forces the JSON form
+
+    return send
+
+
+def flow_grpo_sender(url: str):
+    """One client's call as flow_grpo's remote rewards make it: JPEG bytes in a pickled dict, POST /."""
+    import httpx
+
+    session = httpx.Client(timeout=120)
+
+    def send(batch: list[Image.Image]) -> None:
+        jpeg = []
+        for image in batch:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG")
+            jpeg.append(buffer.getvalue())
+        response = session.post(f"{url}/", content=pickle.dumps({"images": jpeg}))
+        response.raise_for_status()
+        assert len(pickle.loads(response.content)["outputs"]) == len(batch)
+
+    return send
+
+
+FORMS = {"uint8 npz": lambda url: remote_reward_sender(url, True), "base64 PNG": lambda url: remote_reward_sender(url, False),
+         "flow_grpo pickle (JPEG)": flow_grpo_sender}
+
+
+def load(url: str, requests: list[list[Image.Image]], clients: int, form: str) -> tuple[float, list[float]]:
     latencies: list[float] = []
     per_client = [requests[i::clients] for i in range(clients)]
 
     def client(batches):
-        remote = RemoteReward(url)
+        send = FORMS[form](url)
         for batch in batches:
-            payload = np.stack([np.asarray(im) for im in batch]) if binary else batch
-            if not binary:  # base64 PNG in JSON: sizes differ in the request, or the caller asks for it
-                payload = list(batch)
-                payload[0] = payload[0].resize((255, 256))  # one odd size forces the JSON form
             start = time.perf_counter()
-            remote.score(payload)
+            send(batch)
             latencies.append(time.perf_counter() - start)
 
     threads = [threading.Thread(target=client, args=(batches,)) for batches in per_client]
@@ -148,12 +184,12 @@ def main() -> None:
                    ("tiny Qwen2.5-VL judge", "vlm:" + str(save_tiny_qwen2_5_vl(Path(tmp) / "judge"))))
         for name, spec in rewards:
             local, local_per_cpu = in_process_rate(spec, images)
-            for form, binary in (("uint8 npz", True), ("base64 PNG", False)):
+            for form in FORMS:
                 port = free_port()
                 server = start_server(spec, port)
                 try:
                     cpu = cpu_seconds(server.pid)
-                    rate, latencies = load(f"http://127.0.0.1:{port}", requests, args.clients, binary)
+                    rate, latencies = load(f"http://127.0.0.1:{port}", requests, args.clients, form)
                     per_cpu = len(images) / (cpu_seconds(server.pid) - cpu)
                     p50, p99 = np.percentile(latencies, [50, 99]) * 1000
                     print(f"| {name} | {form} | {rate:.1f} | {local:.1f} | {rate / local:.2f} | {per_cpu:.1f} | "

@@ -152,6 +152,37 @@ def test_flow_grpos_pickled_requests_score_like_the_model_in_process(server, rm_
         assert answer["scores"] == answer["outputs"] and np.abs(np.array(answer["rewards"]["rm"]) - local).max() < 1e-5
 
 
+def _unirl_item(image: Image.Image, prompt: str, rewards: list[str]) -> dict:
+    """One entry as UniRL's RewardServiceExecutor builds it: JPEG at quality 95, base64, one history turn."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    return {"history": [{"text": prompt, "image_b64": base64.b64encode(buffer.getvalue()).decode("ascii")}],
+            "required_rewards": rewards, "metadata": None}
+
+
+def test_unirls_requests_score_item_by_item_like_the_model_in_process(server, rm_dir, images):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(f"{server}/health", timeout=10).json()["rewards"] == {"rm": ["rm:ready"], "half": ["half:ready"]}
+    items = [_unirl_item(Image.open(p), "a handwritten digit", ["rm", "half"]) for p in images[:6]]
+    items[2]["history"][0]["image_b64"] = base64.b64encode(b"not an image").decode()
+    items[4]["required_rewards"] = ["rm", "nope"]
+    response = httpx.post(f"{server}/score", json={"requests": items}, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    decoded = [Image.open(io.BytesIO(base64.b64decode(item["history"][0]["image_b64"]))) for k, item in enumerate(items) if k != 2]
+    local = visreward.load_reward_model(str(rm_dir), backend="auto").score(decoded).numpy()
+    scored = [0, 1, 3, 4, 5]  # local[j] is item scored[j]'s score
+    assert np.abs(np.array([body["results"][k]["rm"]["score"] for k in scored]) - local).max() < 1e-5
+    half = np.array([body["results"][k]["half"]["score"] for k in (0, 1, 3, 5)])  # raw: weights are UniRL's to apply
+    assert np.abs(half - local[[0, 1, 2, 4]]).max() < 1e-5
+    assert body["results"][2] == {} and set(body["errors"][2]) == {"rm", "half"}
+    assert "requests[2]: not a readable image" in body["errors"][2]["rm"]
+    assert set(body["results"][4]) == {"rm"} and body["errors"][4]["nope"].startswith("unknown reward nope")
+    assert [body["errors"][k] for k in (0, 1, 3, 5)] == [{}] * 4
+    bad = httpx.post(f"{server}/score", json={"requests": []}, headers=headers, timeout=10)
+    assert bad.status_code == 400 and "non-empty 'requests' list" in bad.json()["error"]
+
+
 class _RunsACommand:
     def __init__(self, marker: Path):
         self.marker = marker
@@ -177,6 +208,55 @@ def test_a_hostile_pickle_runs_nothing_gets_400_and_the_server_keeps_serving(ser
     assert np.abs(np.array(pickle.loads(response.content)["rewards"]["rm"]) - local_scores).max() < 1e-5
 
 
+def test_clips_over_http_score_like_the_video_model_in_process(rm_dir, video_rm, motion_clips, tiny_hf_encoders):
+    """mp4 bytes in JSON, uint8 frames in .npz through RemoteReward, and UniRL's video_b64 items; a broken or cut clip
+    among good ones is a 400 naming it (a per-item error for UniRL), and each reward gets only what it scores. A
+    standard reward (pickscore:) serves beside them."""
+    from visreward.videos import FrameSampling, read_clip
+
+    paths = sorted((motion_clips / "gliding").glob("*.mp4"))[:3] + sorted((motion_clips / "shaking").glob("*.mp4"))[:3]
+    model = visreward.load_reward_model(str(video_rm[0]), backend="auto")
+    local = model.score([str(p) for p in paths]).numpy()
+    clips = torch.stack([read_clip(p, FrameSampling(8)) for p in paths]).float() / 255  # [B,T,3,H,W]
+    local_tensors = model.score(clips).numpy()
+    port = _free_port()
+    pickscore = f"pickscore:{tiny_hf_encoders['clip']}"
+    process = _start(rm_dir, port, "--reward", f"vid={video_rm[0]}", "--reward", f"pick={pickscore}:0.5")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        listed = httpx.get(f"{url}/v1/rewards", timeout=10).json()["rewards"]
+        assert [(r["name"], r["kind"], r["weight"]) for r in listed][2:] == [("vid", "gan-rm", 1.0), ("pick", "pickscore", 0.5)]
+        pictures = [Image.new("RGB", (32, 32), color) for color in ((200, 30, 30), (20, 180, 40), (90, 90, 250))]
+        prompts = ["a photo of 1", "a digit 7", "a handwritten digit"]
+        served = RemoteReward(url, rewards=["pick"]).score_with_info(pictures, prompts)[1]["rewards"]["pick"]
+        assert np.abs(served - visreward.load_reward_model(pickscore).score(pictures, prompts).numpy()).max() < 1e-4
+        videos = [base64.b64encode(p.read_bytes()).decode() for p in paths]
+        response = httpx.post(f"{url}/v1/score", json={"videos": videos, "rewards": ["vid"]}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert np.abs(np.array(response.json()["rewards"]["vid"]) - local).max() < 1e-5
+        assert np.abs(RemoteReward(url, rewards=["vid"]).score(clips) - local_tensors).max() < 1e-5
+        cut = base64.b64encode(paths[1].read_bytes()[: len(paths[1].read_bytes()) // 3]).decode()
+        for broken, message in ((cut, "videos[1]: "), (base64.b64encode(b"not a video").decode(), "videos[1]: not a readable")):
+            response = httpx.post(f"{url}/v1/score", json={"videos": [videos[0], broken, videos[2]], "rewards": ["vid"]}, timeout=60)
+            assert response.status_code == 400 and message in response.json()["error"], response.text
+        wrong = httpx.post(f"{url}/v1/score", json={"videos": videos[:1]}, timeout=60)  # to every reward, rm included
+        assert wrong.status_code == 400 and "reward rm scores images, and the request sends videos" in wrong.json()["error"]
+        png = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(png, format="PNG")
+        wrong = httpx.post(f"{url}/v1/score", json={"images": [base64.b64encode(png.getvalue()).decode()], "rewards": ["vid"]},
+                           timeout=60)
+        assert wrong.status_code == 400 and "reward vid scores videos" in wrong.json()["error"]
+        items = [{"video_b64": videos[0], "prompt": "a digit", "required_rewards": ["vid", "rm"]},
+                 {"video_b64": cut, "prompt": "a digit", "required_rewards": ["vid"]},
+                 {"video_b64": videos[3], "prompt": "a digit", "required_rewards": ["vid"]}]
+        body = httpx.post(f"{url}/score", json={"requests": items}, timeout=60).json()
+        assert abs(body["results"][0]["vid"]["score"] - local[0]) < 1e-5 and abs(body["results"][2]["vid"]["score"] - local[3]) < 1e-5
+        assert "scores images, and the item is a clip" in body["errors"][0]["rm"] and body["results"][1] == {}
+        assert body["errors"][1]["vid"].startswith("requests[1]: ")
+    finally:
+        _stop(process)
+
+
 def _png_claiming(width: int, height: int) -> bytes:
     """A 1x1 PNG whose header claims width x height: a decompression bomb's calling card."""
     buffer = io.BytesIO()
@@ -196,7 +276,7 @@ def test_hostile_requests_get_their_status_and_the_server_keeps_serving(server, 
         ({"images": [base64.b64encode(_png_claiming(20000, 20000)).decode()]}, 400, "images[0]: decompression bomb"),
         ({"images": [good, good], "prompts": ["one"]}, 400, "2 images but 1 prompts"),
         ({"images": [good], "rewards": ["nope"]}, 400, "unknown reward(s) nope"),
-        ({"images": []}, 400, "non-empty 'images' list"),
+        ({"images": []}, 400, "non-empty 'images' (or 'videos') list"),
         ({"images": [_b64(images[0]) * 1 + "A" * (2**20)]}, 413, "over the 1048576-byte limit"),
     ]
     for body, status, message in cases:

@@ -1,5 +1,6 @@
 """Video rewards on real small video files written with PyAV: decoding, GAN-RM for video, scoring."""
 
+import io
 import json
 from fractions import Fraction
 
@@ -418,3 +419,24 @@ def test_best_of_n_on_an_image_to_video_pipeline_keeps_each_prompts_image_with_i
         ("a digit 3 moving right", str(tmp_path / "prompts" / "digit-3.png")),
         ("a digit 5 moving right", str(tmp_path / "prompts" / "digit-5.png"))]
     assert len(pq.read_table(tmp_path / "bon" / "scores.parquet")) == 4
+
+
+def test_clip_bytes_are_told_from_image_bytes_by_their_container(motion_clips, tmp_path):
+    """What the reward server passes a judge: a file's bytes, a clip when it is an MP4/WebM/AVI container or an
+    animation of more than one frame."""
+    from visreward.generative.model import _is_clip
+    from visreward.videos import is_clip_bytes
+
+    frames = [np.full((16, 16, 3), v, dtype=np.uint8) for v in (0, 255)]
+    write_video(tmp_path / "a.webm", frames)
+    write_video(tmp_path / "a.avi", frames)
+    encoded = {}
+    for name, images in (("still.gif", frames[:1]), ("moving.gif", frames), ("still.png", frames[:1])):
+        buffer = io.BytesIO()
+        Image.fromarray(images[0]).save(buffer, format=name.split(".")[1].upper(), save_all=len(images) > 1,
+                                         append_images=[Image.fromarray(f) for f in images[1:]])
+        encoded[name] = buffer.getvalue()
+    clips = [next((motion_clips / "gliding").glob("*.mp4")).read_bytes(), (tmp_path / "a.webm").read_bytes(),
+             (tmp_path / "a.avi").read_bytes(), encoded["moving.gif"]]
+    assert all(is_clip_bytes(c) and _is_clip(c) for c in clips)
+    assert not any(is_clip_bytes(encoded[n]) or _is_clip(encoded[n]) for n in ("still.gif", "still.png"))

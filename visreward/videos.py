@@ -219,6 +219,14 @@ def _is_animation(data: bytes) -> bool:
     return data[:6] in (b"GIF87a", b"GIF89a") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
+def is_clip_bytes(data: bytes) -> bool:
+    """Whether a file's bytes hold a clip: an MP4/MOV, Matroska/WebM or AVI container (by its magic bytes), or a GIF
+    or WebP of more than one frame."""
+    if data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3" or (data[:4] == b"RIFF" and data[8:12] == b"AVI "):
+        return True
+    return _is_animation(data) and (pillow_frame_count(data) or 1) > 1
+
+
 # extension -> (FFmpeg container format, codec)
 CODECS = {".mp4": ("mp4", "libx264"), ".m4v": ("mp4", "libx264"), ".mov": ("mov", "libx264"),
           ".mkv": ("matroska", "libx264"), ".webm": ("webm", "libvpx-vp9"), ".avi": ("avi", "mpeg4")}

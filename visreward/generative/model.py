@@ -33,7 +33,8 @@ from ..errors import VisrewardError
 from ..images import ImageInput, as_image_batch, clamp_unit, load_image, quantize, tensor_to_pil
 from ..options import COT_MODES
 from ..rewards import spread
-from ..videos import ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, pil_frames, read_clip, pillow_frame_count
+from ..videos import (ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_clip, is_clip_bytes, pil_frames, pillow_frame_count,
+                      read_clip)
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
@@ -126,6 +127,8 @@ def _is_clip(item) -> bool:
         return path.suffix.lower() in ANIMATED_EXTENSIONS and (pillow_frame_count(path) or 1) > 1
     if isinstance(item, torch.Tensor):
         return item.ndim == 4
+    if isinstance(item, bytes):  # a file's bytes, as the reward server passes them on
+        return is_clip_bytes(item)
     return isinstance(item, (list, tuple))
 
 

@@ -5,7 +5,8 @@
     rewards, info = reward.reward_fn(images, prompts, metadata)   # info["rewards"]: each reward's scores
 
 images: a [B,3,H,W] float tensor in [0,1] (or uint8), uint8 numpy arrays (NHWC or NCHW), or PIL
-images. Same-sized batches travel as raw uint8 (.npz); images of different sizes as base64 PNG.
+images; clips for a video reward as [B,T,3,H,W] (or [B,T,H,W,3]) batches. Same-sized batches travel as raw
+uint8 (.npz); images of different sizes as base64 PNG.
 Large batches are split into requests of `batch_size`; a request answered 502/503/504 or cut by a
 dropped connection is sent again with exponential backoff. Each chunk's scores land in its own
 slot, so a retry can neither lose nor duplicate a score. AsyncRemoteReward does the same with
@@ -36,6 +37,7 @@ def _as_uint8_batch(images) -> np.ndarray | list:
     from PIL import Image
 
     from ..images import as_image_batch
+    from ..videos import as_video_batch
 
     if isinstance(images, (list, tuple)) and images and isinstance(images[0], Image.Image):
         sizes = {image.size for image in images}
@@ -44,6 +46,9 @@ def _as_uint8_batch(images) -> np.ndarray | list:
         return np.stack([np.asarray(image.convert("RGB")) for image in images])
     if isinstance(images, (list, tuple)):
         images = np.stack([np.asarray(image) for image in images])
+    if images.ndim == 5:  # clips: [B,T,H,W,3] uint8
+        clips = as_video_batch(images)
+        return (clips * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     batch = as_image_batch(images)  # [B,3,H,W] float in [0,1]
     return (batch * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

@@ -2,9 +2,9 @@
 
 POST /v1/score, either
   application/json        {"images": [base64 PNG/JPEG/WebP, ...], "prompts": [...] (optional),
-                           "rewards": [names] (optional, default: all)}
-  application/x-npz       numpy's .npz with "images" (uint8 [B,H,W,3] or [B,H,W]) and optional
-                          "prompts" (a unicode array); reward names in the query: ?rewards=a,b
+                           "rewards": [names] (optional, default: all)}; clips as "videos": [base64 MP4/WebM/GIF]
+  application/x-npz       numpy's .npz with "images" (uint8 [B,H,W,3] or [B,H,W]) or "videos" (uint8
+                          [B,T,H,W,3]) and optional "prompts" (a unicode array); reward names in the query: ?rewards=a,b
 answered 200 {"scores": [...], "rewards": {"NAME": [...], ...}}: `scores` is the weighted combination.
 The binary form skips PNG encoding and base64 on both sides (benchmarks/serve.py measures both).
 """
@@ -45,9 +45,10 @@ class RequestLimits:
 
 @dataclass
 class ScoreRequest:
-    images: list[Image.Image]
+    images: list  # PIL images; for videos, each clip's file bytes or a [T,3,H,W] float tensor in [0,1]
     prompts: list[str | None]
     rewards: list[str] | None
+    videos: bool = False
 
 
 def _rewards(value) -> list[str] | None:
@@ -87,22 +88,30 @@ def _declared_pixels(blob: bytes) -> int:
         return 0
 
 
+def _base64_items(items: list, key: str) -> list[bytes]:
+    blobs = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ProtocolError(400, f"{key}[{index}]: not a base64 string")
+        try:
+            blobs.append(base64.b64decode(item.split(",", 1)[-1] if item.startswith("data:") else item, validate=True))
+        except (binascii.Error, ValueError):
+            raise ProtocolError(400, f"{key}[{index}]: not valid base64") from None
+    return blobs
+
+
 def _json_request(body: bytes, limits: RequestLimits) -> ScoreRequest:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProtocolError(400, f"the body is not JSON ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not data["images"]:
-        raise ProtocolError(400, "the body must be an object with a non-empty 'images' list")
-    _check_size(len(data["images"]), 0, limits)
-    blobs = []
-    for index, item in enumerate(data["images"]):
-        if not isinstance(item, str):
-            raise ProtocolError(400, f"images[{index}]: not a base64 string")
-        try:
-            blobs.append(base64.b64decode(item.split(",", 1)[-1] if item.startswith("data:") else item, validate=True))
-        except (binascii.Error, ValueError):
-            raise ProtocolError(400, f"images[{index}]: not valid base64") from None
+    key = "videos" if isinstance(data, dict) and "videos" in data else "images"
+    if not isinstance(data, dict) or not isinstance(data.get(key), list) or not data[key]:
+        raise ProtocolError(400, "the body must be an object with a non-empty 'images' (or 'videos') list")
+    _check_size(len(data[key]), 0, limits)
+    blobs = _base64_items(data[key], key)
+    if key == "videos":  # decoded later, with each reward's frame sampling (check_clips)
+        return ScoreRequest(blobs, _prompts(data.get("prompts"), len(blobs)), _rewards(data.get("rewards")), videos=True)
     _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
     images = []
     for index, blob in enumerate(blobs):
@@ -111,6 +120,22 @@ def _json_request(body: bytes, limits: RequestLimits) -> ScoreRequest:
         except ImageLoadError as e:
             raise ProtocolError(400, str(e)) from None
     return ScoreRequest(images, _prompts(data.get("prompts"), len(images)), _rewards(data.get("rewards")))
+
+
+def check_clips(request: ScoreRequest, samplings: list, limits: RequestLimits) -> None:
+    """Decode every encoded clip of a request with each frame sampling its rewards use, as scoring will (so a broken
+    clip is a 400 naming it, before any reward sees the batch), and hold the decoded pixels to the limits."""
+    from ..videos import read_clip
+
+    pixels = 0
+    for index, clip in enumerate(request.images):
+        for sampling in samplings if isinstance(clip, bytes) else ():
+            try:
+                frames = read_clip(clip, sampling, f"videos[{index}]")
+            except ImageLoadError as e:
+                raise ProtocolError(400, str(e)) from None
+            pixels += frames.shape[0] * frames.shape[2] * frames.shape[3]
+    _check_size(len(request.images), pixels, limits)
 
 
 def _check_npz_members(body: bytes, limits: RequestLimits) -> None:
@@ -122,13 +147,14 @@ def _check_npz_members(body: bytes, limits: RequestLimits) -> None:
                 if member.compress_type != zipfile.ZIP_STORED:
                     raise ProtocolError(413, f"{member.filename}: compressed .npz members are refused (np.savez, not "
                                              "savez_compressed): their size is unknown until decompressed")
-            if "images.npy" in archive.namelist():
-                with archive.open("images.npy") as stream:
+            for name in {"images.npy", "videos.npy"} & set(archive.namelist()):
+                with archive.open(name) as stream:
                     major, _ = np.lib.format.read_magic(stream)
                     read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                     shape, _, _ = read_header(stream)
-                if len(shape) >= 3:
-                    _check_size(shape[0], int(np.prod(shape[:3])), limits)
+                frame_axes = 4 if name == "videos.npy" else 3  # [B,T,H,W(,3)] or [B,H,W(,3)]
+                if len(shape) >= frame_axes:
+                    _check_size(shape[0], int(np.prod(shape[:frame_axes])), limits)
     except (zipfile.BadZipFile, ValueError, OSError) as e:
         raise ProtocolError(400, f"the body is not an .npz with an 'images' array ({e})") from None
 
@@ -137,10 +163,13 @@ def _npz_request(body: bytes, rewards: str | None, limits: RequestLimits) -> Sco
     _check_npz_members(body, limits)
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as archive:
-            pixels = archive["images"]
+            key = "videos" if "videos" in archive.files else "images"
+            pixels = archive[key]
             prompts = archive["prompts"].tolist() if "prompts" in archive.files else None
     except (ValueError, OSError, KeyError, EOFError) as e:
         raise ProtocolError(400, f"the body is not an .npz with an 'images' array ({e})") from None
+    if key == "videos":
+        return ScoreRequest(_npz_clips(pixels), _prompts(prompts, len(pixels)), _rewards(rewards), videos=True)
     if pixels.dtype != np.uint8 or pixels.ndim not in (3, 4) or (pixels.ndim == 4 and pixels.shape[-1] != 3):
         raise ProtocolError(400, f"'images' must be uint8 [B,H,W,3] or [B,H,W], got {pixels.dtype} {list(pixels.shape)}")
     if len(pixels) == 0:
@@ -151,6 +180,16 @@ def _npz_request(body: bytes, rewards: str | None, limits: RequestLimits) -> Sco
     return ScoreRequest(images, _prompts(prompts, len(images)), _rewards(rewards))
 
 
+def _npz_clips(pixels: np.ndarray) -> list:
+    import torch
+
+    if pixels.dtype != np.uint8 or pixels.ndim != 5 or pixels.shape[-1] != 3 or not len(pixels):
+        raise ProtocolError(400, f"'videos' must be uint8 [B,T,H,W,3], got {pixels.dtype} {list(pixels.shape)}")
+    if pixels.shape[2] * pixels.shape[3] > MAX_PIXELS:
+        raise ProtocolError(400, f"videos[0]: {pixels.shape[3]}x{pixels.shape[2]} frames are over the {MAX_PIXELS} pixel limit")
+    return list(torch.from_numpy(pixels).permute(0, 1, 4, 2, 3).float() / 255)
+
+
 def parse_score_request(body: bytes, content_type: str, rewards_query: str | None = None,
                         limits: RequestLimits = RequestLimits()) -> ScoreRequest:
     if content_type.split(";")[0].strip() == NPZ:
@@ -159,11 +198,11 @@ def parse_score_request(body: bytes, content_type: str, rewards_query: str | Non
 
 
 def encode_images(images: np.ndarray | list[Image.Image], prompts, rewards) -> tuple[bytes, str, dict]:
-    """(body, content type, query) of a request: the binary form for a uint8 [B,H,W,3] array,
+    """(body, content type, query) of a request: the binary form for a uint8 [B,H,W,3] array (clips: [B,T,H,W,3]),
     base64 PNG in JSON for a list of images of different sizes."""
     if isinstance(images, np.ndarray):
         buffer = io.BytesIO()
-        arrays = {"images": images}
+        arrays = {"videos" if images.ndim == 5 else "images": images}
         if prompts is not None and any(p is not None for p in prompts):
             arrays["prompts"] = np.array([p or "" for p in prompts], dtype=str)
         np.savez(buffer, **arrays)

@@ -5,6 +5,7 @@
 Every reward is loaded once, before the port opens (so GET /health answers 200 only when they
 are ready). Endpoints, version 1 (the wire format is in protocol.py):
   POST /v1/score     images (+ prompts, + reward names) -> {"scores": [...], "rewards": {NAME: [...]}}
+  POST /score        UniRL's reward-service JSON, item by item (unirl.py)
   POST /             with --accept-pickle: the ddpo-pytorch / flow_grpo pickle protocol (pickled.py)
   GET  /v1/rewards   names, kinds, encoders, weights, each model's training metrics
   GET  /v1/stats     per reward: running mean, std, quantiles, spread collapse; queue and request counts
@@ -29,7 +30,8 @@ from ..errors import VisrewardError
 from ..options import ServeConfig
 from .batcher import DynamicBatcher, QueueFull
 from .pickled import PICKLE, parse_pickle_request, pickle_answer
-from .protocol import VERSION, ProtocolError, RequestLimits, parse_score_request
+from .protocol import VERSION, ProtocolError, RequestLimits, check_clips, parse_score_request
+from .unirl import check_item_media, parse_unirl_request, unirl_answer
 
 
 @dataclass
@@ -40,14 +42,26 @@ class LoadedReward:
     model: object
 
     def describe(self) -> dict:
-        from ..rewards import is_generative
+        from ..rewards import reward_kind
 
-        folder = Path(self.spec[len("vlm:"):] if is_generative(self.spec) else self.spec)
+        kind = reward_kind(self.spec)
+        folder = Path(self.spec.partition(":")[2] if kind != "gan-rm" else self.spec)
         metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else None
         config = getattr(self.model, "config", None)
-        return {"name": self.name, "kind": "vlm" if is_generative(self.spec) else "gan-rm", "spec": self.spec,
+        return {"name": self.name, "kind": kind, "spec": self.spec,
                 "weight": self.weight, "encoder": config.get("encoder") if isinstance(config, dict) else None,
                 "metrics": metrics}
+
+    @property
+    def clip_sampling(self):
+        """How it samples a clip's frames; None for a reward of images only."""
+        if hasattr(self.model, "encoder"):  # GAN-RM: a video encoder samples frames, an image encoder takes none
+            return getattr(self.model.encoder, "sampling", None)
+        return self.model.sampling  # a judge sees images and clips
+
+    @property
+    def scores_images(self) -> bool:
+        return not hasattr(getattr(self.model, "encoder", None), "sampling")
 
     def score(self, images: list, prompts: list) -> np.ndarray:
         return np.asarray(self.model.score(images, prompts if any(p is not None for p in prompts) else None))
@@ -66,6 +80,17 @@ def load_rewards(config: ServeConfig) -> list[LoadedReward]:
     device = None if config.device == "cpu" else local_device(config.device)
     return [LoadedReward(name, spec, weight, load_reward_model(spec, device, config.backend, config.precision,
                                                                config.cache_dir)) for name, spec, weight in parsed]
+
+
+def check_media(request, rewards: list[LoadedReward], limits: RequestLimits) -> None:
+    """Every reward asked for scores what the request carries; its clips decode with each reward's frame sampling."""
+    for reward in rewards:
+        if (reward.clip_sampling is None) if request.videos else not reward.scores_images:
+            sent, wanted = ("videos", "images") if request.videos else ("images", "videos")
+            raise ProtocolError(400, f"reward {reward.name} scores {wanted}, and the request sends {sent}")
+    if request.videos:
+        samplings = {reward.clip_sampling.tag: reward.clip_sampling for reward in rewards}
+        check_clips(request, list(samplings.values()), limits)
 
 
 def _prometheus(stats: dict) -> str:
@@ -118,7 +143,8 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "version": VERSION, "rewards": list(by_name)}
+        # rewards as {NAME: [readiness]}: the roster UniRL's executor checks before its first call
+        return {"status": "ok", "version": VERSION, "rewards": {name: [f"{name}:ready"] for name in by_name}}
 
     @app.get("/v1/rewards")
     async def list_rewards():
@@ -153,6 +179,7 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
         unknown = [name for name in names if name not in by_name]
         if unknown:
             raise ProtocolError(400, f"unknown reward(s) {', '.join(unknown)} (have {', '.join(by_name)})")
+        await run_in_threadpool(check_media, parsed, [by_name[n] for n in names], request_limits)
         count = len(parsed.images)
         full = [n for n in names if batchers[n].pending + count > batchers[n].max_queue]
         if full:
@@ -182,6 +209,40 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
         return await answer(request, lambda body: parse_score_request(
             body, request.headers.get("content-type", ""), request.query_params.get("rewards"), request_limits),
             lambda combined, rewards: {"scores": combined, "rewards": rewards})
+
+    @app.post("/score")
+    async def score_unirl(request: Request):
+        try:
+            items = await run_in_threadpool(parse_unirl_request, await read_body(request), request_limits)
+            return await scored_items(items)
+        except ProtocolError as e:
+            return error(e.status, e.message)
+        except QueueFull as e:
+            return error(503, f"{e}; retry later")
+
+    async def scored_items(items) -> dict:
+        """Each reward scores the items that ask for it and that it can score; a reward that fails fails alone."""
+        await run_in_threadpool(check_item_media, items, by_name)
+        wanted: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            for name in (n for n in item.rewards if n not in item.errors):
+                wanted.setdefault(name, []).append(index)
+        full = [n for n in wanted if batchers[n].pending + len(wanted[n]) > batchers[n].max_queue]
+        if full:
+            raise QueueFull(f"the queue of {full[0]} is full ({batchers[full[0]].pending} images waiting)")
+        results = await asyncio.gather(*(batchers[n].submit([items[i].media for i in wanted[n]],
+                                                            [items[i].prompt for i in wanted[n]]) for n in wanted),
+                                       return_exceptions=True)
+        scores, failures = {}, {}
+        for name, result in zip(wanted, results):
+            if isinstance(result, Exception):
+                failures[name] = f"scoring failed: {type(result).__name__}: {result}"
+            else:
+                combiner.observe(name, result)
+                scores[name] = dict(zip(wanted[name], result.tolist()))
+        counters["requests"] += 1
+        counters["images"] += len({i for indices in wanted.values() for i in indices})
+        return unirl_answer(items, scores, failures)
 
     @app.post("/")
     async def score_pickle(request: Request):
