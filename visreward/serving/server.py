@@ -6,6 +6,7 @@ Every reward is loaded once, before the port opens (so GET /health answers 200 o
 are ready). Endpoints, version 1 (the wire format is in protocol.py):
   POST /v1/score     images (+ prompts, + reward names) -> {"scores": [...], "rewards": {NAME: [...]}}
   POST /score        UniRL's reward-service JSON, item by item (unirl.py)
+  POST /compute      Flow-Factory's remote pointwise reward JSON (flow_factory.py)
   POST /             with --accept-pickle: the ddpo-pytorch / flow_grpo pickle protocol (pickled.py)
   GET  /v1/rewards   names, kinds, encoders, weights, each model's training metrics
   GET  /v1/stats     per reward: running mean, std, quantiles, spread collapse; queue and request counts
@@ -29,6 +30,7 @@ from ..combination import RewardCombiner
 from ..errors import VisrewardError
 from ..options import ServeConfig
 from .batcher import DynamicBatcher, QueueFull
+from .flow_factory import parse_compute_request
 from .pickled import PICKLE, parse_pickle_request, pickle_answer
 from .protocol import VERSION, ProtocolError, RequestLimits, check_clips, parse_score_request
 from .unirl import check_item_media, parse_unirl_request, unirl_answer
@@ -243,6 +245,11 @@ def create_app(rewards: list[LoadedReward], config: ServeConfig):
         counters["requests"] += 1
         counters["images"] += len({i for indices in wanted.values() for i in indices})
         return unirl_answer(items, scores, failures)
+
+    @app.post("/compute")
+    async def score_flow_factory(request: Request):
+        return await answer(request, lambda body: parse_compute_request(body, request_limits),
+                            lambda combined, rewards: {"rewards": combined})
 
     @app.post("/")
     async def score_pickle(request: Request):
