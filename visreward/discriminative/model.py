@@ -167,7 +167,9 @@ class DiscriminativeRewardModel(nn.Module):
 
         backend/precision choose the encoder's inference runtime (see encoders/runtime.py).
         """
-        directory = Path(directory)
+        from ..model_card import local_folder
+
+        directory = local_folder(directory)
         config_path = directory / CONFIG_NAME
         try:
             config = json.loads(config_path.read_text())

@@ -303,10 +303,20 @@ def bootstrap_set(model: DiscriminativeRewardModel, base_train: LabeledFeatures,
 
 def save_training_run(model: DiscriminativeRewardModel, config: RewardTrainingConfig, metrics: dict, skipped: SkipLog) -> None:
     """Model, resolved config, metrics (and the skipped-file log) appear together or not at all."""
+    from ..model_card import write_model_card
+
     output = Path(config.output)
     with atomic_dir(output) as tmp:
         model.save_pretrained(tmp)
         save_config(config, tmp / "training_config.json")
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_model_card(tmp, kind="gan-rm", base=model.config["encoder"],
+                         data={"target (label 1)": (config.target, metrics["n_target"]),
+                               "generated (label 0)": (config.generated, metrics["n_generated"]),
+                               "unlabeled (bootstrapping)": (config.unlabeled, metrics["n_unlabeled"])},
+                         metrics={"heldout": metrics["heldout"], "validation": metrics["validation"],
+                                  "calibration": model.calibration},
+                         usage=f"import visreward\nrm = visreward.load_reward_model({output.name!r})  # or the Hub repo id\n"
+                               "scores = rm.score(images, prompts)  # logits; prob=True for P(target)")
         if len(skipped):
             skipped.write(tmp / "skipped.txt")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from PIL import Image
 from ..atomic import atomic_dir, write_text
 from ..config import save_config
 from ..errors import VisrewardError
+from ..model_card import write_model_card
 from ..images import decode_image
 from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
@@ -225,4 +227,9 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
                                                    indent=2))
         save_config(config, tmp / "training_config.json")
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_model_card(tmp, kind="rewarddance-judge", base=config.model,
+                         data={"preference pairs (train + held out)": (config.pairs, metrics["n_train"] + metrics["n_heldout"])},
+                         metrics={k: metrics[k] for k in ("heldout_pairwise_accuracy", "n_heldout", "method")},
+                         usage=f"import visreward\njudge = visreward.load_reward_model('vlm:' + {Path(config.output).name!r})"
+                               "  # or vlm:REPO_ID\nscores = judge.score(images, prompts)  # P(yes)")
     return metrics
