@@ -117,7 +117,10 @@ def noisy_digit_pairs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("bradley_terry, epochs", [(False, 12), (True, 4)])
-def test_training_a_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, tmp_path, bradley_terry, epochs):
+def test_training_a_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, tmp_path, bradley_terry, epochs,
+                                                            monkeypatch):
+    """A tiny judge trains past chance; the trained one carries a model card, and loads by repo id from a Hub cache
+    with the Hub offline."""
     model = save_tiny_qwen2_5_vl(tmp_path / "base")
     metrics = train_vlm_reward_model(VLMTrainingConfig(
         model=str(model), pairs=[str(noisy_digit_pairs)], output=str(tmp_path / "rm"), epochs=epochs, lr=1e-3,
@@ -131,6 +134,21 @@ def test_training_a_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, t
         clean = [str(Path(noisy_digit_pairs).parent / f"{i}-clean.png") for i in range(3)]
         noisy = [str(Path(noisy_digit_pairs).parent / f"{i}-noisy.png") for i in range(3)]
         assert (judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy) > 0.5).all()
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(tmp_path / "rm" / "README.md")
+        assert "rewarddance-judge" in card.data.tags and f'"heldout_pairwise_accuracy": {metrics["heldout_pairwise_accuracy"]}' in card.text
+        import huggingface_hub.constants as constants
+
+        from test_model_card import hub_cache_with
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache_with(tmp_path / "rm", tmp_path / "hub", "someone/judge")))
+        from visreward.rewards import load_reward_model
+
+        from_hub = load_reward_model("vlm:someone/judge")
+        assert torch.allclose(from_hub.score(clean, ["a handwritten digit 0"] * 3, references=noisy),
+                              judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy), atol=1e-6)
     else:  # its backbone never learnt to answer yes or no: P(yes) from it would be a reward of nothing
         from visreward.errors import VisrewardError
         from visreward.rewards import load_reward_model

@@ -2,6 +2,7 @@
 
     rm/                  a GAN-RM folder (visreward train-rm)
     vlm:PATH_OR_ID       a vision-language judge (RewardDance); a train-vlm-rm folder also works as vlm:FOLDER
+    vlm-api:URL#MODEL    the same judge served by an OpenAI-compatible engine (vLLM, SGLang)
     clipscore:PATH, pickscore:PATH, aesthetic:PATH   the field's standard rewards (standard_rewards.py)
 """
 
@@ -23,9 +24,11 @@ def is_generative(spec: str) -> bool:
 
 
 def reward_kind(spec: str) -> str:
-    """'gan-rm', 'vlm', or the standard reward's name."""
+    """'gan-rm', 'vlm', 'vlm-api', or the standard reward's name."""
     from .standard_rewards import standard_kind
 
+    if spec.startswith("vlm-api:"):
+        return "vlm-api"
     return "vlm" if is_generative(spec) else standard_kind(spec) or "gan-rm"
 
 
@@ -37,6 +40,10 @@ def load_reward_model(spec: str, device: str | None = None, backend: str = "torc
         raise VisrewardError("no reward model given")
     if standard_kind(spec):
         return load_standard_reward(spec, device)
+    if spec.startswith("vlm-api:"):
+        from .generative.api_judge import APIJudge
+
+        return APIJudge.from_spec(spec)
     if is_generative(spec):
         import torch
 

@@ -120,7 +120,7 @@ def run_score(config: ScoreConfig) -> ScoreRun:
         return run_ray_score(config)
     placement = placement_from_env(rank=config.rank, world_size=config.world_size)
     device = local_device(config.device, placement)
-    if config.prob and reward_kind(config.model) not in ("gan-rm", "vlm"):
+    if config.prob and reward_kind(config.model) not in ("gan-rm", "vlm", "vlm-api"):
         raise VisrewardError(f"--prob: {reward_kind(config.model)} scores are not probabilities")
     model = load_reward_model(config.model, device, config.backend, config.precision, config.cache_dir)
     generative = not hasattr(model, "score_features")  # judges and standard rewards score decoded images

@@ -150,6 +150,44 @@ def _reference_list(entry, candidate_is_clip: bool) -> list:
     return [entry]
 
 
+def judged(ask, sampling: FrameSampling, images, prompts, references, instruction: str | None,
+           cot: str | None = None) -> tuple[torch.Tensor, dict]:
+    """RewardDance's scores of images or clips: pointwise P(yes), or against references in both orders (removing the
+    judge's position bias) averaged over them. `ask(queries)`, queries being (question, frames), answers
+    (P(yes) per query, rationales): the judge itself, in this process or behind an API."""
+    batch = as_video_batch(images)  # RL trainers' uint8 / channels-last batches too
+    items = list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
+    candidates = [frames_of(item, sampling) for item in items]
+    prompts = list(prompts) if prompts is not None else [None] * len(candidates)
+    if len(prompts) != len(candidates):
+        raise VisrewardError(f"{len(candidates)} images but {len(prompts)} prompts")
+    info: dict = {"template_version": TEMPLATE_VERSION}
+    if references is None:
+        scores, rationales = ask([(question(p, instruction, False, cot, len(c)), c) for c, p in zip(candidates, prompts)])
+    else:
+        if len(references) != len(candidates):
+            raise VisrewardError(f"{len(candidates)} images but {len(references)} reference entries")
+        refs = [[frames_of(r, sampling) for r in _reference_list(ref, _is_clip(item))] for ref, item in zip(references, items)]
+        queries, owner = [], []
+        for i, (candidate, prompt, ref_list) in enumerate(zip(candidates, prompts, refs)):
+            text = question(prompt, instruction, True, cot, len(candidate))
+            for ref in ref_list:
+                if len(ref) != len(candidate):
+                    raise VisrewardError(f"candidate {i} is {'a clip' if len(candidate) > 1 else 'an image'} "
+                                         f"but a reference is {'a clip' if len(ref) > 1 else 'an image'}")
+                queries += [(text, candidate + ref), (text, ref + candidate)]
+                owner += [i, i]
+        probabilities, rationales = ask(queries)
+        forward, backward = probabilities[0::2], probabilities[1::2]
+        pairwise = (forward + (1 - backward)) / 2
+        owners = torch.tensor(owner[0::2])
+        scores = torch.zeros(len(candidates)).index_add_(0, owners, pairwise) / torch.bincount(owners, minlength=len(candidates))
+        info["order_bias"] = float((forward - (1 - backward)).mean())
+    if cot:
+        info["rationales"] = rationales
+    return scores, info
+
+
 class GenerativeRewardModel:
     """A VLM judge; `score` returns P(yes) in [0,1] per image (pairwise: P(candidate better))."""
 
@@ -167,8 +205,13 @@ class GenerativeRewardModel:
                         dtype: torch.dtype | None = None) -> "GenerativeRewardModel":
         from transformers import AutoModelForImageTextToText
 
+        from ..model_card import is_repo_id, local_folder, repo_file
+
         location = str(path_or_id)
-        location = os.path.abspath(location) if os.path.isdir(location) else location
+        if os.path.isdir(location):
+            location = os.path.abspath(location)
+        elif is_repo_id(location) and repo_file(location, SETTINGS_FILE):  # a judge trained here, on the Hub: its
+            location = str(local_folder(location))                       # settings and adapter are read as files
         settings = json.loads((Path(location) / SETTINGS_FILE).read_text()) if (Path(location) / SETTINGS_FILE).exists() else {}
         if (Path(location) / "bradley_terry_head.safetensors").exists():
             raise VisrewardError(f"vlm:{path_or_id}: a Bradley-Terry baseline (bradley_terry_head.safetensors), not a "
@@ -237,40 +280,8 @@ class GenerativeRewardModel:
         list of several; a clip's references are clips, so a list of PIL frames there is one clip."""
         if cot is not None and cot not in COT_MODES:
             raise VisrewardError(f"cot must be one of {', '.join(COT_MODES)}")
-        batch = as_video_batch(images)  # RL trainers' uint8 / channels-last batches too
-        items = list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
-        candidates = [frames_of(item, self.sampling) for item in items]
-        prompts = list(prompts) if prompts is not None else [None] * len(candidates)
-        if len(prompts) != len(candidates):
-            raise VisrewardError(f"{len(candidates)} images but {len(prompts)} prompts")
-        instruction = instruction or self.settings.get("instruction")
-        info: dict = {"template_version": TEMPLATE_VERSION}
-        if references is None:
-            queries = [(question(p, instruction, False, cot, len(c)), c) for c, p in zip(candidates, prompts)]
-            scores, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
-        else:
-            if len(references) != len(candidates):
-                raise VisrewardError(f"{len(candidates)} images but {len(references)} reference entries")
-            refs = [[frames_of(r, self.sampling) for r in _reference_list(ref, _is_clip(item))]
-                    for ref, item in zip(references, items)]
-            queries, owner = [], []
-            for i, (candidate, prompt, ref_list) in enumerate(zip(candidates, prompts, refs)):
-                text = question(prompt, instruction, True, cot, len(candidate))
-                for ref in ref_list:  # both orders remove the judge's position bias
-                    if len(ref) != len(candidate):
-                        raise VisrewardError(f"candidate {i} is {'a clip' if len(candidate) > 1 else 'an image'} "
-                                             f"but a reference is {'a clip' if len(ref) > 1 else 'an image'}")
-                    queries += [(text, candidate + ref), (text, ref + candidate)]
-                    owner += [i, i]
-            probabilities, rationales = self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)
-            forward, backward = probabilities[0::2], probabilities[1::2]
-            pairwise = (forward + (1 - backward)) / 2
-            owners = torch.tensor(owner[0::2])
-            scores = torch.zeros(len(candidates)).index_add_(0, owners, pairwise) / torch.bincount(owners, minlength=len(candidates))
-            info["order_bias"] = float((forward - (1 - backward)).mean())
-        if cot:
-            info["rationales"] = rationales
-        return scores, info
+        ask = lambda queries: self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)  # noqa: E731
+        return judged(ask, self.sampling, images, prompts, references, instruction or self.settings.get("instruction"), cot)
 
     def pixel_values(self, images: torch.Tensor, batch: dict) -> torch.Tensor:
         """Differentiable twin of the processor's pixel_values for [B,3,H,W] images in [0,1].
