@@ -16,6 +16,7 @@ server process against in-process `score()`'s: the server's own overhead per ima
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import os
 import pickle
@@ -91,9 +92,9 @@ def remote_reward_sender(url: str, binary: bool):
 
     remote = RemoteReward(url)
 
-    def send(batch: list[Image.Image]) -> None:
-        if binary:
-            remote.score(np.stack([np.asarray(im) for im in batch]))
+    def send(batch: list) -> None:
+        if binary:  # images, or [T,H,W,3] clips
+            remote.score(np.stack([np.asarray(item) for item in batch]))
         else:  # base64 PNG in JSON: sizes differ in the request, or the caller asks for it
             remote.score([batch[0].resize((255, 256)), *batch[1:]])  # one odd size forces the JSON form
 
@@ -119,16 +120,30 @@ def flow_grpo_sender(url: str):
     return send
 
 
+def clip_json_sender(url: str):
+    """One client's call with clips as base64 MP4 in JSON (what a trainer holding encoded clips sends)."""
+    import httpx
+
+    session = httpx.Client(timeout=120)
+
+    def send(batch: list[bytes]) -> None:
+        response = session.post(f"{url}/v1/score", json={"videos": [base64.b64encode(clip).decode() for clip in batch]})
+        response.raise_for_status()
+
+    return send
+
+
 FORMS = {"uint8 npz": lambda url: remote_reward_sender(url, True), "base64 PNG": lambda url: remote_reward_sender(url, False),
          "flow_grpo pickle (JPEG)": flow_grpo_sender}
+CLIP_FORMS = {"uint8 [B,T,H,W,3] npz": lambda url: remote_reward_sender(url, True), "base64 MP4 in JSON": clip_json_sender}
 
 
-def load(url: str, requests: list[list[Image.Image]], clients: int, form: str) -> tuple[float, list[float]]:
+def load(url: str, requests: list[list], clients: int, sender) -> tuple[float, list[float]]:
     latencies: list[float] = []
     per_client = [requests[i::clients] for i in range(clients)]
 
     def client(batches):
-        send = FORMS[form](url)
+        send = sender(url)
         for batch in batches:
             start = time.perf_counter()
             send(batch)
@@ -167,37 +182,76 @@ def train_gan_rm(folder: Path) -> str:
     return str(folder / "rm")
 
 
+def motion_clips(folder: Path, count: int, motion: str, seed: int) -> list[Path]:
+    """Real digits moving as `motion` (or standing and shaking: "still"), 8 frames of 32x32, as mp4."""
+    from visreward.digits_data import digit_clip, real_digits
+    from visreward.videos import write_video
+
+    images, _ = real_digits("train")
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    return [write_video(folder / f"{i:04d}.mp4", digit_clip(images[(seed * 300 + i) % len(images)], motion, jitter=1.5 * (motion == "still"),
+                                                             rng=rng), fps=8) for i in range(count)]
+
+
+def train_video_gan_rm(folder: Path) -> str:
+    from visreward import RewardTrainingConfig, train_reward_model
+
+    motion_clips(folder / "target", 40, "right", 1), motion_clips(folder / "generated", 40, "still", 2)
+    train_reward_model(RewardTrainingConfig(target=[str(folder / "target")], generated=[str(folder / "generated")],
+                                            output=str(folder / "rm"), frames=4, progress=False))
+    return str(folder / "rm")
+
+
+def measure(name: str, spec: str, form: str, sender, requests: list[list], clients: int, local: tuple[float, float]) -> None:
+    """One row: the server under `clients` concurrent senders of `requests`, against in-process rates `local`."""
+    port = free_port()
+    server = start_server(spec, port)
+    try:
+        cpu = cpu_seconds(server.pid)
+        rate, latencies = load(f"http://127.0.0.1:{port}", requests, clients, sender)
+        per_cpu = sum(len(r) for r in requests) / (cpu_seconds(server.pid) - cpu)
+        p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+        print(f"| {name} | {form} | {rate:.1f} | {local[0]:.1f} | {rate / local[0]:.2f} | {per_cpu:.1f} | "
+              f"{local[1]:.1f} | {per_cpu / local[1]:.2f} | {p50:.0f} ms | {p99:.0f} ms | "
+              f"{peak_rss_mb(server.pid):.0f} MB |", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--clip-requests", type=int, default=10, help="requests per client of --images clips each")
     args = parser.parse_args()
     images = crops(args.clients * args.requests * args.images, 0)
     requests = [images[i : i + args.images] for i in range(0, len(images), args.images)]
-    print(f"{args.clients} clients x {args.requests} requests x {args.images} images of 256 px ({len(images)} images)\n")
-    print("| reward | form | server img/s | in-process img/s | ratio | server img per CPU-s | in-process img per CPU-s | "
-          "ratio | p50 latency | p99 latency | server peak RSS |")
+    print(f"{args.clients} clients x {args.requests} requests x {args.images} images of 256 px ({len(images)} images); "
+          f"clips: {args.clients} x {args.clip_requests} requests x {args.images} clips of 8 frames of 32x32\n")
+    print("| reward | form | server items/s | in-process items/s | ratio | server items per CPU-s | in-process items per "
+          "CPU-s | ratio | p50 latency | p99 latency | server peak RSS |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         rewards = (("default GAN-RM", train_gan_rm(Path(tmp))),
                    ("tiny Qwen2.5-VL judge", "vlm:" + str(save_tiny_qwen2_5_vl(Path(tmp) / "judge"))))
         for name, spec in rewards:
-            local, local_per_cpu = in_process_rate(spec, images)
-            for form in FORMS:
-                port = free_port()
-                server = start_server(spec, port)
-                try:
-                    cpu = cpu_seconds(server.pid)
-                    rate, latencies = load(f"http://127.0.0.1:{port}", requests, args.clients, form)
-                    per_cpu = len(images) / (cpu_seconds(server.pid) - cpu)
-                    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-                    print(f"| {name} | {form} | {rate:.1f} | {local:.1f} | {rate / local:.2f} | {per_cpu:.1f} | "
-                          f"{local_per_cpu:.1f} | {per_cpu / local_per_cpu:.2f} | {p50:.0f} ms | {p99:.0f} ms | "
-                          f"{peak_rss_mb(server.pid):.0f} MB |", flush=True)
-                finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+            local = in_process_rate(spec, images)
+            for form, sender in FORMS.items():
+                measure(name, spec, form, sender, requests, args.clients, local)
+        from visreward.videos import FrameSampling, read_clip
+
+        spec = train_video_gan_rm(Path(tmp) / "video")
+        paths = motion_clips(Path(tmp) / "clips", args.clients * args.clip_requests * args.images, "right", 3)
+        local = in_process_rate(spec, [str(p) for p in paths])
+        encoded = [p.read_bytes() for p in paths]
+        frames = [read_clip(p, FrameSampling(8)).permute(0, 2, 3, 1).numpy() for p in paths]  # [T,H,W,3] uint8
+        for form, sender in CLIP_FORMS.items():
+            items = frames if "npz" in form else encoded
+            batches = [items[i : i + args.images] for i in range(0, len(items), args.images)]
+            measure("video GAN-RM (4 frames)", spec, form, sender, batches, args.clients, local)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,27 @@ def test_unirls_requests_score_item_by_item_like_the_model_in_process(server, rm
     assert bad.status_code == 400 and "non-empty 'requests' list" in bad.json()["error"]
 
 
+def test_flow_factorys_requests_score_like_the_model_in_process(server, images, local_scores):
+    """As Flow-Factory's RemotePointwiseRewardModel sends them: PIL images as base64 PNG under 'image', prompts under
+    'prompt', unused conditions as null; it reads 'rewards', the combined score."""
+    def png(image: Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    pictures = [Image.open(p) for p in images]
+    payload = {"prompt": ["a handwritten digit"] * len(images), "image": [png(p) for p in pictures], "video": None,
+               "condition_images": None, "condition_videos": None, "kwargs": None}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = httpx.post(f"{server}/compute", json=payload, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    assert np.abs(np.array(response.json()["rewards"]) - 1.5 * local_scores).max() < 1e-5  # rm + 0.5 * half
+    frames = [png(p) for p in pictures[:2]]
+    response = httpx.post(f"{server}/compute", json={**payload, "image": None, "video": [frames, frames[:1] + ["%%"]]},
+                          headers=headers, timeout=60)
+    assert response.status_code == 400 and "video[1][1]: not valid base64" in response.json()["error"]
+
+
 class _RunsACommand:
     def __init__(self, marker: Path):
         self.marker = marker

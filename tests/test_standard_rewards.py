@@ -136,3 +136,24 @@ def test_refl_and_grpo_train_against_a_standard_reward(kind, tiny_hf_encoders, t
                                output=str(tmp_path / "grpo"), steps=1, group_size=2, prompts_per_step=2, sample_steps=3,
                                batch_size=4, progress=False, stop_on_hacking=False))
     assert grpo["history"][0]["first_ratio_error"] < 1e-5
+
+
+def test_standard_rewards_normalise_in_a_combination_as_written_out(tiny_hf_encoders):
+    """zscore: each reward against its running window (both batches), then weighted; rank: within the batch."""
+    import visreward
+
+    folder = tiny_hf_encoders["clip"]
+    clip, pick = load_reward_model(f"clipscore:{folder}"), load_reward_model(f"pickscore:{folder}")
+    images = _images()
+    c = np.concatenate([clip.score(images[:2], PROMPTS[:2]).numpy(), clip.score(images[2:], PROMPTS[2:]).numpy()])
+    p = np.concatenate([pick.score(images[:2], PROMPTS[:2]).numpy(), pick.score(images[2:], PROMPTS[2:]).numpy()])
+    zscore = visreward.combine({"clip": clip, "pick": pick}, weights={"pick": 0.5}, normalise="zscore")
+    zscore.score(images[:2], PROMPTS[:2])
+    second = np.asarray(zscore.score(images[2:], PROMPTS[2:]))
+    expected = (c[2:] - c.mean()) / c.std() + 0.5 * (p[2:] - p.mean()) / p.std()
+    assert np.allclose(second, expected, atol=1e-4), (second, expected)
+    ranked = np.asarray(visreward.combine({"clip": clip, "pick": pick}, normalise="rank").score(images, PROMPTS))
+    def ranks(x):  # the fraction of the others below, ties counting half (CLIPScore's clipped zeros tie)
+        return np.array([((x < v).sum() + 0.5 * ((x == v).sum() - 1)) / (len(x) - 1) for v in x])
+
+    assert np.allclose(ranked, ranks(c) + ranks(p))
