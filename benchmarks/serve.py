@@ -190,8 +190,10 @@ def motion_clips(folder: Path, count: int, motion: str, seed: int) -> list[Path]
     images, _ = real_digits("train")
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    return [write_video(folder / f"{i:04d}.mp4", digit_clip(images[(seed * 300 + i) % len(images)], motion, jitter=1.5 * (motion == "still"),
-                                                             rng=rng), fps=8) for i in range(count)]
+    jitter = 1.5 if motion == "still" else 0.0
+    digits = [images[(seed * 300 + i) % len(images)] for i in range(count)]
+    return [write_video(folder / f"{i:04d}.mp4", digit_clip(digit, motion, jitter=jitter, rng=rng), fps=8)
+            for i, digit in enumerate(digits)]
 
 
 def train_video_gan_rm(folder: Path) -> str:

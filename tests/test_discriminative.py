@@ -44,7 +44,8 @@ def test_training_separates_target_from_generated(trained, digit_folders):
 
 def test_saved_folder_is_hugging_face_style_with_config_and_metrics(trained):
     directory, model, _ = trained
-    assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors", "training_config.json", "metrics.json"}
+    assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors", "training_config.json",
+                                                     "metrics.json", "README.md"}  # README.md: its model card
     config = json.loads((directory / "config.json").read_text())
     assert config["model_type"] == "visreward-gan-rm" and config["encoder"] == "efficientnet-lite0"
     assert config["preprocessing"]["crop"] == 224 and config["hidden_dim"] == 512

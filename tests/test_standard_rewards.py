@@ -54,32 +54,41 @@ def test_the_formulas_on_literal_embeddings(tiny_hf_encoders, monkeypatch):
     assert pick._from_embeddings(images, ["a"] * 3).tolist() == pytest.approx([50.0, -50.0, 50 / math.sqrt(2)], rel=1e-5)
 
 
-@pytest.mark.parametrize("file_name", ["aesthetic_mlp.safetensors", "aesthetic_mlp.pth"])
-def test_the_aesthetic_score_is_its_mlp_on_the_normalised_clip_embedding(tiny_hf_encoders, tmp_path, file_name):
+SHAPES = {"0": (1024, 24), "2": (128, 1024), "4": (64, 128), "6": (16, 64), "7": (1, 16)}  # LAION's MLP on a 24-d CLIP
+
+
+def aesthetic_folder(clip_folder, folder, file_name: str = "aesthetic_mlp.safetensors") -> dict:
+    """The tiny CLIP plus random MLP weights under LAION's key names; returns the weights."""
     import shutil
 
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor, CLIPModel
 
-    folder = tmp_path / "aesthetic"
-    shutil.copytree(tiny_hf_encoders["clip"], folder)
+    shutil.copytree(clip_folder, folder)
     g = torch.Generator().manual_seed(0)
-    shapes = {"0": (1024, 24), "2": (128, 1024), "4": (64, 128), "6": (16, 64), "7": (1, 16)}
     state = {}
-    for layer, (out, fan_in) in shapes.items():
+    for layer, (out, fan_in) in SHAPES.items():
         state[f"layers.{layer}.weight"] = torch.randn(out, fan_in, generator=g) / math.sqrt(fan_in)
         state[f"layers.{layer}.bias"] = torch.randn(out, generator=g)
     if file_name.endswith(".safetensors"):
         save_file(state, str(folder / file_name))
     else:
         torch.save(state, folder / file_name)
+    return state
+
+
+@pytest.mark.parametrize("file_name", ["aesthetic_mlp.safetensors", "aesthetic_mlp.pth"])
+def test_the_aesthetic_score_is_its_mlp_on_the_normalised_clip_embedding(tiny_hf_encoders, tmp_path, file_name):
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    folder = tmp_path / "aesthetic"
+    state = aesthetic_folder(tiny_hf_encoders["clip"], folder, file_name)
     model = CLIPModel.from_pretrained(folder).eval()
     pixels = CLIPImageProcessor.from_pretrained(folder)(images=_images(), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         embedding = model.get_image_features(pixel_values=pixels)
         embedding = embedding if isinstance(embedding, torch.Tensor) else embedding.pooler_output  # transformers 5
         x = torch.nn.functional.normalize(embedding, dim=-1)
-    for layer in shapes:  # LAION's MLP has no activations: five affine maps in a row
+    for layer in SHAPES:  # LAION's MLP has no activations: five affine maps in a row
         x = x @ state[f"layers.{layer}.weight"].T + state[f"layers.{layer}.bias"]
     scores = load_reward_model(f"aesthetic:{folder}").score(_images())
     assert torch.allclose(scores, x.squeeze(-1), atol=1e-4), (scores, x)
@@ -122,11 +131,15 @@ def test_a_gan_rm_and_pickscore_combine_with_weights(rm_dir, tiny_hf_encoders, d
     assert np.allclose(scores, gan + 0.5 * pick, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["clipscore", "pickscore"])
+@pytest.mark.parametrize("kind", ["clipscore", "pickscore", "aesthetic"])
 def test_refl_and_grpo_train_against_a_standard_reward(kind, tiny_hf_encoders, tiny_generator_dir, tmp_path):
     from visreward.post_training import GRPOConfig, ReFLConfig, run_grpo, run_refl
 
-    spec = f"{kind}:{tiny_hf_encoders['clip']}"
+    folder = tiny_hf_encoders["clip"]
+    if kind == "aesthetic":
+        aesthetic_folder(folder, tmp_path / "aesthetic")
+        folder = tmp_path / "aesthetic"
+    spec = f"{kind}:{folder}"
     prompts = [digit_prompt(2), digit_prompt(6)]
     refl = run_refl(ReFLConfig(generator=str(tiny_generator_dir), reward=spec, output=str(tmp_path / "refl"),
                                prompts=prompts, steps=2, batch_size=4, num_inference_steps=4, last_steps=1, lr=1e-3,
