@@ -2,6 +2,7 @@
 forward and the formulas written out; their gradient path, and their use in combinations, ReFL and GRPO."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,32 @@ def test_standard_rewards_normalise_in_a_combination_as_written_out(tiny_hf_enco
         return np.array([((x < v).sum() + 0.5 * ((x == v).sum() - 1)) / (len(x) - 1) for v in x])
 
     assert np.allclose(ranked, ranks(c) + ranks(p))
+
+
+def test_the_ray_engine_refuses_a_standard_reward_with_one_line(tiny_hf_encoders, tmp_path):
+    from visreward.errors import VisrewardError
+    from visreward.options import ScoreConfig
+    from visreward.scoring import run_score
+
+    with pytest.raises(VisrewardError, match="--engine ray scores GAN-RM reward models; pickscore rewards run on the local"):
+        run_score(ScoreConfig(inputs=[str(tmp_path)], model=f"pickscore:{tiny_hf_encoders['clip']}", engine="ray",
+                              output=str(tmp_path / "s.parquet"), progress=False))
+
+
+def test_visreward_score_writes_a_standard_rewards_scores(tiny_hf_encoders, tmp_path):
+    import pyarrow.parquet as pq
+
+    from visreward.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(_images()):
+        image.save(folder / f"{i}.png")
+    (folder / "metadata.jsonl").write_text("".join(f'{{"file_name": "{i}.png", "prompt": "{p}"}}\n'
+                                                   for i, p in enumerate(PROMPTS)))
+    spec = f"pickscore:{tiny_hf_encoders['clip']}"
+    assert main(["score", "--model", spec, "--output", str(tmp_path / "s.parquet"), str(folder), "--no-progress"]) == 0
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    by_name = {Path(row["path"]).name: row["score"] for row in table}
+    expected = load_reward_model(spec).score(_images(), PROMPTS)
+    assert [by_name[f"{i}.png"] for i in range(4)] == pytest.approx(expected.tolist(), abs=1e-5)

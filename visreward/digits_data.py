@@ -101,19 +101,28 @@ def digit_clip(pixels: np.ndarray, motion: str, frames: int = 8, size: int = 32,
     if motion not in MOTIONS:
         raise VisrewardError(f"unknown motion '{motion}' (have: {', '.join(MOTIONS)})")
     rng = rng or np.random.default_rng(0)
-    digit = np.kron(np.clip(pixels, 0, 1), np.ones((scale, scale)))
-    side = digit.shape[0]
-    room = size - side
+    room = size - pixels.shape[0] * scale
     steps = np.arange(frames)[:, None] * speed * np.array(MOTIONS[motion])
     shake = rng.normal(0.0, jitter, (frames, 2)) if jitter else 0.0
-    path = np.clip(room / 2 + steps - steps.mean(axis=0) + shake, 0, room)
-    clip = np.zeros((frames, size + 1, size + 1), dtype=np.float64)  # one spare row and column for the bilinear spill
+    return draw_path(pixels, room / 2 + steps - steps.mean(axis=0) + shake, size, scale)
+
+
+def draw_path(pixels: np.ndarray, path: np.ndarray, size: int = 32, scale: int = 2,
+              brightness: np.ndarray | None = None) -> np.ndarray:
+    """A digit drawn at each frame's (row, column) of `path` [T,2] (top-left corner, clipped to the frame; between
+    pixels bilinearly) on a black square, its ink times `brightness` [T] (default 1): uint8 [T,size,size,3]."""
+    digit = np.kron(np.clip(pixels, 0, 1), np.ones((scale, scale)))
+    side = digit.shape[0]
+    path = np.clip(path, 0, size - side)
+    clip = np.zeros((len(path), size + 1, size + 1), dtype=np.float64)  # one spare row and column for the bilinear spill
     for t, (row, col) in enumerate(path):
         top, left = int(row), int(col)
         down, right = row - top, col - left
         for dr, wr in ((0, 1 - down), (1, down)):
             for dc, wc in ((0, 1 - right), (1, right)):
                 clip[t, top + dr : top + dr + side, left + dc : left + dc + side] += wr * wc * digit
+    if brightness is not None:
+        clip *= np.asarray(brightness, dtype=np.float64)[:, None, None]
     return np.repeat((np.clip(clip[:, :size, :size], 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
 
 

@@ -75,7 +75,8 @@ class RewardTrainingConfig:
 @dataclass
 class ScoreConfig:
     inputs: list[str] = option([], "image folders, files, lists (.txt), WebDataset .tar, parquet", positional=True)
-    model: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID for a vision-language judge")
+    model: str = option("rm", "reward model: a GAN-RM folder or Hub repo id, vlm:PATH_OR_ID (a vision-language judge), "
+                              "vlm-api:URL#MODEL, or clipscore:/pickscore:/aesthetic:PATH")
     output: str = option("scores.parquet", "FILE.parquet (parts merged when done) or a FOLDER of parquet parts")
     prob: bool = option(False, "also write the probability column (sigmoid of the logit)")
     batch_size: int = option(64, "images per encoder forward pass")
@@ -161,7 +162,8 @@ class GeneratorTrainingConfig:
 @dataclass
 class BestOfNConfig:
     generator: str = option("digits", "'digits' (bundled), a generator folder, or a diffusers pipeline folder / hub id")
-    reward: str = option("rm", "reward model: a GAN-RM folder, or vlm:PATH_OR_ID")
+    reward: str = option("rm", "reward model: what `score --model` takes (a GAN-RM folder, vlm:, vlm-api:, "
+                               "clipscore:/pickscore:/aesthetic:)")
     references: str | None = option(None, "vlm rewards: top-K = pointwise pass, then pairwise rerank against the group's top K")
     prompts: list[str] = option([], PROMPTS_WITH_IMAGES)
     output: str = option("bon", "run folder: best/, samples/, scores.parquet")
@@ -266,7 +268,8 @@ class DPOConfig(HackingOptions, ProbeOptions, FineTuneConfig):
 
 @dataclass
 class ReFLConfig(HackingOptions, FineTuneConfig):
-    reward: str = option("rm", "reward model: a GAN-RM folder or vlm:PATH_OR_ID")
+    reward: str = option("rm", "differentiable reward: a GAN-RM folder, vlm:PATH_OR_ID, or clipscore:/pickscore:/"
+                               "aesthetic:PATH")
     prompts: list[str] = option([], "prompts, or one .txt file with a prompt per line")
     num_inference_steps: int = option(20, "sampler steps from noise to image")
     last_steps: int = option(5, "the gradient step is drawn from the last this-many sampler steps")
@@ -276,7 +279,7 @@ class ReFLConfig(HackingOptions, FineTuneConfig):
 
 @dataclass
 class GRPOConfig(HackingOptions, FineTuneConfig):
-    reward: list[str] = option(["rm"], "reward: a GAN-RM folder, vlm:PATH_OR_ID, a visreward serve URL, or several "
+    reward: list[str] = option(["rm"], "reward: what `score --model` takes, a visreward serve URL, or several "
                                        "NAME=SPEC[:WEIGHT] combined (see --normalise)")
     normalise: str = option("none", "several rewards: each one's normalisation before weighting", choices=NORMALISATIONS)
     backend: str = option("auto", "GAN-RM rewards: encoder runtime (auto: onnx on CPU)", choices=BACKENDS)
@@ -367,7 +370,7 @@ class VLMTrainingConfig:
 @dataclass
 class ServeConfig:
     reward: list[str] = option([], "NAME=SPEC[:WEIGHT], repeatable; SPEC is what `score --model` takes (a GAN-RM "
-                                   "folder or vlm:PATH_OR_ID), WEIGHT its weight in the combined score (default 1)")
+                                   "folder, vlm:, vlm-api:, clipscore:/pickscore:/aesthetic:), WEIGHT its weight in the combined score (default 1)")
     host: str = option("127.0.0.1", "address to bind (127.0.0.1: this machine only)")
     port: int = option(8000, "port")
     max_batch: int = option(64, "images per model call: concurrent requests are merged up to this")

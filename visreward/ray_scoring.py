@@ -32,15 +32,16 @@ from .errors import VisrewardError
 from .images import ImageRecord, SkipLog
 from .options import ScoreConfig
 from .readers import Shard, chunked, iter_shards, read_container
-from .rewards import is_generative, load_reward_model
+from .rewards import load_reward_model, reward_kind
 from .scoring import ScoreRun, finish_run, part_is_done, parts_folder, shard_fingerprint, write_part
 
 
 def run_ray_score(config: ScoreConfig) -> ScoreRun:
     import ray.data
 
-    if is_generative(config.model):
-        raise VisrewardError("--engine ray scores GAN-RM reward models; vlm: judges run on the local engine")
+    kind = reward_kind(config.model)
+    if kind != "gan-rm":
+        raise VisrewardError(f"--engine ray scores GAN-RM reward models; {kind} rewards run on the local engine")
     # the driver needs only the encoder's preprocessing: eager fp32, no runtime session to build or export
     decoding = _decoding_recipe(load_reward_model(config.model, "cpu", cache_dir=config.cache_dir).encoder)
     parts = parts_folder(config.output)
