@@ -440,3 +440,38 @@ def test_clip_bytes_are_told_from_image_bytes_by_their_container(motion_clips, t
              (tmp_path / "a.avi").read_bytes(), encoded["moving.gif"]]
     assert all(is_clip_bytes(c) and _is_clip(c) for c in clips)
     assert not any(is_clip_bytes(encoded[n]) or _is_clip(encoded[n]) for n in ("still.gif", "still.png"))
+
+
+def test_motion_wrecks_keep_each_frames_look_and_break_the_motion():
+    """wreck_motion's three kinds, told apart by what each does to a literal 4-frame clip."""
+    from visreward.probes import wreck_motion
+
+    clip = torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).view(4, 3, 2, 2) / 48
+    seen = set()
+    for seed in range(40):
+        out = wreck_motion(clip, torch.Generator().manual_seed(seed))
+        factors = out.flatten(1)[:, 1:] / clip.flatten(1)[:, 1:]  # per frame, past the one zero pixel
+        if torch.equal(out, clip[:1].expand_as(clip)):
+            seen.add("frozen")
+        elif sorted(map(tuple, out.flatten(1).tolist())) == sorted(map(tuple, clip.flatten(1).tolist())):
+            seen.add("shuffled")
+        else:
+            assert torch.allclose(factors, factors[:, :1].expand_as(factors), atol=1e-5)  # one factor a frame
+            assert (factors >= 0.3 - 1e-6).all() and (factors <= 1 + 1e-6).all()
+            seen.add("flicker")
+    assert seen == {"frozen", "shuffled", "flicker"}
+
+
+def test_frozen_clips_score_below_the_held_out_targets(video_rm, motion_clips):
+    """The fixture's generated clips shake in place, so a frozen gliding digit (no shake at all) is what the reward
+    learnt to like: without motion negatives frozen clips scored 29.9 to 40.9, above every held-out target (from
+    16.4). With them, their median is below every target."""
+    from visreward.features import encode_tensors
+
+    output, metrics = video_rm
+    model = DiscriminativeRewardModel.from_pretrained(output)
+    held = [motion_clips / name for name in metrics["splits"]["target"]["test"]]  # ids: paths under the clips folder
+    clips = torch.stack([read_clip(p, FrameSampling(8)) for p in held]).float() / 255
+    target = model.score_features(encode_tensors(model.encoder, clips))
+    frozen = model.score_features(encode_tensors(model.encoder, clips[:, :1].expand_as(clips).contiguous()))
+    assert frozen.median() < target.min() and frozen.mean() < target.mean() - 5, (frozen, target)

@@ -51,8 +51,9 @@ class RewardTrainingConfig:
     holdout: float = option(0.2, "fraction of target and of generated images held out for early stopping (validation)")
     test: float = option(0.1, "further fraction of each side held out and never used for selection: the reported AUC")
     patience: int = option(10, "stop after this many epochs without a better validation AUC/loss")
-    off_manifold: float = option(0.5, "off-manifold negatives (noise, blank, saturated colour, wrecked generated images) "
-                                      "per generated training image, label 0: keeps exploits from scoring high (0: none)")
+    off_manifold: float = option(0.5, "off-manifold negatives (noise, blank, saturated colour, wrecked generated images; "
+                                      "for clips also one with its motion wrecked: frozen, shuffled or flickering) per "
+                                      "generated training image, label 0: keeps exploits from scoring high (0: none)")
     off_data_penalty: float = option(10.0, "inputs whose features lie beyond the training data's 99th-percentile distance "
                                           "p99 score lower by this x (distance - p99) / p99: the head only extrapolates "
                                           "there (0: off)")

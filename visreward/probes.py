@@ -50,6 +50,18 @@ def wreck(image: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     return 1 - image
 
 
+def wreck_motion(clip: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """One off-manifold training negative from a [T,3,H,W] clip's sampled frames with each frame's look kept and its
+    motion wrecked: frozen (the first frame held), the frames shuffled, or flickering (each frame's brightness scaled
+    by a factor in [0.3, 1])."""
+    kind = int(torch.randint(0, 3, (1,), generator=rng))
+    if kind == 0:
+        return clip[:1].expand_as(clip).clone()
+    if kind == 1:
+        return clip[torch.randperm(len(clip), generator=rng)]
+    return clip * (0.3 + 0.7 * torch.rand(len(clip), 1, 1, 1, generator=rng))
+
+
 def gradient_ascent(model, start: torch.Tensor, steps: int = 10, step_size: float = 0.05) -> torch.Tensor:
     """The worst input a few signed-gradient steps on the reward find from `start` (pixels kept in [0,1])."""
     x = start.clone().float()

@@ -90,25 +90,27 @@ def off_manifold_negatives(items: list[tuple[ImageRecord, object]], model: Discr
     source as the reader gave it: a file, or the bytes of a tar member or parquet row, which have no file)."""
     from ..features import encode_tensors
     from ..images import decode_image, read_bytes
-    from ..probes import wreck
+    from ..probes import wreck, wreck_motion
 
     rng = torch.Generator().manual_seed(config.seed)
     count = max(1, round(config.off_manifold * len(items)))
     chosen = torch.randint(0, len(items), (count,), generator=rng).tolist()
     sampling = getattr(model.encoder, "sampling", None)
-    features = []
+    features, owners = [], []
     for index in chosen:
         record, source = items[index]
-        if sampling is not None:  # a clip's sampled frames, wrecked alike
+        if sampling is not None:  # a clip's sampled frames: their look wrecked alike, and apart from it their motion
             clip = read_clip(source, sampling, record.path).float() / 255
-            features.append(encode_tensors(model.encoder, wreck(clip, rng)[None]))
+            features.append(encode_tensors(model.encoder, torch.stack([wreck(clip, rng), wreck_motion(clip, rng)])))
+            owners += [index, index]
             continue
         pixels = np.array(decode_image(read_bytes(source), record.path))
         image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
         features.append(encode_tensors(model.encoder, wreck(image, rng)))
+        owners.append(index)
     negatives = labeled(torch.cat(features), 0.0)
     if text is not None:
-        negatives.text = text[torch.tensor(chosen)]
+        negatives.text = text[torch.tensor(owners)]
     return negatives
 
 
