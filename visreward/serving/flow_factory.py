@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..images import ImageLoadError, decode_image
-from .protocol import ProtocolError, RequestLimits, ScoreRequest, _base64_items, _check_size, _declared_pixels, _prompts
+from .protocol import (ProtocolError, RequestLimits, ScoreRequest, _base64_items, _check_size, _declared_pixels, _prompts,
+                       decode_images)
 
 
 def _clip(frames: list[bytes], index: int) -> torch.Tensor:
@@ -41,12 +42,7 @@ def parse_compute_request(body: bytes, limits: RequestLimits = RequestLimits()) 
         raise ProtocolError(400, "the body must be an object with a non-empty 'image' (or 'video') list")
     _check_size(len(items), 0, limits)
     if key == "image":
-        blobs = _base64_items(items, "image")
-        _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
-        try:
-            media = [decode_image(blob, f"image[{index}]") for index, blob in enumerate(blobs)]
-        except ImageLoadError as e:
-            raise ProtocolError(400, str(e)) from None
+        media = decode_images(_base64_items(items, "image"), "image", limits)
     else:
         if not all(isinstance(frames, list) and frames for frames in items):
             raise ProtocolError(400, "'video' must hold one non-empty list of base64 PNG frames per clip")

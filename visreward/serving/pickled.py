@@ -17,8 +17,7 @@ import pickle
 
 import numpy as np
 
-from ..images import ImageLoadError, decode_image
-from .protocol import ProtocolError, RequestLimits, ScoreRequest, _check_size, _declared_pixels
+from .protocol import ProtocolError, RequestLimits, ScoreRequest, decode_images
 
 PICKLE = "application/octet-stream"
 # what ndarray, dtype and numpy scalars pickle to (protocols 3 to 5; numpy 1 names its core `numpy.core`)
@@ -72,11 +71,7 @@ def parse_pickle_request(body: bytes, limits: RequestLimits = RequestLimits()) -
     bad = next((i for i, blob in enumerate(blobs) if not isinstance(blob, bytes)), None)
     if bad is not None:
         raise ProtocolError(400, f"images[{bad}]: expected JPEG or PNG bytes, got {type(blobs[bad]).__name__}")
-    _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
-    try:
-        images = [decode_image(blob, f"images[{index}]") for index, blob in enumerate(blobs)]
-    except ImageLoadError as e:
-        raise ProtocolError(400, str(e)) from None
+    images = decode_images(blobs, "images", limits)
     prompts = _plain_list(data["prompts"], "prompts") if data.get("prompts") is not None else [None] * len(images)
     if len(prompts) != len(images) or not all(p is None or isinstance(p, str) for p in prompts):
         raise ProtocolError(400, f"'prompts' must hold one string per image ({len(images)} images, {len(prompts)} prompts)")

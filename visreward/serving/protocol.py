@@ -112,14 +112,17 @@ def _json_request(body: bytes, limits: RequestLimits) -> ScoreRequest:
     blobs = _base64_items(data[key], key)
     if key == "videos":  # decoded later, with each reward's frame sampling (check_clips)
         return ScoreRequest(blobs, _prompts(data.get("prompts"), len(blobs)), _rewards(data.get("rewards")), videos=True)
-    _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
-    images = []
-    for index, blob in enumerate(blobs):
-        try:
-            images.append(decode_image(blob, f"images[{index}]"))
-        except ImageLoadError as e:
-            raise ProtocolError(400, str(e)) from None
+    images = decode_images(blobs, key, limits)
     return ScoreRequest(images, _prompts(data.get("prompts"), len(images)), _rewards(data.get("rewards")))
+
+
+def decode_images(blobs: list[bytes], key: str, limits: RequestLimits) -> list[Image.Image]:
+    """Encoded images held to the limits by their headers' sizes, then decoded; a bad one is a 400 naming key[i]."""
+    _check_size(len(blobs), sum(_declared_pixels(blob) for blob in blobs), limits)
+    try:
+        return [decode_image(blob, f"{key}[{index}]") for index, blob in enumerate(blobs)]
+    except ImageLoadError as e:
+        raise ProtocolError(400, str(e)) from None
 
 
 def check_clips(request: ScoreRequest, samplings: list, limits: RequestLimits) -> None:
