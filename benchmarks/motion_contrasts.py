@@ -25,24 +25,26 @@ from pathlib import Path
 import numpy as np
 
 SIZE, SCALE, FRAMES, FPS = 64, 4, 16, 8.0
+GLOBAL, WITH_MAPS = ["mean", "std", "motion"], ["mean", "std", "motion", "flow", "flow-std", "flow-trend"]
 RECIPES = {  # name -> train_reward_model settings for the video encoder
-    "default": {},                                    # 8 span-centre frames, mean + std + motion pooling
-    "consecutive": {"fps": FPS},                       # 8 consecutive frames around the middle
-    "all-frames": {"frames": FRAMES},                  # every frame
+    "global-8": {"frames": 8, "pooling": GLOBAL},                # the default before maps: 8 span-centre frames
+    "global-16": {"frames": FRAMES, "pooling": GLOBAL},          # every frame
+    "maps-8": {"frames": 8, "pooling": WITH_MAPS},               # + spatial-map change: flow, flow-std, flow-trend
+    "maps-8-consecutive": {"frames": 8, "fps": FPS, "pooling": WITH_MAPS},  # 8 consecutive frames around the middle
+    "maps-16": {"frames": FRAMES, "pooling": WITH_MAPS},         # every frame: today's default
 }
 
 
-def glide(rng: np.random.Generator, frames: int = FRAMES) -> np.ndarray:
-    """A constant-velocity path [T,2] of up to 1.5 px/frame, centred in the frame."""
-    angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.5)
-    steps = np.arange(frames)[:, None] * speed * np.array([np.sin(angle), np.cos(angle)])
-    return (SIZE - 8 * SCALE) / 2 + steps - steps.mean(axis=0)
+def glide(rng: np.random.Generator) -> np.ndarray:
+    from visreward.digits_data import glide_path
+
+    return glide_path(rng, FRAMES, SIZE - 8 * SCALE)
 
 
 def jitter(rng: np.random.Generator) -> np.ndarray:
-    jumps = rng.uniform(-6, 6, (FRAMES, 2))
-    jumps[0] = 0
-    return np.clip((SIZE - 8 * SCALE) / 2 + np.cumsum(jumps, axis=0), 0, SIZE - 8 * SCALE)
+    from visreward.digits_data import jitter_path
+
+    return jitter_path(rng, FRAMES, SIZE - 8 * SCALE)
 
 
 def stutter(path: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=60)
     parser.add_argument("--heldout", type=int, default=30)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--contrasts", nargs="+", type=int, help="indices of the contrasts to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     images, _ = real_digits("train")
@@ -140,6 +143,8 @@ def main() -> None:
     print("|---|" + "---:|---:|" * len(args.recipes))
     with tempfile.TemporaryDirectory() as tmp:
         for index, (name, (target, generated)) in enumerate(contrasts.items()):
+            if args.contrasts and index not in args.contrasts:
+                continue
             root = Path(tmp) / str(index)
             write_clips(root / "train-target", target[: args.train])
             write_clips(root / "train-generated", generated[: args.train])

@@ -76,7 +76,7 @@ def run_loops(config: VideoDemoConfig, seed: int, out: Path, target: Path, gener
             generator=generator_dir, target=[str(target)], prompts=demo_prompts(config.directions),
             output=str(out / f"rounds-{method}"), rounds=config.rounds, method=method, n=config.n, repeats=repeats,
             steps=steps, lr=lr, negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
-            frames=config.frames, beta=config.beta, batch_size=config.batch_size,
+            frames=config.frames, pooling=config.pooling, beta=config.beta, batch_size=config.batch_size,
             mixed_precision=config.mixed_precision, probe_samples=config.probe_samples, seed=seed,
             cache_dir=config.cache_dir, progress=False))
     return runs

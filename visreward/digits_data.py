@@ -107,6 +107,20 @@ def digit_clip(pixels: np.ndarray, motion: str, frames: int = 8, size: int = 32,
     return draw_path(pixels, room / 2 + steps - steps.mean(axis=0) + shake, size, scale)
 
 
+def glide_path(rng: np.random.Generator, frames: int, room: float, max_speed: float = 1.5) -> np.ndarray:
+    """A constant velocity of 0.5 to `max_speed` px/frame in a random direction, centred in `room` px: [T,2]."""
+    angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, max_speed)
+    steps = np.arange(frames)[:, None] * speed * np.array([np.sin(angle), np.cos(angle)])
+    return room / 2 + steps - steps.mean(axis=0)
+
+
+def jitter_path(rng: np.random.Generator, frames: int, room: float, max_jump: float = 6.0) -> np.ndarray:
+    """From the centre of `room` px, a random jump of up to `max_jump` px per axis every frame: [T,2]."""
+    jumps = rng.uniform(-max_jump, max_jump, (frames, 2))
+    jumps[0] = 0
+    return np.clip(room / 2 + np.cumsum(jumps, axis=0), 0, room)
+
+
 def draw_path(pixels: np.ndarray, path: np.ndarray, size: int = 32, scale: int = 2,
               brightness: np.ndarray | None = None) -> np.ndarray:
     """A digit drawn at each frame's (row, column) of `path` [T,2] (top-left corner, clipped to the frame; between

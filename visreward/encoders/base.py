@@ -128,20 +128,31 @@ class ImageEncoder(torch.nn.Module):
         """Normalised pixels [B,3,S,S] -> features [B,dim]."""
         raise NotImplementedError
 
+    def embed_pixel_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels [B,3,S,S] -> spatial features [B,dim,h,w] whose spatial mean is `embed_pixels`.
+        Encoders without maps give 1x1 ones; a CNN's show where things are, so a translation changes them."""
+        return self.embed_pixels(pixels)[..., None, None]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.embed_pixels(self.preprocessing.tensor(images.to(self.device)))
+
+    def forward_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """The differentiable path of `embed_pixel_maps`: [B,3,H,W] in [0,1] -> [B,dim,h,w]."""
+        return self.embed_pixel_maps(self.preprocessing.tensor(images.to(self.device)))
 
     @torch.inference_mode()
     def encode(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.encode_pixels(self.preprocessing.normalise(torch.stack([self.preprocessing.pixels(image) for image in images])))
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Normalised pixels -> float32 CPU features, in micro-batches on CPU where that is faster."""
+    def encode_pixels(self, pixels: torch.Tensor, maps: bool = False) -> torch.Tensor:
+        """Normalised pixels -> float32 CPU features (with `maps`, spatial ones), in micro-batches on CPU where
+        that is faster."""
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         step = self.cpu_micro_batch if self.device.type == "cpu" and self.cpu_micro_batch else len(pixels)
-        return torch.cat([self.embed_pixels(chunk.to(self.device)).float().cpu() for chunk in pixels.split(step)])
+        embed = self.embed_pixel_maps if maps else self.embed_pixels
+        return torch.cat([embed(chunk.to(self.device)).float().cpu() for chunk in pixels.split(step)])
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         raise VisrewardError(f"encoder '{self.name}' has no text tower; prompt conditioning needs clip: or siglip:")

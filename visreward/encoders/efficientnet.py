@@ -17,7 +17,7 @@ VARIANTS = {
 
 
 class EfficientNetLiteEncoder(ImageEncoder):
-    """Global-average-pooled 1280-d features before the ImageNet classifier."""
+    """Global-average-pooled 1280-d features before the ImageNet classifier (maps: 7x7 at 224 px)."""
 
     dim = 1280
     cpu_micro_batch = 4  # measured: 115 img/s at 4 vs 28 img/s at 32 on a 2-core CPU
@@ -46,4 +46,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self.freeze()
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.network.extract_features(pixels).mean(dim=(2, 3))
+        return self.embed_pixel_maps(pixels).mean(dim=(2, 3))
+
+    def embed_pixel_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network.extract_features(pixels)

@@ -3,8 +3,8 @@
     load_encoder("efficientnet-lite0", backend="onnx")             # fp32, ~4x eager PyTorch on CPU
     load_encoder("clip:...", device="cuda", precision="bf16")
 
-Only the batched no-grad path (`embed_pixels`) is accelerated; the differentiable path
-(`forward`) always runs the original fp32 module. Reduced precision changes the
+Only the batched no-grad paths (`embed_pixels`, `embed_pixel_maps`) are accelerated; the
+differentiable ones (`forward`, `forward_maps`) always run the original fp32 module. Reduced precision changes the
 features, so it changes the cache key too; the drift is measured in benchmarks/.
 """
 
@@ -25,32 +25,33 @@ from .base import ImageEncoder
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class _PixelsToFeatures(torch.nn.Module):
+class _PixelsToMaps(torch.nn.Module):
     def __init__(self, encoder: ImageEncoder):
         super().__init__()
         self.encoder = encoder
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.encoder.embed_pixels(pixels)
+        return self.encoder.embed_pixel_maps(pixels)
 
 
 def export_onnx(encoder: ImageEncoder, path: Path) -> Path:
-    """Export `embed_pixels` with a dynamic batch dimension (once; later calls reuse the file)."""
+    """Export `embed_pixel_maps` with a dynamic batch dimension (once; later calls reuse the file); the global
+    features are their spatial mean, so one graph serves images and the motion of videos."""
     if not path.exists():
         size = encoder.preprocessing.input_size
         # The TorchScript exporter warns about constant folding it skips; nothing a user can act on.
         with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _PixelsToFeatures(encoder).eval(), (torch.zeros(1, 3, size, size),), str(tmp),
-                input_names=["pixels"], output_names=["features"],
-                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False,
+                _PixelsToMaps(encoder).eval(), (torch.zeros(1, 3, size, size),), str(tmp),
+                input_names=["pixels"], output_names=["maps"],
+                dynamic_axes={"pixels": {0: "batch"}, "maps": {0: "batch"}}, opset_version=17, dynamo=False,
             )
     return path
 
 
 class AcceleratedEncoder(ImageEncoder):
-    """Wraps an encoder; same name, dimension and preprocessing, faster `embed_pixels`."""
+    """Wraps an encoder; same name, dimension and preprocessing, faster `embed_pixels` and `embed_pixel_maps`."""
 
     def __init__(self, inner: ImageEncoder, backend: str = "auto", precision: str = "fp32", cache_dir=None):
         super().__init__()
@@ -79,7 +80,7 @@ class AcceleratedEncoder(ImageEncoder):
             if required:
                 raise VisrewardError("the onnx backend needs onnxruntime: pip install onnxruntime") from None
             return None
-        digest = hashlib.sha256(self.inner.cache_key.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{self.inner.cache_key}|maps".encode()).hexdigest()[:16]  # files before maps differ
         path = self.cache_dir / "onnx" / f"{self.name.split(':')[0]}-{digest}.onnx"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,16 +107,27 @@ class AcceleratedEncoder(ImageEncoder):
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.session is not None:
+            return self.embed_pixel_maps(pixels).mean(dim=(2, 3))
+        return self._run_inner(self.inner.embed_pixels, pixels)
+
+    def embed_pixel_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
             return torch.from_numpy(self.session.run(None, {"pixels": pixels.float().cpu().numpy()})[0])
+        return self._run_inner(self.inner.embed_pixel_maps, pixels)
+
+    def _run_inner(self, embed, pixels: torch.Tensor) -> torch.Tensor:
         if self.inner.device.type == "cuda":
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return self.inner.embed_pixels(pixels)
+            return embed(pixels)
         with torch.autocast(self.inner.device.type, dtype=_DTYPES[self.precision]):
-            return self.inner.embed_pixels(pixels).float()
+            return embed(pixels).float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.inner(images)
+
+    def forward_maps(self, images: torch.Tensor) -> torch.Tensor:
+        return self.inner.forward_maps(images)
 
     def encode_text(self, prompts):
         return self.inner.encode_text(prompts)

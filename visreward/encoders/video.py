@@ -1,12 +1,16 @@
 """A video encoder: an image encoder's per-frame features, pooled over time.
 
-    encoder = VideoEncoder(load_encoder("efficientnet-lite0"), FrameSampling(frames=8))
-    features = encoder(videos)        # differentiable: [B,T,3,H,W] in [0,1] -> [B, 3 * dim]
+    encoder = VideoEncoder(load_encoder("efficientnet-lite0"), FrameSampling(frames=16))
+    features = encoder(videos)        # differentiable: [B,T,3,H,W] in [0,1] -> [B, 6 * dim]
 
 The pooled vector concatenates, per feature, the mean over frames (appearance), the standard
-deviation over frames (how much the content changes) and the mean absolute difference between
-consecutive frames (how fast it changes). A head on it sees both what a clip shows and how it
-moves; on the test clips, mean pooling alone cannot tell a moving digit from a still one.
+deviation over frames (how much the content changes), the mean absolute difference between
+consecutive frames (how fast it changes) and, on the encoder's spatial feature maps, how far each
+map moves between consecutive frames: its mean (flow) and, relative to the clip's mean change, its
+spread over the clip (flow-std: stalls and skips) and its trend (flow-trend: speeding up or slowing
+down, so reversed physics shows). A head on it sees what a clip shows and how it moves; globally
+pooled features alone hardly change when an object translates, so they cannot tell smooth motion
+from jitter (benchmarks/motion_contrasts.py).
 """
 
 from __future__ import annotations
@@ -15,14 +19,25 @@ from typing import Sequence
 
 import torch
 
+from ..options import VIDEO_POOLING
 from ..videos import FrameSampling
 from .base import ImageEncoder
 
-POOLINGS = ("mean", "std", "motion")
+POOLINGS = ("mean", "std", "motion", "flow", "flow-std", "flow-trend")
+MAP_POOLINGS = frozenset({"flow", "flow-std", "flow-trend"})
+DEFAULT_POOLING = VIDEO_POOLING
 
 
-def pool_frames(features: torch.Tensor, pooling: Sequence[str] = POOLINGS) -> torch.Tensor:
-    """[B,T,D] per-frame features -> [B, len(pooling) * D]."""
+def pool_frames(maps: torch.Tensor, pooling: Sequence[str] = DEFAULT_POOLING) -> torch.Tensor:
+    """[B,T,D,h,w] per-frame feature maps (or [B,T,D] global features, as 1x1 maps) -> [B, len(pooling) * D]."""
+    maps = maps[..., None, None] if maps.dim() == 3 else maps
+    features = maps.mean(dim=(3, 4))
+    # How far each feature map moved between consecutive frames: a translation registers where the global mean
+    # hardly changes, and jitter moves it far. Relative to the clip's mean change, so that the speed of a clip
+    # does not hide how even it is: a stall or a skip makes it uneven, reversed physics reverses its trend.
+    change = maps.diff(dim=1).abs().mean(dim=(3, 4))
+    relative = change / change.mean(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    none = torch.zeros_like(features[:, 0])
     pooled = []
     for name in pooling:
         if name == "mean":
@@ -30,20 +45,33 @@ def pool_frames(features: torch.Tensor, pooling: Sequence[str] = POOLINGS) -> to
         elif name == "std":
             pooled.append(features.std(dim=1, correction=0))
         elif name == "motion":
-            steps = features.diff(dim=1).abs()
-            pooled.append(steps.mean(dim=1) if steps.shape[1] else torch.zeros_like(features[:, 0]))
+            pooled.append(features.diff(dim=1).abs().mean(dim=1) if change.shape[1] else none)
+        elif name == "flow":
+            pooled.append(change.mean(dim=1) if change.shape[1] else none)
+        elif name == "flow-std":
+            pooled.append(relative.std(dim=1, correction=0) if change.shape[1] else none)
+        elif name == "flow-trend":
+            pooled.append(_trend(relative) if change.shape[1] > 1 else none)
         else:
             raise ValueError(f"unknown temporal pooling '{name}' (choose from {', '.join(POOLINGS)})")
     return torch.cat(pooled, dim=-1)
 
 
+def _trend(series: torch.Tensor) -> torch.Tensor:
+    """[B,S,D] -> [B,D]: the covariance of each feature with standardised time (> 0: it grows over the clip)."""
+    time = torch.arange(series.shape[1], dtype=series.dtype, device=series.device)
+    time = (time - time.mean()) / time.std(correction=0)
+    return (series * time[:, None]).mean(dim=1)
+
+
 class VideoEncoder(torch.nn.Module):
     """Frozen: `image` encodes each sampled frame, `pooling` summarises them over time."""
 
-    def __init__(self, image: ImageEncoder, sampling: FrameSampling, pooling: Sequence[str] = POOLINGS):
+    def __init__(self, image: ImageEncoder, sampling: FrameSampling, pooling: Sequence[str] = DEFAULT_POOLING):
         super().__init__()
         pool_frames(torch.zeros(1, 2, 1), pooling)  # an unknown pooling fails here, not at the first batch
         self.image, self.sampling, self.pooling = image, sampling, tuple(pooling)
+        self.needs_maps = not MAP_POOLINGS.isdisjoint(self.pooling)
         self.name, self.preprocessing, self.has_text = image.name, image.preprocessing, image.has_text
         self.dim = image.dim * len(self.pooling)
 
@@ -68,14 +96,14 @@ class VideoEncoder(torch.nn.Module):
         return videos[:, self.sampling.indices(videos.shape[1], self.sampling.fps)]
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        frames = self.select_frames(videos)
-        features = self.image(frames.flatten(0, 1))
-        return pool_frames(features.unflatten(0, frames.shape[:2]), self.pooling)
+        frames = self.select_frames(videos).flatten(0, 1)
+        features = self.image.forward_maps(frames) if self.needs_maps else self.image(frames)
+        return pool_frames(features.unflatten(0, videos.shape[:1] + (-1,)), self.pooling)
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised [B,K,3,S,S] sampled frames -> float32 CPU pooled features."""
-        features = self.image.encode_pixels(pixels.flatten(0, 1))
+        features = self.image.encode_pixels(pixels.flatten(0, 1), maps=self.needs_maps)
         return pool_frames(features.unflatten(0, pixels.shape[:2]), self.pooling)
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -71,7 +71,7 @@ def run_rounds(config: RoundsConfig) -> list[dict]:
             train_reward_model(RewardTrainingConfig(
                 target=config.target, generated=[str(folder / "negatives")],
                 unlabeled=[str(folder / "pool")] if config.pool_per_prompt else [], output=str(folder / "rm"),
-                frames=config.frames,
+                frames=config.frames, pooling=config.pooling,
                 seed=config.seed + index, device=config.device, cache_dir=config.cache_dir, progress=config.progress))
         info["reward_model"] = str(folder / "rm")
         info["rm_heldout"] = json.loads((folder / "rm" / "metrics.json").read_text())["heldout"]
