@@ -101,17 +101,21 @@ def digit_clip(pixels: np.ndarray, motion: str, frames: int = 8, size: int = 32,
     if motion not in MOTIONS:
         raise VisrewardError(f"unknown motion '{motion}' (have: {', '.join(MOTIONS)})")
     rng = rng or np.random.default_rng(0)
-    room = size - pixels.shape[0] * scale
-    steps = np.arange(frames)[:, None] * speed * np.array(MOTIONS[motion])
+    path = straight_path(frames, size - pixels.shape[0] * scale, speed, np.array(MOTIONS[motion]))
     shake = rng.normal(0.0, jitter, (frames, 2)) if jitter else 0.0
-    return draw_path(pixels, room / 2 + steps - steps.mean(axis=0) + shake, size, scale)
+    return draw_path(pixels, path + shake, size, scale)
+
+
+def straight_path(frames: int, room: float, speed: float, direction: np.ndarray) -> np.ndarray:
+    """`speed` px/frame along `direction` (row, column; unit, or zero for none), centred in `room` px: [T,2]."""
+    steps = np.arange(frames)[:, None] * speed * direction
+    return room / 2 + steps - steps.mean(axis=0)
 
 
 def glide_path(rng: np.random.Generator, frames: int, room: float, max_speed: float = 1.5) -> np.ndarray:
     """A constant velocity of 0.5 to `max_speed` px/frame in a random direction, centred in `room` px: [T,2]."""
     angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, max_speed)
-    steps = np.arange(frames)[:, None] * speed * np.array([np.sin(angle), np.cos(angle)])
-    return room / 2 + steps - steps.mean(axis=0)
+    return straight_path(frames, room, speed, np.array([np.sin(angle), np.cos(angle)]))
 
 
 def jitter_path(rng: np.random.Generator, frames: int, room: float, max_jump: float = 6.0) -> np.ndarray:
