@@ -209,6 +209,23 @@ def test_map_poolings_see_a_translation_that_global_poolings_miss_on_literal_map
         pool_frames(maps, ["mean", "speed"])
 
 
+def test_flow_std_averages_groups_of_32_channels_so_a_stall_shows_and_channel_noise_does_not():
+    """64 features (two groups of 32) as 1x1 maps over four frames, each moving by 1 per step, except: in the second
+    group feature 32 moves by 2, 0, 1 and feature 33 by 0, 2, 1, so the group's mean change is 1, 1, 1 (even: spread 0,
+    where feature 32 alone would have spread 0.816). A stalling clip: every feature moves by 1, 0, 2; relative to
+    its mean 1 that is 1, 0, 2, of standard deviation sqrt(2/3)."""
+    from visreward.encoders.video import pool_frames
+
+    def clip(steps: torch.Tensor) -> torch.Tensor:  # [3 steps, 64] -> [1,4,64,1,1] maps that move by those steps
+        return torch.cat([torch.zeros(1, 64), steps.cumsum(0)]).view(1, 4, 64, 1, 1)
+
+    noisy = torch.ones(3, 64)
+    noisy[:, 32], noisy[:, 33] = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([0.0, 2.0, 1.0])
+    assert pool_frames(clip(noisy), ["flow-std"]).tolist() == [[0.0] * 64]
+    stall = pool_frames(clip(torch.tensor([1.0, 0.0, 2.0])[:, None].expand(3, 64)), ["flow-std"])
+    assert torch.allclose(stall, torch.full((1, 64), (2 / 3) ** 0.5))
+
+
 def test_the_encoders_motion_features_change_with_a_one_pixel_translation_and_not_with_a_copy():
     """A literal clip: a white 8x8 square on black at column 12, then at 12 (a copy) or 13 (one pixel right).
     Through the real encoder, the copy's motion features are exactly zero and the shift's are not; the
@@ -502,9 +519,9 @@ def test_motion_wrecks_keep_each_frames_look_and_break_the_motion():
 def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, motion_clips):
     """The fixture's generated clips shake in place, so a frozen gliding digit (no shake at all) is what the reward
     learnt to like: without motion negatives frozen clips scored 29.9 to 40.9, above every held-out target (from
-    16.4). With them their median is below every target. A shuffle of each target's frames jumps like the shaking
-    clips: its median is below the targets' (6.4 against 8.9) and targets outrank it 0.77 of the time (AUC)."""
-    from visreward.evaluation.metrics import roc_auc
+    16.4). With them their median is below every target (4.8 against 7.5 and up; mean 5.2 against 10.8). A shuffle
+    of each target's frames jumps like the shaking clips: every one scores below every target (at most 3.6 against
+    7.5 and up; with per-channel flow-std its median was 6.4 against 8.9, AUC 0.77)."""
     from visreward.features import encode_tensors
 
     output, metrics = video_rm
@@ -514,8 +531,8 @@ def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, mo
     target = model.score_features(encode_tensors(model.encoder, clips))
     frozen = model.score_features(encode_tensors(model.encoder, clips[:, :1].expand_as(clips).contiguous()))
     shuffled = model.score_features(encode_tensors(model.encoder, clips[:, [5, 2, 7, 0, 4, 1, 6, 3]].contiguous()))
-    assert frozen.median() < target.min() and frozen.mean() < target.mean() - 5, (frozen, target)
-    assert shuffled.median() < target.median() and roc_auc(target.numpy(), shuffled.numpy()) > 0.7, (shuffled, target)
+    assert frozen.median() < target.min() and frozen.mean() < target.mean() - 3, (frozen, target)
+    assert shuffled.max() < target.min(), (shuffled, target)
 
 
 def test_the_default_pooling_beats_global_pooling_on_a_small_smooth_vs_jitter_contrast(tmp_path):

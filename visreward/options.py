@@ -45,9 +45,9 @@ class RewardTrainingConfig:
     pooling: list[str] = option(list(VIDEO_POOLING),
                                 "videos: per-frame features pooled over time: mean, std (over frames), motion (mean "
                                 "|difference| of consecutive frames); on the encoder's spatial maps, flow (mean "
-                                "|difference| of consecutive maps: translation) and, relative to the clip's mean change, "
-                                "flow-std (its spread over the clip: stalls, skips) and flow-trend (its trend: "
-                                "accelerating or reversed motion)")
+                                "|difference| of consecutive maps: translation), flow-std (the spread over the clip of that "
+                                "change, averaged over groups of 32 channels, relative to its mean: stalls, skips) and "
+                                "flow-trend (its trend relative to the clip's mean change: accelerating or reversed motion)")
     hidden_dim: int = option(512, "hidden width of the MLP head (0: a linear head)")
     dropout: float = option(0.1, "dropout inside the head")
     text_conditioning: str = option("none", "prompt as extra head input (needs a CLIP-like encoder)", choices=TEXT_CONDITIONING)
