@@ -75,6 +75,19 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
 
 
 @pytest.fixture(scope="session")
+def pretrained_digit_vlm(tmp_path_factory) -> Path:
+    """`visreward train-vlm`'s real pretraining on the captioned digits, shortened (600 steps of the 4x size): a
+    small VLM that reads held-out digits (0.88 of them, against 0.95 at the default 1500 steps)."""
+    from visreward.generative.pretraining import pretrain_vlm
+    from visreward.options import VLMPretrainingConfig
+
+    def build(root: Path) -> None:
+        pretrain_vlm(VLMPretrainingConfig(output=str(root / "vlm"), size="4x", steps=600, lr=3e-3, progress=False))
+
+    return built_once(tmp_path_factory, "digit-vlm", build) / "vlm"
+
+
+@pytest.fixture(scope="session")
 def tiny_generator_dir(tmp_path_factory) -> Path:
     """The bundled generator's real training code, run briefly, saved and reloaded from disk."""
     def build(root: Path) -> None:

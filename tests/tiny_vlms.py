@@ -7,51 +7,14 @@ not the quality of any judge: no real VLM weights can be had offline.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
-from visreward.generative import templates
-
-QWEN_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
-    "{% if c['type'] == 'image' %}IMAGE{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def _vocabulary(special: list[str]) -> dict[str, int]:
-    text = " ".join([templates.DEFAULT_INSTRUCTION, templates.POINTWISE, templates.PAIRWISE, templates.REASON_FIRST,
-                     templates.ANSWER_CUE, "a handwritten digit none yes no because it shows the digit user assistant"])
-    words = sorted({w for w in re.findall(r"\w+|[^\w\s]", text.lower())} | set("0123456789"))
-    return {w: i for i, w in enumerate(special + ["[UNK]"] + words)}
-
-
-def _tokenizer(special: list[str], extra: dict | None = None):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = _vocabulary(special)
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    from tokenizers import AddedToken
-
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special + ["[UNK]"]])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token=special[0], eos_token="<|im_end|>",
-                                   **({"extra_special_tokens": extra} if extra else {}))
-    return fast, vocab
-
+from visreward.generative.tiny import CHAT_TEMPLATE, SIZES, build_tiny_llava, text_config, word_tokenizer
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                 "<|video_pad|>"]
-
-
-def _text_config(vocab: dict, hidden: int, layers: int = 2, **extra) -> dict:
-    """The language half every tiny VLM shares: 4 query and 2 key/value heads, an MLP twice as wide."""
-    return dict(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                num_attention_heads=4, num_key_value_heads=2, **extra)
 
 
 def _qwen_tokens(vocab: dict) -> dict:
@@ -68,7 +31,7 @@ def _save_qwen_family(directory: Path, model_cls, config, processor_cls, tokeniz
     side = 4 * patch  # one 2x2 merge of 2x2 patches: a short image token sequence
     processor = _image_only(processor_cls)(
         image_processor=Qwen2VLImageProcessor(patch_size=patch, min_pixels=side * side, max_pixels=side * side),
-        tokenizer=tokenizer, chat_template=QWEN_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"))
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"))
     processor.save_pretrained(directory)
     return directory
 
@@ -76,10 +39,10 @@ def _save_qwen_family(directory: Path, model_cls, config, processor_cls, tokeniz
 def save_tiny_qwen2_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Path:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-    tokenizer, vocab = _tokenizer(QWEN_SPECIAL)
+    tokenizer, vocab = word_tokenizer([], QWEN_SPECIAL)
     torch.manual_seed(0)
     config = Qwen2VLConfig(
-        text_config=_text_config(vocab, hidden, layers, max_position_embeddings=1024, rope_scaling={
+        text_config=text_config(vocab, hidden, layers, max_position_embeddings=1024, rope_scaling={
             "type": "mrope", "mrope_section": [hidden // 16, hidden // 32, hidden // 32]}),
         vision_config=dict(depth=2, embed_dim=hidden, hidden_size=hidden, mlp_ratio=2, num_heads=2, patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2), **_qwen_tokens(vocab))
@@ -89,10 +52,10 @@ def save_tiny_qwen2_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Pa
 def save_tiny_qwen2_5_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Path:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tokenizer, vocab = _tokenizer(QWEN_SPECIAL)
+    tokenizer, vocab = word_tokenizer([], QWEN_SPECIAL)
     torch.manual_seed(0)
     config = Qwen2_5_VLConfig(
-        text_config=_text_config(vocab, hidden, layers, max_position_embeddings=1024, rope_scaling={
+        text_config=text_config(vocab, hidden, layers, max_position_embeddings=1024, rope_scaling={
             "type": "mrope", "mrope_section": [hidden // 16, hidden // 32, hidden // 32]}),
         vision_config=dict(depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=2, out_hidden_size=hidden,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
@@ -103,10 +66,10 @@ def save_tiny_qwen2_5_vl(directory: Path, hidden: int = 64, layers: int = 2) -> 
 def save_tiny_qwen3_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Path:
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 
-    tokenizer, vocab = _tokenizer(QWEN_SPECIAL)
+    tokenizer, vocab = word_tokenizer([], QWEN_SPECIAL)
     torch.manual_seed(0)
     config = Qwen3VLConfig(
-        text_config=_text_config(vocab, hidden, layers, max_position_embeddings=1024, head_dim=16, rope_scaling={
+        text_config=text_config(vocab, hidden, layers, max_position_embeddings=1024, head_dim=16, rope_scaling={
             "rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True}),
         vision_config=dict(depth=2, hidden_size=hidden, intermediate_size=2 * hidden, num_heads=2, out_hidden_size=hidden,
                            patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
@@ -121,37 +84,28 @@ def save_tiny_internvl(directory: Path, hidden: int = 64) -> Path:
     from visreward.generative.model import _image_only
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
-    tokenizer, vocab = _tokenizer(special, {"start_image_token": "<img>", "end_image_token": "</img>",
+    tokenizer, vocab = word_tokenizer([], special, {"start_image_token": "<img>", "end_image_token": "</img>",
                                             "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
     torch.manual_seed(0)
     config = InternVLConfig(
         vision_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2,
                            image_size=[28, 28], patch_size=[14, 14]),
-        text_config=_text_config(vocab, hidden, model_type="qwen2"),
+        text_config=text_config(vocab, hidden, model_type="qwen2"),
         image_token_id=vocab["<IMG_CONTEXT>"], downsample_ratio=0.5, projector_hidden_act="gelu", vision_feature_layer=-1)
     InternVLForConditionalGeneration(config).save_pretrained(directory)
     processor = _image_only(InternVLProcessor)(
         image_processor=GotOcr2ImageProcessor(size={"height": 28, "width": 28}, crop_to_patches=False), tokenizer=tokenizer,
-        image_seq_length=1, chat_template=QWEN_TEMPLATE.replace("IMAGE", "<IMG_CONTEXT>\n"))
+        image_seq_length=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<IMG_CONTEXT>\n"))
     processor.save_pretrained(directory)
     return directory
 
 
 def save_tiny_llava(directory: Path, hidden: int = 64) -> Path:
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
-    tokenizer, vocab = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"])
-    torch.manual_seed(0)
-    config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=hidden, intermediate_size=2 * hidden,
-                           num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14, projection_dim=hidden),
-        text_config=_text_config(vocab, hidden, model_type="qwen2"), image_token_id=vocab["<image>"], vision_feature_layer=-1,
-        vision_feature_select_strategy="full")
-    LlavaForConditionalGeneration(config).save_pretrained(directory)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
-                   tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="full", image_token="<image>",
-                   num_additional_image_tokens=1, chat_template=QWEN_TEMPLATE.replace("IMAGE", "<image>\n")
-                   ).save_pretrained(directory)
+    """The library's own builder (what `visreward train-vlm` pretrains), at 28 px in 14-px patches."""
+    size = {width: name for name, width in SIZES.items()}[hidden]
+    model, processor = build_tiny_llava([], size, image_size=28, patch_size=14)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
     return directory
 
 
@@ -160,18 +114,18 @@ def save_tiny_idefics3(directory: Path, hidden: int = 64) -> Path:
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<fake_token_around_image>", "<global-img>",
                "<end_of_utterance>"]
-    tokenizer, vocab = _tokenizer(special, {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
+    tokenizer, vocab = word_tokenizer([], special, {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
                                             "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"})
     torch.manual_seed(0)
     config = Idefics3Config(
         vision_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2,
                            image_size=28, patch_size=14),
-        text_config=_text_config(vocab, hidden, model_type="llama", pad_token_id=0), image_token_id=vocab["<image>"],
+        text_config=text_config(vocab, hidden, model_type="llama", pad_token_id=0), image_token_id=vocab["<image>"],
         scale_factor=2)
     Idefics3ForConditionalGeneration(config).save_pretrained(directory)
     Idefics3Processor(image_processor=Idefics3ImageProcessor(size={"longest_edge": 28}, max_image_size={"longest_edge": 28},
                                                              do_image_splitting=False),
-                      tokenizer=tokenizer, image_seq_len=1, chat_template=QWEN_TEMPLATE.replace("IMAGE", "<image>")
+                      tokenizer=tokenizer, image_seq_len=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>")
                       ).save_pretrained(directory)
     return directory
 

@@ -12,6 +12,7 @@
     visreward dpo --generator digits --pairs pairs/ --output gen-dpo/ [--lora --beta 1000]
     visreward refl --generator digits --reward rm/ --prompts prompts.txt --output gen-refl/
     visreward grpo --generator digits --reward rm/ --prompts prompts.txt --output gen-grpo/ [--lora]
+    visreward train-vlm --output vlm/ [--data CAPTIONED_DIR] [--size 16x]
     visreward train-vlm-rm --model PATH_OR_ID --pairs pairs/ --output vlm-rm/ [--lora] [--cot decision-first]
     visreward score --model vlm:PATH_OR_ID --output scores.parquet IMAGES...
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
@@ -159,6 +160,19 @@ def _grpo(config) -> None:
     _finetune_summary(run_grpo(config), config.output)
 
 
+def _train_vlm(config) -> None:
+    from .generative.pretraining import pretrain_vlm
+
+    metrics = pretrain_vlm(config)
+    before, after = metrics["before"], metrics["after"]
+    line = (f"{metrics['size']} ({metrics['parameters']:,} parameters): held-out caption loss "
+            f"{before['heldout_caption_loss']:.3f} -> {after['heldout_caption_loss']:.3f}")
+    if "digit_accuracy" in after:
+        line += (f"; reads held-out digits {before['digit_accuracy']:.3f} -> {after['digit_accuracy']:.3f} (chance 0.1), "
+                 f"stroke weight {before['stroke_weight_accuracy']:.3f} -> {after['stroke_weight_accuracy']:.3f} (chance 0.33)")
+    print(f"{line}; wrote {config.output}/")
+
+
 def _train_vlm_rm(config) -> None:
     from .generative import train_vlm_reward_model
 
@@ -217,6 +231,8 @@ COMMANDS = {
     "refl": ("ReFLConfig", _refl,
              "reward-gradient fine-tuning (ReFL) through the last denoising step and decoder"),
     "grpo": ("GRPOConfig", _grpo, "online RL (GRPO): group-relative policy optimisation against any reward"),
+    "train-vlm": ("VLMPretrainingConfig", _train_vlm,
+                  "pretrain a small vision-language model from scratch on captioned images (a judge for train-vlm-rm)"),
     "train-vlm-rm": ("VLMTrainingConfig", _train_vlm_rm,
                      "train a vision-language judge (RewardDance) on preference pairs"),
     "rounds": ("RoundsConfig", _rounds,

@@ -378,6 +378,22 @@ class VLMTrainingConfig:
 
 
 @dataclass
+class VLMPretrainingConfig:
+    data: list[str] = option([], "captioned images: imagefolders with a metadata.jsonl caption (prompt, text or caption) "
+                                 "per file; none: the package's real digits, captioned by digit and stroke weight")
+    output: str = option("vlm", "folder written: the model, its processor, the pretraining metrics")
+    size: str = option("4x", "model size: hidden width 32, 64 or 128 (about 4x the parameters a step)",
+                       choices=("1x", "4x", "16x"))
+    steps: int = option(1500, "optimiser steps")
+    batch_size: int = option(32, "captioned images per step")
+    lr: float = option(2e-3, "AdamW peak learning rate (warm-up, then cosine decay to a tenth)")
+    holdout: float = option(0.1, "fraction of the images held out for the caption loss")
+    seed: int = option(0, "seed for the weights, the split and the batches")
+    device: str = option("cpu", "torch device")
+    progress: bool = option(True, "show progress bars")
+
+
+@dataclass
 class ServeConfig:
     reward: list[str] = option([], "NAME=SPEC[:WEIGHT], repeatable; SPEC is what `score --model` takes (a GAN-RM "
                                    "folder, vlm:, vlm-api:, clipscore:/pickscore:/aesthetic:), WEIGHT its weight in the combined score (default 1)")
