@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,12 +150,20 @@ def test_training_a_pretrained_tiny_vlm_beats_chance_on_held_out_pairs(noisy_dig
         from_hub = load_reward_model("vlm:someone/judge")
         assert torch.allclose(from_hub.score(clean, ["a handwritten digit 0"] * 3, references=noisy),
                               judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy), atol=1e-6)
-    else:  # its backbone never learnt to answer yes or no: P(yes) from it would be a reward of nothing
+    else:  # its backbone never learnt to answer yes or no: as a yes/no judge it is refused; vlm: loads it as the
+        # reward it is, which ranks clean over noisy as trained
         from visreward.errors import VisrewardError
         from visreward.rewards import load_reward_model
 
         with pytest.raises(VisrewardError, match="Bradley-Terry baseline"):
-            load_reward_model(f"vlm:{tmp_path / 'rm'}")
+            GenerativeRewardModel.from_pretrained(tmp_path / "rm")
+        reward = load_reward_model(f"vlm:{tmp_path / 'rm'}")
+        clean = [str(Path(noisy_digit_pairs).parent / f"{i}-clean.png") for i in range(140, 150)]
+        noisy = [str(Path(noisy_digit_pairs).parent / f"{i}-noisy.png") for i in range(140, 150)]
+        prompts = [digit_prompt(int(d)) for d in real_digits("train")[1][140:150]]
+        assert (reward.score(clean, prompts) > reward.score(noisy, prompts)).float().mean() >= 0.8
+        rewards, info = reward.reward_fn(clean[:2], prompts[:2])
+        assert rewards.shape == (2,) and {"reward_mean", "reward_std"} <= set(info)
 
 
 def test_lora_training_saves_an_adapter_that_loads(noisy_digit_pairs, tmp_path):
@@ -284,3 +293,29 @@ def test_load_reward_model_loads_a_vlm_judge_in_the_precision_asked_for(tmp_path
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
         judge = load_reward_model(f"vlm:{folder}", precision=precision)
         assert {p.dtype for p in judge.model.parameters()} == {dtype}, precision
+
+
+def test_a_pairwise_judge_saved_with_references_compares_each_candidate_with_its_prompts_own(
+        noisy_digit_pairs, pretrained_digit_vlm, tmp_path, capsys):
+    """train-vlm-rm --references: the files travel with the judge; score without references uses the prompt's own
+    (and the ones without a prompt for any other prompt); a prompt with neither is named."""
+    from visreward.cli import main
+    from visreward.rewards import load_reward_model
+
+    images, labels = real_digits("evaluation")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    digit_image(images[0]).save(refs / "three.png")
+    digit_image(images[1]).save(refs / "any.png")
+    (refs / "metadata.jsonl").write_text(json.dumps({"file_name": "three.png", "prompt": "a handwritten digit 3"}) + "\n")
+    assert main(["train-vlm-rm", "--model", str(pretrained_digit_vlm), "--pairs", str(noisy_digit_pairs), "--output",
+                 str(tmp_path / "rm"), "--epochs", "0", "--references", str(refs), "--no-progress"]) == 0
+    shutil.rmtree(refs)  # the judge keeps its own copies
+    judge = load_reward_model(f"vlm:{tmp_path / 'rm'}")
+    candidates = [digit_image(images[i]) for i in (2, 3)]
+    prompts = ["a handwritten digit 3", "a handwritten digit 5"]
+    explicit = judge.score(candidates, prompts, references=[digit_image(images[0]), digit_image(images[1])])
+    assert torch.allclose(judge.score(candidates, prompts), explicit, atol=1e-6)
+    del judge.references[None]
+    with pytest.raises(VisrewardError, match="no saved reference image for prompt 'a handwritten digit 5'"):
+        judge.score(candidates, prompts)

@@ -1,12 +1,15 @@
 """One loader for every reward kind; each has `score(images, prompts)` and `reward_fn`.
 
     rm/                  a GAN-RM folder (visreward train-rm)
-    vlm:PATH_OR_ID       a vision-language judge (RewardDance); a train-vlm-rm folder also works as vlm:FOLDER
+    vlm:PATH_OR_ID       a vision-language judge (RewardDance); a train-vlm-rm folder also works as vlm:FOLDER (its
+                         --bradley-terry baseline too, as a BradleyTerryRewardModel)
     vlm-api:URL#MODEL    the same judge served by an OpenAI-compatible engine (vLLM, SGLang)
     clipscore:PATH, pickscore:PATH, aesthetic:PATH   the field's standard rewards (standard_rewards.py)
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -52,7 +55,12 @@ def load_reward_model(spec: str, device: str | None = None, backend: str = "torc
 
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             resolve_encoder_precision(precision, device or "cpu")]
-        return GenerativeRewardModel.from_pretrained(spec[len("vlm:"):], device=device, dtype=dtype)
+        from .generative.bradley_terry import HEAD_FILE, BradleyTerryRewardModel
+
+        location = spec[len("vlm:"):]
+        if (Path(location) / HEAD_FILE).exists():
+            return BradleyTerryRewardModel.from_pretrained(location, device=device, dtype=dtype)
+        return GenerativeRewardModel.from_pretrained(location, device=device, dtype=dtype)
     from .discriminative import DiscriminativeRewardModel
 
     return DiscriminativeRewardModel.from_pretrained(spec, device=device, backend=backend, precision=precision,

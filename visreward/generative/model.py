@@ -3,6 +3,7 @@
     rm = GenerativeRewardModel.from_pretrained("Qwen/Qwen2.5-VL-3B-Instruct")   # or a local folder
     r = rm.score(images, prompts)                          # pointwise: does the image satisfy the prompt?
     r = rm.score(images, prompts, references=refs)         # pairwise vs reference(s), both orders averaged
+    r = rm.score(images, prompts)                          # a judge trained with --references: against those
     r = rm.score(images, prompts, instruction="Judge text-image alignment and aesthetics.")
     r, info = rm.score_with_info(images, prompts, cot="reason-first")   # rationales in info
     r = rm.score(["a.mp4", "b.mp4"], prompts, references=["ref.mp4", "ref.mp4"])   # videos: sampled frames
@@ -38,6 +39,7 @@ from ..videos import (ANIMATED_EXTENSIONS, FrameSampling, as_video_batch, is_cli
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
+REFERENCES_FOLDER = "references"  # a pairwise judge's reference images, with their prompts (train-vlm-rm --references)
 YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes")
 NO_SPELLINGS = ("no", "No", "NO", " no", " No")
 
@@ -109,6 +111,19 @@ def yes_probability(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int],
         return torch.exp(yes - torch.logsumexp(logits, dim=-1))
     no = torch.logsumexp(logits[:, no_ids], dim=-1)
     return torch.sigmoid(yes - no)
+
+
+def read_references(folder: Path) -> dict[str | None, list[str]]:
+    """An imagefolder of reference images (or clips), prompts optional -> {prompt or None: [files]}."""
+    from ..images import SkipLog
+    from ..readers import read_images
+
+    references: dict[str | None, list[str]] = {}
+    for record, _ in read_images([folder], SkipLog(strict=True), clips=True):
+        references.setdefault(record.prompt, []).append(str(record.path))
+    if not references:
+        raise VisrewardError(f"{folder}: no reference images")
+    return references
 
 
 def _pil(image: ImageInput):
@@ -199,6 +214,7 @@ class GenerativeRewardModel:
         self.settings = {"template_version": TEMPLATE_VERSION, **(settings or {})}
         self.sampling = FrameSampling(self.settings.get("frames", 8))  # how it sees a video: saved when trained on videos
         self.yes_ids, self.no_ids = answer_token_ids(self.tokenizer)
+        self.references: dict[str | None, list[str]] = {}  # prompt (None: every prompt) -> its saved reference files
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | None = None,
@@ -215,7 +231,8 @@ class GenerativeRewardModel:
         settings = json.loads((Path(location) / SETTINGS_FILE).read_text()) if (Path(location) / SETTINGS_FILE).exists() else {}
         if (Path(location) / "bradley_terry_head.safetensors").exists():
             raise VisrewardError(f"vlm:{path_or_id}: a Bradley-Terry baseline (bradley_terry_head.safetensors), not a "
-                                 "yes/no judge: its backbone was never trained to answer yes or no, so it cannot score")
+                                 "yes/no judge: its backbone was never trained to answer yes or no; load_reward_model("
+                                 "'vlm:...') loads it as the BradleyTerryRewardModel it is")
         try:
             if (Path(location) / "adapter_config.json").exists():
                 from peft import PeftModel
@@ -230,7 +247,21 @@ class GenerativeRewardModel:
             raise VisrewardError(f"vlm:{path_or_id}: cannot load the model ({first})") from None
         if device:
             model.to(device)
-        return cls(model, processor, settings)
+        judge = cls(model, processor, settings)
+        if (Path(location) / REFERENCES_FOLDER).is_dir():
+            judge.references = read_references(Path(location) / REFERENCES_FOLDER)
+        return judge
+
+    def references_for(self, prompts: Sequence[str | None]) -> list[list[str]]:
+        """Each prompt's saved references: those given for it, else those given for every prompt."""
+        found = []
+        for prompt in prompts:
+            refs = self.references.get(prompt) or self.references.get(None)
+            if not refs:
+                raise VisrewardError(f"no saved reference image for prompt {prompt!r} (this judge's {REFERENCES_FOLDER}/ "
+                                     "has none for it, nor any without a prompt)")
+            found.append(refs)
+        return found
 
     @property
     def device(self) -> torch.device:
@@ -281,6 +312,8 @@ class GenerativeRewardModel:
         if cot is not None and cot not in COT_MODES:
             raise VisrewardError(f"cot must be one of {', '.join(COT_MODES)}")
         ask = lambda queries: self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)  # noqa: E731
+        if references is None and self.references:  # a pairwise judge saved with its references compares with them
+            references = self.references_for(prompts if prompts is not None else [None] * len(as_image_batch(images)))
         return judged(ask, self.sampling, images, prompts, references, instruction or self.settings.get("instruction"), cot)
 
     def pixel_values(self, images: torch.Tensor, batch: dict) -> torch.Tensor:

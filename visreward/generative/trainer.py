@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ from ..images import decode_image
 from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
 from ..videos import FrameSampling, pil_frames, read_clip, pillow_frame_count
-from .model import SETTINGS_FILE, GenerativeRewardModel
+from .bradley_terry import BradleyTerryHead, answer_hidden_state
+from .model import REFERENCES_FOLDER, SETTINGS_FILE, GenerativeRewardModel, read_references
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question
 
 
@@ -88,25 +90,6 @@ def decision_loss(judge: GenerativeRewardModel, examples) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
-class BradleyTerryHead(torch.nn.Module):
-    """A linear reward on the backbone's last hidden state at the answer position."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.linear = torch.nn.Linear(hidden_size, 1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden.float()).squeeze(-1)
-
-
-def answer_hidden_state(judge: GenerativeRewardModel, prompts: list[str | None], visuals: list[list[Image.Image]],
-                        instruction: str | None) -> torch.Tensor:
-    """visuals: per prompt, [image] or a clip's frames."""
-    texts = [judge.chat_text(question(p, instruction, False, frames=len(v)), len(v)) for p, v in zip(prompts, visuals)]
-    output = judge.model(**judge.encode(texts, visuals), output_hidden_states=True)
-    return output.hidden_states[-1][:, -1]
-
-
 def _pairwise_accuracy(judge, pairs: list[PreferencePair], instruction, head: BradleyTerryHead | None,
                        pointwise: bool) -> float:
     """Fraction of pairs whose chosen image wins: by the head, by pointwise P(yes) of each image, or
@@ -129,12 +112,28 @@ def _pairwise_accuracy(judge, pairs: list[PreferencePair], instruction, head: Br
     return float(wins.float().mean())
 
 
+def _save_references(references: dict[str | None, list[str]], folder: Path) -> None:
+    """Copies of the reference files (or frame folders), with their prompts, in the judge's own folder."""
+    folder.mkdir()
+    rows = []
+    for i, (prompt, paths) in enumerate(references.items()):
+        for j, path in enumerate(paths):
+            name = f"{i:04d}-{j:04d}{Path(path).suffix}"
+            if Path(path).is_dir():
+                shutil.copytree(path, folder / name)
+            else:
+                shutil.copyfile(path, folder / name)
+            rows.append(json.dumps({"file_name": name, **({"prompt": prompt} if prompt is not None else {})}))
+    write_text(folder / "metadata.jsonl", "\n".join(rows) + "\n")
+
+
 def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
     from tqdm.auto import tqdm
 
     if not config.model:
         raise VisrewardError("no model given (--model PATH_OR_ID)")
     pairs = [pair for source in config.pairs for pair in read_pairs(source)]
+    references = read_references(Path(config.references)) if config.references else {}  # read now, not after training
     if len(pairs) < 2:
         raise VisrewardError(f"{len(pairs)} preference pair(s): need at least 2 (one to hold out)")
     torch.manual_seed(config.seed)
@@ -225,6 +224,8 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
         write_text(tmp / SETTINGS_FILE, json.dumps({"template_version": TEMPLATE_VERSION, "instruction": config.instruction,
                                                     "trained_mode": config.mode, "cot": config.cot, "frames": config.frames},
                                                    indent=2))
+        if references:
+            _save_references(references, tmp / REFERENCES_FOLDER)
         save_config(config, tmp / "training_config.json")
         write_text(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_model_card(tmp, kind="rewarddance-judge", base=config.model,

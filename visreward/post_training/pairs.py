@@ -36,6 +36,7 @@ class Pair:
     rejected: str
     chosen_score: float
     rejected_score: float
+    rationale: str | None = None  # why chosen is better (chain-of-thought targets for train-vlm-rm)
 
 
 def build_pairs(rows: list[dict], margin: float | None = None, group_by: str = "prompt") -> list[Pair]:
@@ -75,8 +76,9 @@ def write_pairs(pairs: list[Pair], output: str | os.PathLike, fmt: str = "trl") 
                 chosen, rejected = f"{i:06d}_chosen{Path(pair.chosen).suffix}", f"{i:06d}_rejected{Path(pair.rejected).suffix}"
                 shutil.copyfile(pair.chosen, tmp / chosen)
                 shutil.copyfile(pair.rejected, tmp / rejected)
-                rows.append(json.dumps({"prompt": pair.prompt, "chosen_file_name": chosen, "rejected_file_name": rejected,
-                                        "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score}))
+                row = {"prompt": pair.prompt, "chosen_file_name": chosen, "rejected_file_name": rejected,
+                       "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score}
+                rows.append(json.dumps(row if pair.rationale is None else {**row, "rationale": pair.rationale}))
             (tmp / "metadata.jsonl").write_text("\n".join(rows) + "\n")
         else:
             table = pa.table({
@@ -86,6 +88,7 @@ def write_pairs(pairs: list[Pair], output: str | os.PathLike, fmt: str = "trl") 
                 "label_0": [1.0] * len(pairs),
                 "score_0": [p.chosen_score for p in pairs],
                 "score_1": [p.rejected_score for p in pairs],
+                **({"rationale": [p.rationale for p in pairs]} if any(p.rationale for p in pairs) else {}),
             })
             pq.write_table(table, tmp / PICKAPIC_FILE)
     return output
