@@ -17,7 +17,7 @@
     visreward score --model vlm:PATH_OR_ID --output scores.parquet IMAGES...
     visreward rounds --generator digits --target TARGET_DIR --prompts prompts.txt --rounds 3 --method dpo --output run/
     visreward serve --reward rm=rm/ --reward judge=vlm:PATH:0.5 --port 8000
-    visreward demo [--video]
+    visreward demo [--video | --judges]
     visreward report demo_out
 """
 
@@ -203,10 +203,14 @@ def _serve(config) -> None:
 
 
 def _demo(config) -> None:
-    if config.video:
+    if getattr(config, "video", False):
         from .demo_video import run_video_demo
 
         run_video_demo(config)
+    elif getattr(config, "judges", False):
+        from .demo_judges import run_judges_demo
+
+        run_judges_demo(config)
     else:
         from .demo import run_demo
 
@@ -241,7 +245,8 @@ COMMANDS = {
               "serve reward models over HTTP to RL trainers (FastAPI; batched, combined, watched)"),
     "report": ("ReportConfig", _report, "write the self-contained HTML report of a demo run"),
     "demo": ("DemoConfig", _demo, "the whole GAN-RM pipeline on the bundled generator and real digits (--video: on "
-                                  "the bundled moving-digits generator and clips)"),
+                                  "the bundled moving-digits generator and clips; --judges: RewardDance's VLM judges "
+                                  "against a gold preference)"),
 }
 
 
@@ -249,8 +254,11 @@ def _config_class(command: str, argv: list[str]) -> type:
     """The command's config; `demo --video` has its own (other options, other defaults)."""
     from . import options
 
-    video = command == "demo" and "--video" in argv and "--no-video" not in argv
-    return options.VideoDemoConfig if video else getattr(options, COMMANDS[command][0])
+    if command == "demo" and "--video" in argv and "--no-video" not in argv:
+        return options.VideoDemoConfig
+    if command == "demo" and "--judges" in argv and "--no-judges" not in argv:
+        return options.JudgesDemoConfig
+    return getattr(options, COMMANDS[command][0])
 
 
 def _parser(command: str | None, argv: list[str]) -> argparse.ArgumentParser:

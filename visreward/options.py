@@ -362,6 +362,9 @@ class VLMTrainingConfig:
     mode: str = option("pairwise", "training examples made from each pair", choices=MODES)
     cot: str | None = option(None, "chain-of-thought targets from each pair's rationale", choices=(None,) + COT_MODES)
     instruction: str | None = option(None, "task instruction (criteria) placed in every question")
+    references: str | None = option(None, "reference images or clips (an imagefolder; a metadata.jsonl prompt makes one "
+                                          "a prompt's own) saved with a pairwise judge: score, serve and grpo then "
+                                          "compare each candidate with its prompt's references, both orders averaged")
     frames: int = option(8, "video pairs: frames of each clip the judge sees, in order (saved with it, so it scores "
                             "videos the same way)")
     bradley_terry: bool = option(False, "train the regression-head + Bradley-Terry baseline instead")
@@ -451,6 +454,38 @@ class DemoConfig:
     seed: int = option(0, "first seed")
     cache_dir: str | None = option(None, "cache for features and the bundled generator")
     video: bool = option(False, "run the video miniature instead (moving digits; its options: visreward demo --video --help)")
+    judges: bool = option(False, "run the RewardDance miniature instead (VLM judges against a gold preference; its "
+                                 "options: visreward demo --judges --help)")
+
+
+PROXY_NAMES = ("generative", "bradley-terry", "pointwise", "no-instruction", "target-reference", "cot", "1x", "16x",
+               "fewer-pairs", "more-pairs")
+
+
+@dataclass
+class JudgesDemoConfig:
+    judges: bool = option(True, "the RewardDance miniature: proxy VLM judges trained on noisy labels of a gold preference")
+    output: str = option("demo_judges_out", "folder for samples, pairs, proxies and judges_metrics.json")
+    generator: str = option("digits", "the base generator: digits (bundled), or a train-generator folder of digit prompts")
+    proxies: list[str] = option(list(PROXY_NAMES), "proxies to train and measure (demo_judges.PROXIES says what each is)")
+    agreement: float = option(0.775, "how often the Bradley-Terry labels agree with the gold's sign (human raters: 0.75-0.8)")
+    pairs: int = option(1000, "labelled pairs of each proxy (fewer-pairs: a quarter, more-pairs: four times as many)")
+    train_per_prompt: int = option(400, "base samples per digit that the labelled pairs are drawn from")
+    heldout_per_prompt: int = option(100, "further base samples per digit for the held-out pairs")
+    heldout_pairs: int = option(500, "held-out pairs, labelled by the gold's sign")
+    bon_pool: int = option(128, "further base samples per digit that Best-of-N (N up to 64) picks from")
+    epochs: int = option(4, "train-vlm-rm epochs per proxy")
+    batch_size: int = option(16, "train-vlm-rm examples per step")
+    lr: float = option(3e-4, "train-vlm-rm learning rate")
+    rl_proxies: list[str] = option(["generative", "bradley-terry", "1x", "16x"], "proxies the generator is also "
+                                                                                 "optimised against with GRPO")
+    rl_steps: int = option(40, "GRPO steps against each of --rl-proxies")
+    rl_lr: float = option(1e-4, "GRPO learning rate (higher than grpo's default, to reach overoptimisation)")
+    rl_beta: float = option(0.01, "GRPO KL strength to the base generator")
+    pretrain_steps: int = option(1500, "train-vlm steps of each size's pretraining on the captioned digits")
+    seeds: int = option(1, "independent repetitions (samples, labels, proxy training); the table is mean +- sd")
+    seed: int = option(0, "first seed")
+    cache_dir: str | None = option(None, "cache for the bundled generator and the pretrained VLMs")
 
 
 @dataclass

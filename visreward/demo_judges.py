@@ -1,0 +1,379 @@
+"""The RewardDance miniature: what the generative reward paradigm buys, judged by a gold preference (issue 23).
+
+    visreward demo --judges                 # one seed
+    visreward demo --judges --seeds 3
+
+Gao, Schulman and Hilton's set-up at small scale. The gold (gold.py) plays the human rater. Proxy reward models are
+trained with train-vlm-rm, as a user trains them, on Bradley-Terry labels drawn from the gold (agreeing with its
+sign --agreement of the time) for pairs of the bundled generator's samples of one prompt, each proxy starting from
+a small VLM pretrained on captioned real digits (train-vlm, cached). Each proxy differs from the `generative` one
+(yes-token, pairwise, task instruction, a base sample as the reference, size 4x, --pairs 1000) in one thing: the
+paradigm (`bradley-terry`: a regression head), the mode (`pointwise`), the context (`no-instruction`,
+`target-reference`: a bold real digit as the reference, `cot`: templated reasons as targets), the size (`1x`,
+`16x`) or the data (`fewer-pairs`: a quarter, `more-pairs`: four times as many).
+
+Measured on samples no proxy trained on: each proxy's accuracy on held-out pairs against the gold's sign, and
+Best-of-N by each proxy for N = 1..64 (the exact expectation over a pool of --bon-pool samples per prompt): the
+gold of what it picks and its own score of it. Overoptimisation is the gold turning down while the proxy rises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import write_text
+from .demo import mean_sd, prepare_run
+from .digits_data import bold_indices, digit_image, digit_prompt, ink, real_digits, write_digits_folder
+from .errors import VisrewardError
+from .gold import gold_scores, preference_labels, temperature_for_agreement
+from .options import JudgesDemoConfig
+from .progress import time_left
+
+PROMPTS = [digit_prompt(d) for d in range(10)]
+TASK_INSTRUCTION = ("You are judging handwritten digits: the better image clearly shows the digit the prompt asks for, "
+                    "drawn with bold strokes.")
+BEST_OF = (1, 2, 4, 8, 16, 32, 64)
+RL_MEASURES = ("gold_start", "gold_peak", "gold_end", "proxy_start", "proxy_end", "late_proxy_group_std")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One proxy reward model: how it is trained and how it scores."""
+
+    name: str
+    size: str = "4x"
+    data: float = 1.0  # labelled pairs, in units of --pairs
+    mode: str = "pairwise"
+    bradley_terry: bool = False
+    instruction: bool = True
+    reference: str = "base"  # pairwise scoring against a base sample of the prompt, or a bold real digit ("target")
+    cot: bool = False
+
+
+PROXIES = {p.name: p for p in (
+    Proxy("generative"), Proxy("bradley-terry", bradley_terry=True, mode="pointwise"), Proxy("pointwise", mode="pointwise"),
+    Proxy("no-instruction", instruction=False), Proxy("target-reference", reference="target"), Proxy("cot", cot=True),
+    Proxy("1x", size="1x"), Proxy("16x", size="16x"), Proxy("fewer-pairs", data=0.25), Proxy("more-pairs", data=4.0))}
+
+
+@dataclass
+class Pool:
+    """Samples of the base generator, as written to PNG (what every judge sees), with their prompts and gold."""
+
+    images: torch.Tensor  # [N,3,8,8] in [0,1], 8-bit values
+    prompts: list[str]
+    gold: np.ndarray
+    paths: list[str]
+
+
+def sample_pool(generator, folder: Path, per_prompt: int, seed: int) -> Pool:
+    """per_prompt samples of every digit prompt, seeds from `seed` * 10^6 on, saved as an imagefolder of PNGs."""
+    from .generators.base import GeneratedSample, save_samples
+
+    prompts = [p for p in PROMPTS for _ in range(per_prompt)]
+    seeds = [seed * 1_000_000 + i for i in range(len(prompts))]
+    images = (generator.generate_from_seeds(prompts, seeds).clamp(0, 1) * 255).round() / 255
+    save_samples([GeneratedSample(digit_image(image.mean(dim=0).numpy()), prompt, s)
+                  for image, prompt, s in zip(images, prompts, seeds)], folder)
+    return Pool(images, prompts, gold_scores(images, prompts), [str(folder / f"{i:06d}.png") for i in range(len(prompts))])
+
+
+def _same_prompt_pairs(pool: Pool, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n random pairs of distinct samples of one prompt: (first indices, second indices)."""
+    per_prompt = len(pool.prompts) // len(PROMPTS)
+    prompt = rng.integers(0, len(PROMPTS), n)
+    first = rng.integers(0, per_prompt, n)
+    second = (first + rng.integers(1, per_prompt, n)) % per_prompt
+    return prompt * per_prompt + first, prompt * per_prompt + second
+
+
+def _reason(pool: Pool, chosen: int, rejected: int) -> str:
+    """A templated chain-of-thought target from the pair's own pixels and prompt (not from the gold)."""
+    heavier = ink(pool.images[chosen : chosen + 1].numpy())[0] > ink(pool.images[rejected : rejected + 1].numpy())[0]
+    digit = pool.prompts[chosen].split()[-1]
+    return f"the better image shows a {digit} with {'bolder' if heavier else 'thinner'} strokes"
+
+
+def write_labelled_pairs(pool: Pool, first: np.ndarray, second: np.ndarray, first_wins: np.ndarray, folder: Path) -> Path:
+    from .post_training.pairs import Pair, write_pairs
+
+    pairs = []
+    for a, b, a_wins in zip(first, second, first_wins):
+        chosen, rejected = (a, b) if a_wins else (b, a)
+        pairs.append(Pair(pool.prompts[chosen], pool.paths[chosen], pool.paths[rejected], float(pool.gold[chosen]),
+                          float(pool.gold[rejected]), _reason(pool, chosen, rejected)))
+    return write_pairs(pairs, folder)
+
+
+def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, prompts: list[str], sizes: tuple[int, ...] = BEST_OF) -> dict:
+    """{N: {"gold", "proxy"}}: the expected gold and proxy score of the sample the proxy ranks first among N drawn
+    without replacement from each prompt's pool, exactly (the k-th lowest of K is the best of N with probability
+    C(k-1, N-1) / C(K, N)), averaged over prompts."""
+    curve = {}
+    groups = [np.flatnonzero(np.array(prompts) == p) for p in sorted(set(prompts))]
+    for n in sizes:
+        gold_values, proxy_values = [], []
+        for rows in groups:
+            order = rows[np.argsort(proxy[rows], kind="stable")]
+            k = len(order)
+            if n > k:
+                raise VisrewardError(f"best of {n} needs {n} samples per prompt; the pool has {k} (--bon-pool)")
+            weights = np.array([math.comb(i, n - 1) for i in range(k)], dtype=np.float64) / math.comb(k, n)
+            gold_values.append(float(weights @ gold[order]))
+            proxy_values.append(float(weights @ proxy[order]))
+        curve[str(n)] = {"gold": float(np.mean(gold_values)), "proxy": float(np.mean(proxy_values))}
+    return curve
+
+
+def write_references(folder: Path, generator, seed: int) -> dict[str, Path]:
+    """Each prompt's reference for pairwise judges: a base sample ("base"), or a bold real digit ("target")."""
+    bold = bold_indices("train", 0.25)
+    labels = real_digits("train")[1]
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.choice(bold[labels[bold] == d])) for d in range(10)]
+    sample_pool(generator, folder / "base", 1, seed)
+    return {"base": folder / "base", "target": write_digits_folder(folder / "target", "train", chosen)}
+
+
+def proxy_rewards(folder: Path, pool: Pool) -> np.ndarray:
+    """The proxy's reward of every pool sample, loaded and scored as a user would (`vlm:FOLDER`; a pairwise one
+    against the references saved with it)."""
+    from PIL import Image
+
+    from .rewards import load_reward_model
+
+    reward = load_reward_model(f"vlm:{folder}")
+    return reward.score([Image.open(path) for path in pool.paths], pool.prompts, batch_size=64).numpy()
+
+
+def heldout_accuracy(folder: Path, proxy: Proxy, pairs: Path) -> float:
+    """Fraction of held-out pairs (chosen: the gold's choice) the proxy orders as the gold does."""
+    from .generative.trainer import _pairwise_accuracy
+    from .post_training.pairs import read_pairs
+    from .rewards import load_reward_model
+
+    reward = load_reward_model(f"vlm:{folder}")
+    judge, head = (reward.judge, reward.head) if proxy.bradley_terry else (reward, None)
+    return _pairwise_accuracy(judge, read_pairs(pairs), judge.settings.get("instruction"), head,
+                              pointwise=proxy.mode == "pointwise")
+
+
+def train_proxy(config: JudgesDemoConfig, proxy: Proxy, base_model: Path, pairs: Path, references: dict[str, Path],
+                output: Path, seed: int) -> dict:
+    from .generative import VLMTrainingConfig, train_vlm_reward_model
+
+    pairwise = proxy.mode == "pairwise" and not proxy.bradley_terry
+    metrics = train_vlm_reward_model(VLMTrainingConfig(
+        model=str(base_model), pairs=[str(pairs)], output=str(output), mode=proxy.mode,
+        references=str(references[proxy.reference]) if pairwise else None,
+        cot="decision-first" if proxy.cot else None, instruction=TASK_INSTRUCTION if proxy.instruction else None,
+        bradley_terry=proxy.bradley_terry, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, holdout=0.0,
+        seed=seed, progress=False))
+    return {"train_seconds": metrics["seconds"], "n_train": metrics["n_train"]}
+
+
+def rl_against(config: JudgesDemoConfig, folder: Path, generator_dir: str, out: Path, seed: int) -> dict:
+    """GRPO from the base generator against one proxy (`vlm:FOLDER`), the gold of every step's samples logged."""
+    from .post_training import GRPOConfig, run_grpo
+
+    def gold_of(images: torch.Tensor, prompts: list[str]) -> dict:
+        return {"gold": float(gold_scores(images.detach().float().cpu(), prompts).mean())}
+
+    # independent_drop watches the digit classifier, which is half of the gold: stopping on it would select by the gold
+    metrics = run_grpo(GRPOConfig(generator=generator_dir, reward=[f"vlm:{folder}"], prompts=PROMPTS, output=str(out),
+                                  steps=config.rl_steps, lr=config.rl_lr, beta=config.rl_beta, independent_drop=1.0,
+                                  seed=seed, progress=False), watch=gold_of)
+    curve = [{"step": row["step"], "gold": row["gold"], "proxy": row["reward_mean_all"],
+              "proxy_group_std": row["reward_group_std"], "kl": row.get("kl", 0.0)} for row in metrics["history"]]
+    return {"curve": curve, "stopped": metrics["stopped"], "seconds_per_step": metrics["seconds_per_step"],
+            **overoptimisation(curve)}
+
+
+def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> dict:
+    """Where the gold (a moving mean over `window` steps) peaks, and whether it then falls by more than `drop` while the
+    proxy's moving mean ends above its value at the peak: overoptimisation's onset, else None."""
+    def smooth(key: str) -> np.ndarray:
+        values = np.array([row[key] for row in curve], dtype=np.float64)
+        width = min(window, len(values))
+        return np.convolve(values, np.ones(width) / width, mode="valid")
+
+    gold, proxy = smooth("gold"), smooth("proxy")
+    peak = int(np.argmax(gold))
+    onset = curve[peak + (len(curve) - len(gold))]["step"] if gold[peak] - gold[-1] > drop and proxy[-1] > proxy[peak] else None
+    late = curve[-max(1, len(curve) // 4):]
+    return {"gold_start": float(gold[0]), "gold_peak": float(gold[peak]), "gold_end": float(gold[-1]),
+            "proxy_start": float(proxy[0]), "proxy_end": float(proxy[-1]), "overoptimisation_onset": onset,
+            "late_proxy_group_std": float(np.mean([row["proxy_group_std"] for row in late]))}
+
+
+def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str, vlms: dict[str, Path]) -> dict:
+    """One seed: pools, labelled and held-out pairs, every proxy trained and measured."""
+    from .generators import load_generator
+
+    generator = load_generator(generator_dir)
+    rng = np.random.default_rng(seed)
+    train_pool = sample_pool(generator, out / "pool-train", config.train_per_prompt, 3 * seed + 1)
+    counts = {name: round(PROXIES[name].data * config.pairs) for name in config.proxies}
+    first, second = _same_prompt_pairs(train_pool, max(counts.values()), rng)
+    tau = temperature_for_agreement(train_pool.gold[first], train_pool.gold[second], config.agreement)
+    labels = preference_labels(train_pool.gold[first], train_pool.gold[second], tau, rng)
+    agreement = float((labels == (train_pool.gold[first] > train_pool.gold[second])).mean())
+    pair_folders = {n: write_labelled_pairs(train_pool, first[:n], second[:n], labels[:n], out / f"pairs-{n}")
+                    for n in sorted(set(counts.values()))}
+    held_pool = sample_pool(generator, out / "pool-heldout", config.heldout_per_prompt, 3 * seed + 2)
+    held_first, held_second = _same_prompt_pairs(held_pool, config.heldout_pairs, rng)
+    decided = held_pool.gold[held_first] != held_pool.gold[held_second]
+    held_first, held_second = held_first[decided], held_second[decided]
+    held_pairs = write_labelled_pairs(held_pool, held_first, held_second,
+                                      held_pool.gold[held_first] > held_pool.gold[held_second], out / "pairs-heldout")
+    bon_pool = sample_pool(generator, out / "pool-best-of-n", config.bon_pool, 3 * seed + 3)
+    references = write_references(out / "references", generator, 3 * seed + 4)
+    results = {"tau": tau, "label_agreement": agreement, "n_heldout_pairs": int(decided.sum()),
+               "oracle_best_of_n": best_of_n_curve(bon_pool.gold, bon_pool.gold, bon_pool.prompts), "proxies": {}}
+    started = time.time()
+    for done, name in enumerate(config.proxies, start=1):
+        proxy = PROXIES[name]
+        folder = out / "proxies" / name
+        row = train_proxy(config, proxy, vlms[proxy.size], pair_folders[counts[name]], references, folder, seed)
+        row["heldout_accuracy"] = heldout_accuracy(folder, proxy, held_pairs)
+        rewards = proxy_rewards(folder, bon_pool)
+        row["best_of_n"] = best_of_n_curve(rewards, bon_pool.gold, bon_pool.prompts)
+        if name in config.rl_proxies:
+            row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
+        results["proxies"][name] = row
+        print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
+              f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
+    return results
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    names = list(per_seed[0]["proxies"])
+    table = {name: {"heldout_accuracy": mean_sd([run["proxies"][name]["heldout_accuracy"] for run in per_seed]),
+                    "best_of_n": {n: {k: mean_sd([run["proxies"][name]["best_of_n"][n][k] for run in per_seed])
+                                      for k in ("gold", "proxy")} for n in per_seed[0]["proxies"][name]["best_of_n"]}}
+             for name in names}
+    for name in names:
+        runs = [run["proxies"][name]["rl"] for run in per_seed if "rl" in run["proxies"][name]]
+        if runs:
+            table[name]["rl"] = {key: mean_sd([r[key] for r in runs]) for key in RL_MEASURES}
+            table[name]["rl"]["overoptimisation_onsets"] = [r["overoptimisation_onset"] for r in runs]
+            table[name]["rl"]["stopped_by_monitor"] = [r["stopped"]["step"] if r["stopped"] else None for r in runs]
+    oracle = {n: mean_sd([run["oracle_best_of_n"][n]["gold"] for run in per_seed]) for n in per_seed[0]["oracle_best_of_n"]}
+    return {"proxies": table, "oracle_best_of_n": oracle,
+            "label_agreement": mean_sd([run["label_agreement"] for run in per_seed]), "claims": claims(table)}
+
+
+def _verdict(better: tuple[float, float], worse: tuple[float, float], tolerance: float = 0.01) -> str:
+    """'confirmed' when the first leads by more than the tolerance (or the seeds' spread), 'not confirmed' when it
+    trails by as much, else 'mixed'."""
+    margin = max(tolerance, better[1], worse[1])
+    difference = better[0] - worse[0]
+    return "confirmed" if difference > margin else "not confirmed" if difference < -margin else "mixed"
+
+
+def claims(table: dict) -> dict:
+    """RewardDance's claims, each judged on the proxies that test it (those that were run)."""
+    def acc(name):
+        return table[name]["heldout_accuracy"] if name in table else None
+
+    def best64(name):
+        return table[name]["best_of_n"]["64"]["gold"] if name in table else None
+
+    found = {}
+    if acc("bradley-terry") and acc("generative"):
+        found["generative at least as accurate as the regression head (4x)"] = _verdict(
+            acc("generative"), (acc("bradley-terry")[0] - 0.01, acc("bradley-terry")[1]))
+    if acc("pointwise") and acc("generative"):
+        found["pairwise more accurate than pointwise"] = _verdict(acc("generative"), acc("pointwise"))
+    if acc("no-instruction") and acc("generative"):
+        found["the task instruction helps (accuracy)"] = _verdict(acc("generative"), acc("no-instruction"))
+    if acc("cot") and acc("generative"):
+        found["chain-of-thought targets help (accuracy)"] = _verdict(acc("cot"), acc("generative"))
+    if best64("target-reference") and best64("generative"):
+        found["a target image as the reference helps (best-of-64 gold)"] = _verdict(best64("target-reference"),
+                                                                                   best64("generative"))
+    if acc("1x") and acc("16x") and acc("generative"):
+        ordered = acc("1x")[0] < acc("generative")[0] < acc("16x")[0]
+        found["larger reward models are more accurate (1x < 4x < 16x)"] = (
+            _verdict(acc("16x"), acc("1x")) if ordered else "not confirmed")
+    rl = {name: table[name]["rl"] for name in ("1x", "16x") if "rl" in table.get(name, {})}
+    if len(rl) == 2:
+        # the proxies' own scales differ: their late within-group std relative to their first steps' is not
+        # comparable either, so the std is compared as measured (both are P(yes) differences in [0, 1])
+        found["larger reward models keep a higher reward std late in RL (16x vs 1x)"] = _verdict(
+            rl["16x"]["late_proxy_group_std"], rl["1x"]["late_proxy_group_std"], tolerance=0.002)
+        found["larger reward models overoptimise later (16x vs 1x)"] = _onset_verdict(
+            rl["16x"]["overoptimisation_onsets"], rl["1x"]["overoptimisation_onsets"])
+    return found
+
+
+def _onset_verdict(larger: list, smaller: list) -> str:
+    """Onsets per seed (None: the gold never turned down): later, or never, for the larger model on every seed."""
+    def late(step):
+        return math.inf if step is None else step
+
+    pairs = [(late(a), late(b)) for a, b in zip(larger, smaller)]
+    if all(a == b == math.inf for a, b in pairs):
+        return "mixed (neither overoptimised within the steps run)"
+    if all(a > b for a, b in pairs):
+        return "confirmed"
+    return "not confirmed" if all(a <= b for a, b in pairs) else "mixed"
+
+
+def format_table(summary: dict) -> str:
+    lines = ["| proxy | held-out accuracy | best-of-1 gold | best-of-8 gold | best-of-64 gold | best-of-64 proxy |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, row in summary["proxies"].items():
+        bon = row["best_of_n"]
+        lines.append(f"| {name} | {row['heldout_accuracy'][0]:.3f} ± {row['heldout_accuracy'][1]:.3f} | "
+                     f"{bon['1']['gold'][0]:.3f} | {bon['8']['gold'][0]:.3f} | {bon['64']['gold'][0]:.3f} ± "
+                     f"{bon['64']['gold'][1]:.3f} | {bon['64']['proxy'][0]:.3f} |")
+    oracle = summary["oracle_best_of_n"]
+    lines.append(f"| (the gold itself) | 1 | {oracle['1'][0]:.3f} | {oracle['8'][0]:.3f} | {oracle['64'][0]:.3f} | |")
+    rl_rows = {name: row["rl"] for name, row in summary["proxies"].items() if "rl" in row}
+    if rl_rows:
+        lines += ["", "| GRPO against | gold: start | peak | end | proxy: start | end | late within-group std | "
+                      "overoptimisation from step |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for name, rl in rl_rows.items():
+            onsets = ", ".join("none" if step is None else str(step) for step in rl["overoptimisation_onsets"])
+            lines.append(f"| {name} | {rl['gold_start'][0]:.3f} | {rl['gold_peak'][0]:.3f} | {rl['gold_end'][0]:.3f} | "
+                         f"{rl['proxy_start'][0]:.3f} | {rl['proxy_end'][0]:.3f} | {rl['late_proxy_group_std'][0]:.4f} | "
+                         f"{onsets} |")
+    return "\n".join(lines)
+
+
+def run_judges_demo(config: JudgesDemoConfig) -> dict:
+    from .generative.pretraining import load_digit_vlm
+
+    unknown = sorted(set(config.proxies) - set(PROXIES))
+    if unknown:
+        raise VisrewardError(f"--proxies: unknown proxy '{unknown[0]}' (have: {', '.join(PROXIES)})")
+    started = time.time()
+    out, generator_dir = prepare_run(config, "digits")
+    sizes = sorted({PROXIES[name].size for name in config.proxies})
+    print(f"2/3 small VLMs pretrained on captioned digits ({', '.join(sizes)}; cached after the first run)")
+    vlms = {size: load_digit_vlm(size, config.cache_dir, config.pretrain_steps, progress=False) for size in sizes}
+    print(f"3/3 {config.seeds} seed(s): labelled pairs, {len(config.proxies)} proxies trained, held-out accuracy, best-of-N")
+    per_seed, seeds_started = [], time.time()
+    for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
+        per_seed.append(run_seed(config, seed, out / f"seed-{seed}", generator_dir, vlms))
+        print("   " + time_left("seed", done, config.seeds, seeds_started))
+    summary = summarise(per_seed)
+    pretraining = {size: json.loads((path / "pretraining_metrics.json").read_text()) for size, path in vlms.items()}
+    results = {"config": json.loads((out / "demo_config.json").read_text()), **summary, "per_seed": per_seed,
+               "pretraining": {size: {"parameters": m["parameters"], **m["after"]} for size, m in pretraining.items()},
+               "seconds": time.time() - started}
+    write_text(out / "judges_metrics.json", json.dumps(results, indent=2) + "\n")
+    print()
+    print(format_table(summary))
+    for claim, verdict in summary["claims"].items():
+        print(f"- {claim}: {verdict}")
+    print(f"\nmetrics: {out / 'judges_metrics.json'}   ({results['seconds']:.0f}s)")
+    return results
