@@ -41,7 +41,7 @@ def judges_run(tmp_path_factory, tiny_generator_dir):
 
 def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_fresh_samples(judges_run):
     out, cache = judges_run
-    metrics = json.loads((out / "judges_metrics.json").read_text())
+    metrics = json.loads((out / "demo_metrics.json").read_text())
     seed = metrics["per_seed"][0]
     assert abs(seed["label_agreement"] - 0.775) < 0.1  # 160 pairs: within sampling error of the asked-for rate
     assert set(metrics["proxies"]) == {"generative", "1x", "bradley-terry"}
@@ -77,6 +77,34 @@ def test_the_held_out_pairs_are_labelled_by_the_gold_and_the_proxies_load_as_jud
     assert not (out / "seed-0" / "proxies" / "bradley-terry" / "references").exists()
 
 
+def test_the_report_shows_the_table_the_verdicts_the_curves_and_the_base_beside_the_rl_samples(judges_run):
+    out, _ = judges_run
+    page = (out / "report.html").read_text()
+    assert "RewardDance in miniature" in page and "<td>bradley-terry</td>" in page and "<td>the gold itself</td>" in page
+    assert "generative at least as accurate as the regression head (4x): <strong>" in page
+    assert page.count("<svg") >= 7  # Best-of-N by paradigm, size; proxy score; GRPO gold, proxy, std; gold vs KL
+    assert page.count('src="data:image/png;base64,') == 3  # base, best and most over-optimised GRPO runs
+    assert "GRPO against generative: the highest gold at the end" in page
+
+
 def test_an_unknown_proxy_is_named(tmp_path, capsys):
     assert main(["demo", "--judges", "--proxies", "generative", "bigger", "--output", str(tmp_path / "run")]) == 2
     assert "unknown proxy 'bigger'" in capsys.readouterr().err
+
+
+def test_overoptimisation_is_the_gold_falling_while_the_proxy_still_rises():
+    from visreward.demo_judges import overoptimisation
+
+    steps = range(1, 21)
+    rising_proxy = [0.5 + 0.01 * s for s in steps]
+    hump = [1.0 - 0.01 * (s - 8) ** 2 for s in steps]  # peaks at step 8, then falls far
+    found = overoptimisation([{"step": s, "gold": g, "proxy": p, "proxy_group_std": 0.1}
+                              for s, g, p in zip(steps, hump, rising_proxy)], window=1)
+    assert found["overoptimisation_onset"] == 8 and found["gold_peak"] == pytest.approx(1.0)
+    flat = overoptimisation([{"step": s, "gold": g, "proxy": 0.5, "proxy_group_std": 0.0} for s, g in zip(steps, hump)],
+                            window=1)
+    assert flat["overoptimisation_onset"] is None  # the proxy never rose: the gold's fall is not its doing
+    climbing = overoptimisation([{"step": s, "gold": 0.1 * s, "proxy": p, "proxy_group_std": 0.1}
+                                 for s, p in zip(steps, rising_proxy)], window=5)
+    assert climbing["overoptimisation_onset"] is None and climbing["gold_end"] == pytest.approx(0.1 * 18)
+    assert climbing["late_proxy_group_std"] == pytest.approx(0.1)

@@ -33,7 +33,7 @@ from .demo import mean_sd, prepare_run
 from .digits_data import bold_indices, digit_image, digit_prompt, ink, real_digits, write_digits_folder
 from .errors import VisrewardError
 from .gold import gold_scores, preference_labels, temperature_for_agreement
-from .options import JudgesDemoConfig
+from .options import VLM_SIZES, JudgesDemoConfig
 from .progress import time_left
 
 PROMPTS = [digit_prompt(d) for d in range(10)]
@@ -198,7 +198,8 @@ def rl_against(config: JudgesDemoConfig, folder: Path, generator_dir: str, out: 
 
 def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> dict:
     """Where the gold (a moving mean over `window` steps) peaks, and whether it then falls by more than `drop` while the
-    proxy's moving mean ends above its value at the peak: overoptimisation's onset, else None."""
+    proxy's moving mean goes on rising (by a quarter of its whole rise or more): overoptimisation's onset, else None.
+    A proxy that never rose (one that scores everything alike) cannot be overoptimised, whatever the gold does."""
     def smooth(key: str) -> np.ndarray:
         values = np.array([row[key] for row in curve], dtype=np.float64)
         width = min(window, len(values))
@@ -206,7 +207,9 @@ def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> 
 
     gold, proxy = smooth("gold"), smooth("proxy")
     peak = int(np.argmax(gold))
-    onset = curve[peak + (len(curve) - len(gold))]["step"] if gold[peak] - gold[-1] > drop and proxy[-1] > proxy[peak] else None
+    rise = proxy[-1] - proxy[0]
+    still_rising = rise > 0 and proxy[-1] - proxy[peak] >= rise / 4
+    onset = curve[peak + (len(curve) - len(gold))]["step"] if gold[peak] - gold[-1] > drop and still_rising else None
     late = curve[-max(1, len(curve) // 4):]
     return {"gold_start": float(gold[0]), "gold_peak": float(gold[peak]), "gold_end": float(gold[-1]),
             "proxy_start": float(proxy[0]), "proxy_end": float(proxy[-1]), "overoptimisation_onset": onset,
@@ -235,7 +238,7 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
                                       held_pool.gold[held_first] > held_pool.gold[held_second], out / "pairs-heldout")
     bon_pool = sample_pool(generator, out / "pool-best-of-n", config.bon_pool, 3 * seed + 3)
     references = write_references(out / "references", generator, 3 * seed + 4)
-    results = {"tau": tau, "label_agreement": agreement, "n_heldout_pairs": int(decided.sum()),
+    results = {"seed": seed, "tau": tau, "label_agreement": agreement, "n_heldout_pairs": int(decided.sum()),
                "oracle_best_of_n": best_of_n_curve(bon_pool.gold, bon_pool.gold, bon_pool.prompts), "proxies": {}}
     started = time.time()
     for done, name in enumerate(config.proxies, start=1):
@@ -251,6 +254,27 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
         print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
               f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
     return results
+
+
+def save_rl_samples(seed_dir: Path, generator_dir: str, run: dict, assets: Path) -> None:
+    """Grids of 4 samples per digit (the same seeds) from the base and from the GRPO runs whose gold ended highest
+    and that fell furthest from their gold's peak; run["rl_samples"] names them."""
+    from .generators import load_generator
+    from .report import save_grid
+
+    rl = {name: row["rl"] for name, row in run["proxies"].items() if "rl" in row}
+    if not rl:
+        return
+    best = max(rl, key=lambda name: rl[name]["gold_end"])
+    fallen = max(rl, key=lambda name: rl[name]["gold_peak"] - rl[name]["gold_end"])
+    prompts = [p for _ in range(4) for p in PROMPTS]
+    seeds = [9_000_000 + i for i in range(len(prompts))]
+    assets.mkdir(parents=True, exist_ok=True)
+    run["rl_samples"] = {"best": best, "most_overoptimised": fallen}
+    for label, source in (("base", generator_dir), ("best", str(seed_dir / "grpo" / best)),
+                          ("most-overoptimised", str(seed_dir / "grpo" / fallen))):
+        images = load_generator(source).generate_from_seeds(prompts, seeds).clamp(0, 1)
+        save_grid(images, 10, assets / f"grid-{label}.png", scale=8)
 
 
 def summarise(per_seed: list[dict]) -> dict:
@@ -351,13 +375,14 @@ def format_table(summary: dict) -> str:
 
 def run_judges_demo(config: JudgesDemoConfig) -> dict:
     from .generative.pretraining import load_digit_vlm
+    from .report import write_report
 
     unknown = sorted(set(config.proxies) - set(PROXIES))
     if unknown:
         raise VisrewardError(f"--proxies: unknown proxy '{unknown[0]}' (have: {', '.join(PROXIES)})")
     started = time.time()
     out, generator_dir = prepare_run(config, "digits")
-    sizes = sorted({PROXIES[name].size for name in config.proxies})
+    sizes = [size for size in VLM_SIZES if any(PROXIES[name].size == size for name in config.proxies)]
     print(f"2/3 small VLMs pretrained on captioned digits ({', '.join(sizes)}; cached after the first run)")
     vlms = {size: load_digit_vlm(size, config.cache_dir, config.pretrain_steps, progress=False) for size in sizes}
     print(f"3/3 {config.seeds} seed(s): labelled pairs, {len(config.proxies)} proxies trained, held-out accuracy, best-of-N")
@@ -365,15 +390,17 @@ def run_judges_demo(config: JudgesDemoConfig) -> dict:
     for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
         per_seed.append(run_seed(config, seed, out / f"seed-{seed}", generator_dir, vlms))
         print("   " + time_left("seed", done, config.seeds, seeds_started))
+    save_rl_samples(out / f"seed-{config.seed}", generator_dir, per_seed[0], out / "assets")
     summary = summarise(per_seed)
     pretraining = {size: json.loads((path / "pretraining_metrics.json").read_text()) for size, path in vlms.items()}
     results = {"config": json.loads((out / "demo_config.json").read_text()), **summary, "per_seed": per_seed,
                "pretraining": {size: {"parameters": m["parameters"], **m["after"]} for size, m in pretraining.items()},
                "seconds": time.time() - started}
-    write_text(out / "judges_metrics.json", json.dumps(results, indent=2) + "\n")
+    write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
+    write_report(out)
     print()
     print(format_table(summary))
     for claim, verdict in summary["claims"].items():
         print(f"- {claim}: {verdict}")
-    print(f"\nmetrics: {out / 'judges_metrics.json'}   ({results['seconds']:.0f}s)")
+    print(f"\nreport: {out / 'report.html'}   metrics: {out / 'demo_metrics.json'}   ({results['seconds']:.0f}s)")
     return results

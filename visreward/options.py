@@ -25,6 +25,7 @@ PROMPTS_WITH_IMAGES = ("prompts, one .txt file with a prompt per line, or one .j
 METHODS = ("dpo", "sft")
 MODES = ("pairwise", "pointwise", "both")
 COT_MODES = ("reason-first", "decision-first")
+VLM_SIZES = ("1x", "4x", "16x")  # train-vlm's model sizes (generative/tiny.py)
 NORMALISATIONS = ("none", "zscore", "rank")
 SDE_KINDS = ("sde", "cps")
 
@@ -386,7 +387,7 @@ class VLMPretrainingConfig:
                                  "per file; none: the package's real digits, captioned by digit and stroke weight")
     output: str = option("vlm", "folder written: the model, its processor, the pretraining metrics")
     size: str = option("4x", "model size: hidden width 32, 64 or 128 (about 4x the parameters a step)",
-                       choices=("1x", "4x", "16x"))
+                       choices=VLM_SIZES)
     steps: int = option(1500, "optimiser steps")
     batch_size: int = option(32, "captioned images per step")
     lr: float = option(2e-3, "AdamW peak learning rate (warm-up, then cosine decay to a tenth)")
@@ -465,7 +466,7 @@ PROXY_NAMES = ("generative", "bradley-terry", "pointwise", "no-instruction", "ta
 @dataclass
 class JudgesDemoConfig:
     judges: bool = option(True, "the RewardDance miniature: proxy VLM judges trained on noisy labels of a gold preference")
-    output: str = option("demo_judges_out", "folder for samples, pairs, proxies and judges_metrics.json")
+    output: str = option("demo_judges_out", "folder for samples, pairs, proxies, demo_metrics.json and report.html")
     generator: str = option("digits", "the base generator: digits (bundled), or a train-generator folder of digit prompts")
     proxies: list[str] = option(list(PROXY_NAMES), "proxies to train and measure (demo_judges.PROXIES says what each is)")
     agreement: float = option(0.775, "how often the Bradley-Terry labels agree with the gold's sign (human raters: 0.75-0.8)")

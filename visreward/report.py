@@ -200,6 +200,8 @@ def write_report(run: str | Path) -> Path:
     metrics = _metrics(run)
     if metrics["config"].get("video"):
         return _write_video_report(run, metrics)
+    if metrics["config"].get("judges"):
+        return _write_judges_report(run, metrics)
     assets = run / "assets"
     last = max(int(name.split()[-1]) for name in metrics["rows"] if " round " in name)
     shown = ["target", "base", "Best-of-16", f"SFT round {last}", f"DPO round {last}", "GRPO"]
@@ -293,4 +295,78 @@ over {len(metrics["per_seed"])} seed(s). Run time {metrics["seconds"]:.0f}s.</p>
            "reward: held-out target vs base", "reward (logit)")}
 """
     write_text(run / "report.html", _page("visreward video demo report", body))
+    return run / "report.html"
+
+
+# which proxies each Best-of-N chart compares: one factor at a time against `generative`
+JUDGE_GROUPS = {"paradigm and mode": ("generative", "bradley-terry", "pointwise"),
+                "context": ("generative", "no-instruction", "target-reference", "cot"),
+                "size": ("1x", "generative", "16x"), "data": ("fewer-pairs", "generative", "more-pairs")}
+
+
+def _judges_charts(metrics: dict) -> list[str]:
+    proxies, oracle = metrics["proxies"], metrics["oracle_best_of_n"]
+    charts = []
+    for group, names in JUDGE_GROUPS.items():
+        series = {name: [(math.log2(int(n)), v["gold"][0]) for n, v in proxies[name]["best_of_n"].items()]
+                  for name in names if name in proxies}
+        if series:
+            series["the gold itself"] = [(math.log2(int(n)), v[0]) for n, v in oracle.items()]
+            charts.append(line_chart(series, f"Best-of-N, {group}: gold of the pick", "log2 N", "gold"))
+    yes_no = {name: [(math.log2(int(n)), v["proxy"][0]) for n, v in row["best_of_n"].items()]
+              for name, row in proxies.items() if name != "bradley-terry"}
+    charts.append(line_chart(dict(list(yes_no.items())[:5]), "Best-of-N: the proxy's own score of the pick", "log2 N",
+                             "proxy P(yes)"))
+    runs = [(seed["seed"], name, row["rl"]) for seed in metrics["per_seed"] for name, row in seed["proxies"].items()
+            if "rl" in row]
+    for key, label in (("gold", "gold"), ("proxy", "proxy reward"), ("proxy_group_std", "proxy's within-group std")):
+        series = {f"{name} (seed {seed})": [(row["step"], row[key]) for row in rl["curve"]] for seed, name, rl in runs}
+        if series:
+            charts.append(line_chart(dict(list(series.items())[:5]), f"GRPO: {label} of each step's samples", "step",
+                                     label))
+    series = {f"{name} (seed {seed})": sorted((row["kl"], row["gold"]) for row in rl["curve"]) for seed, name, rl in runs}
+    if series:
+        charts.append(line_chart(dict(list(series.items())[:5]), "GRPO: gold against KL to the base", "KL per step", "gold"))
+    return charts
+
+
+def _write_judges_report(run: Path, metrics: dict) -> Path:
+    """The HTML report of a `demo --judges` run: the proxies' table, Best-of-N and GRPO curves, verdicts, samples."""
+    config = metrics["config"]
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_cell(row['heldout_accuracy'])}</td>"
+        + "".join(f"<td>{_cell(row['best_of_n'][n]['gold'])}</td>" for n in ("1", "8", "64"))
+        + (f"<td>{_cell(row['rl']['gold_peak'])}</td><td>{_cell(row['rl']['gold_end'])}</td>"
+           f"<td>{', '.join('none' if s is None else str(s) for s in row['rl']['overoptimisation_onsets'])}</td>"
+           if "rl" in row else "<td></td><td></td><td></td>") + "</tr>"
+        for name, row in metrics["proxies"].items())
+    oracle = metrics["oracle_best_of_n"]
+    rows += ("<tr><td>the gold itself</td><td>1</td>" + "".join(f"<td>{_cell(oracle[n])}</td>" for n in ("1", "8", "64"))
+             + "<td></td><td></td><td></td></tr>")
+    verdicts = "".join(f"<li>{html.escape(claim)}: <strong>{html.escape(verdict)}</strong></li>"
+                       for claim, verdict in metrics["claims"].items())
+    named = metrics["per_seed"][0].get("rl_samples", {})
+    grids = "".join(f'<figure>{_image_tag(run / "assets" / f"grid-{label}.png", label)}<figcaption>{html.escape(caption)}'
+                    f'</figcaption></figure>' for label, caption in (
+                        ("base", "base"), ("best", f"GRPO against {named.get('best')}: the highest gold at the end"),
+                        ("most-overoptimised", f"GRPO against {named.get('most_overoptimised')}: the furthest fall "
+                                               "from its gold's peak"))
+                    if (run / "assets" / f"grid-{label}.png").exists())
+    pretraining = ", ".join(f"{size}: {m['parameters']:,} parameters, reads {m['digit_accuracy']:.3f} of held-out digits"
+                            for size, m in metrics["pretraining"].items())
+    body = f"""<h1>visreward: RewardDance in miniature</h1>
+<p>A gold preference (the held-out digit classifier's margin for the prompted digit plus closeness to the bold target
+look) plays the human rater. Proxy VLM judges, each pretrained from scratch on captioned real digits ({html.escape(pretraining)}),
+learn from {config["pairs"]} Bradley-Terry labels of pairs of the bundled generator's samples (agreeing with the gold's sign
+{metrics["label_agreement"][0]:.3f} of the time); each differs from <code>generative</code> in one thing. Every number is
+measured on samples no proxy trained on, mean &plusmn; sd over {len(metrics["per_seed"])} seed(s). Run time
+{metrics["seconds"]:.0f}s.</p>
+<h2>Proxies</h2><table><thead><tr><th>proxy</th><th>held-out accuracy (gold's sign)</th><th>best-of-1 gold</th>
+<th>best-of-8 gold</th><th>best-of-64 gold</th><th>GRPO: peak gold</th><th>GRPO: final gold</th>
+<th>overoptimisation from step</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>RewardDance's claims</h2><ul>{verdicts}</ul>
+<h2>Curves</h2>{"".join(_judges_charts(metrics))}
+<h2>Samples (4 per digit, the same seeds)</h2>{grids}
+"""
+    write_text(run / "report.html", _page("visreward RewardDance miniature report", body))
     return run / "report.html"

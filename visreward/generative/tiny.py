@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from ..options import VLM_SIZES
 from . import templates
 
 # Qwen's chat markup, with IMAGE standing for the family's image placeholder.
@@ -24,7 +25,7 @@ JUDGE_WORDS = " ".join([templates.DEFAULT_INSTRUCTION, templates.POINTWISE, temp
                         templates.VIDEO_PAIRWISE, "a handwritten digit none yes no because it shows the user assistant",
                         "0 1 2 3 4 5 6 7 8 9"])
 # hidden size per size: the parameter count grows about 4x a step (2 layers of vision and of language each)
-SIZES = {"1x": 32, "4x": 64, "16x": 128}
+SIZES = dict(zip(VLM_SIZES, (32, 64, 128)))
 
 
 def words_of(texts: Iterable[str]) -> list[str]:
