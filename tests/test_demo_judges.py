@@ -33,7 +33,7 @@ def judges_run(tmp_path_factory, tiny_generator_dir):
     out = tmp_path_factory.mktemp("judges") / "run"
     cache = tmp_path_factory.mktemp("judges-cache")
     assert main(["demo", "--judges", "--generator", str(tiny_generator_dir), "--output", str(out), "--cache-dir", str(cache),
-                 "--proxies", "generative", "1x", "bradley-terry", "--pairs", "160", "--train-per-prompt", "24",
+                 "--proxies", "generative", "1x", "bradley-terry", "not-pretrained", "--pairs", "160", "--train-per-prompt", "24",
                  "--heldout-per-prompt", "16", "--heldout-pairs", "120", "--bon-pool", "64", "--epochs", "2",
                  "--pretrain-steps", "100", "--rl-proxies", "generative", "--rl-steps", "3"]) == 0
     return out, cache
@@ -44,7 +44,7 @@ def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_f
     metrics = json.loads((out / "demo_metrics.json").read_text())
     seed = metrics["per_seed"][0]
     assert abs(seed["label_agreement"] - 0.775) < 0.1  # 160 pairs: within sampling error of the asked-for rate
-    assert set(metrics["proxies"]) == {"generative", "1x", "bradley-terry"}
+    assert set(metrics["proxies"]) == {"generative", "1x", "bradley-terry", "not-pretrained"}
     for name, row in seed["proxies"].items():
         assert 0.0 <= row["heldout_accuracy"] <= 1.0 and row["n_train"] == 160
         assert list(row["best_of_n"]) == ["1", "2", "4", "8", "16", "32", "64"]
@@ -62,6 +62,9 @@ def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_f
                                                                    "digits-vlm-v1-4x-s100-seed0"]
     verdicts = metrics["claims"]
     assert verdicts["generative at least as accurate as the regression head (4x)"] in ("confirmed", "mixed", "not confirmed")
+    assert "pretraining on captioned digits helps (accuracy)" in verdicts
+    random = GenerativeRewardModel.from_pretrained(out / "random-vlms" / "4x")  # never pretrained: its own weights
+    assert not (out / "random-vlms" / "4x" / "pretraining_metrics.json").exists() and random.tokenizer.get_vocab()["bold"]
 
 
 def test_the_held_out_pairs_are_labelled_by_the_gold_and_the_proxies_load_as_judges(judges_run):

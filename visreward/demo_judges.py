@@ -10,7 +10,8 @@ a small VLM pretrained on captioned real digits (train-vlm, cached). Each proxy 
 (yes-token, pairwise, task instruction, a base sample as the reference, size 4x, --pairs 1000) in one thing: the
 paradigm (`bradley-terry`: a regression head), the mode (`pointwise`), the context (`no-instruction`,
 `target-reference`: a bold real digit as the reference, `cot`: templated reasons as targets), the size (`1x`,
-`16x`) or the data (`fewer-pairs`: a quarter, `more-pairs`: four times as many).
+`16x`), the data (`fewer-pairs`: a quarter, `more-pairs`: four times as many) or the pretraining
+(`not-pretrained`: the same model with random weights).
 
 Measured on samples no proxy trained on: each proxy's accuracy on held-out pairs against the gold's sign, and
 Best-of-N by each proxy for N = 1..64 (the exact expectation over a pool of --bon-pool samples per prompt): the
@@ -55,12 +56,18 @@ class Proxy:
     instruction: bool = True
     reference: str = "base"  # pairwise scoring against a base sample of the prompt, or a bold real digit ("target")
     cot: bool = False
+    pretrained: bool = True  # False: the same model with random weights, never shown a captioned digit
+
+    @property
+    def base_model(self) -> str:
+        return self.size if self.pretrained else f"{self.size}-random"
 
 
 PROXIES = {p.name: p for p in (
     Proxy("generative"), Proxy("bradley-terry", bradley_terry=True, mode="pointwise"), Proxy("pointwise", mode="pointwise"),
     Proxy("no-instruction", instruction=False), Proxy("target-reference", reference="target"), Proxy("cot", cot=True),
-    Proxy("1x", size="1x"), Proxy("16x", size="16x"), Proxy("fewer-pairs", data=0.25), Proxy("more-pairs", data=4.0))}
+    Proxy("1x", size="1x"), Proxy("16x", size="16x"), Proxy("fewer-pairs", data=0.25), Proxy("more-pairs", data=4.0),
+    Proxy("not-pretrained", pretrained=False))}
 
 
 @dataclass
@@ -216,6 +223,17 @@ def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> 
             "late_proxy_group_std": float(np.mean([row["proxy_group_std"] for row in late]))}
 
 
+def random_vlm(size: str, folder: Path) -> Path:
+    """The pretrained models' architecture and tokenizer (the digit captions' words) with random weights, saved."""
+    from .generative.pretraining import digit_captions
+    from .generative.tiny import build_tiny_llava
+
+    model, processor = build_tiny_llava(digit_captions("train")[1], size)
+    model.save_pretrained(folder / size)
+    processor.save_pretrained(folder / size)
+    return folder / size
+
+
 def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str, vlms: dict[str, Path]) -> dict:
     """One seed: pools, labelled and held-out pairs, every proxy trained and measured."""
     from .generators import load_generator
@@ -244,7 +262,7 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
     for done, name in enumerate(config.proxies, start=1):
         proxy = PROXIES[name]
         folder = out / "proxies" / name
-        row = train_proxy(config, proxy, vlms[proxy.size], pair_folders[counts[name]], references, folder, seed)
+        row = train_proxy(config, proxy, vlms[proxy.base_model], pair_folders[counts[name]], references, folder, seed)
         row["heldout_accuracy"] = heldout_accuracy(folder, proxy, held_pairs)
         rewards = proxy_rewards(folder, bon_pool)
         row["best_of_n"] = best_of_n_curve(rewards, bon_pool.gold, bon_pool.prompts)
@@ -327,6 +345,8 @@ def claims(table: dict) -> dict:
         ordered = acc("1x")[0] < acc("generative")[0] < acc("16x")[0]
         found["larger reward models are more accurate (1x < 4x < 16x)"] = (
             _verdict(acc("16x"), acc("1x")) if ordered else "not confirmed")
+    if acc("not-pretrained") and acc("generative"):  # the issue's premise, not RewardDance's claim
+        found["pretraining on captioned digits helps (accuracy)"] = _verdict(acc("generative"), acc("not-pretrained"))
     rl = {name: table[name]["rl"] for name in ("1x", "16x") if "rl" in table.get(name, {})}
     if len(rl) == 2:
         # the proxies' own scales differ: their late within-group std relative to their first steps' is not
@@ -385,6 +405,8 @@ def run_judges_demo(config: JudgesDemoConfig) -> dict:
     sizes = [size for size in VLM_SIZES if any(PROXIES[name].size == size for name in config.proxies)]
     print(f"2/3 small VLMs pretrained on captioned digits ({', '.join(sizes)}; cached after the first run)")
     vlms = {size: load_digit_vlm(size, config.cache_dir, config.pretrain_steps, progress=False) for size in sizes}
+    vlms.update({proxy.base_model: random_vlm(proxy.size, out / "random-vlms") for proxy in map(PROXIES.get, config.proxies)
+                 if not proxy.pretrained})
     print(f"3/3 {config.seeds} seed(s): labelled pairs, {len(config.proxies)} proxies trained, held-out accuracy, best-of-N")
     per_seed, seeds_started = [], time.time()
     for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
@@ -392,7 +414,7 @@ def run_judges_demo(config: JudgesDemoConfig) -> dict:
         print("   " + time_left("seed", done, config.seeds, seeds_started))
     save_rl_samples(out / f"seed-{config.seed}", generator_dir, per_seed[0], out / "assets")
     summary = summarise(per_seed)
-    pretraining = {size: json.loads((path / "pretraining_metrics.json").read_text()) for size, path in vlms.items()}
+    pretraining = {size: json.loads((vlms[size] / "pretraining_metrics.json").read_text()) for size in sizes}
     results = {"config": json.loads((out / "demo_config.json").read_text()), **summary, "per_seed": per_seed,
                "pretraining": {size: {"parameters": m["parameters"], **m["after"]} for size, m in pretraining.items()},
                "seconds": time.time() - started}

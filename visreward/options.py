@@ -460,7 +460,7 @@ class DemoConfig:
 
 
 PROXY_NAMES = ("generative", "bradley-terry", "pointwise", "no-instruction", "target-reference", "cot", "1x", "16x",
-               "fewer-pairs", "more-pairs")
+               "fewer-pairs", "more-pairs", "not-pretrained")
 
 
 @dataclass

@@ -301,7 +301,8 @@ over {len(metrics["per_seed"])} seed(s). Run time {metrics["seconds"]:.0f}s.</p>
 # which proxies each Best-of-N chart compares: one factor at a time against `generative`
 JUDGE_GROUPS = {"paradigm and mode": ("generative", "bradley-terry", "pointwise"),
                 "context": ("generative", "no-instruction", "target-reference", "cot"),
-                "size": ("1x", "generative", "16x"), "data": ("fewer-pairs", "generative", "more-pairs")}
+                "size": ("1x", "generative", "16x"),
+                "data and pretraining": ("fewer-pairs", "generative", "more-pairs", "not-pretrained")}
 
 
 def _judges_charts(metrics: dict) -> list[str]:
