@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-video test install clean chromium
+.PHONY: demo demo-video demo-judges test install clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 demo-video: $(STAMP)
 	$(BIN)/visreward demo --video --output demo_video_out
 
+demo-judges: $(STAMP)
+	$(BIN)/visreward demo --judges --output demo_judges_out
+
 # Two workers of one thread each: the tiny models' tests are bound by Python, not by the cores (2:58 against 3:53).
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
@@ -35,4 +38,4 @@ chromium:
 	  echo "chromium not installed: the report rendering test will be skipped"
 
 clean:
-	rm -rf $(VENV) demo_out demo_video_out
+	rm -rf $(VENV) demo_out demo_video_out demo_judges_out
