@@ -63,6 +63,9 @@ def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_f
     verdicts = metrics["claims"]
     assert verdicts["generative at least as accurate as the regression head (4x)"] in ("confirmed", "mixed", "not confirmed")
     assert "pretraining on captioned digits helps (accuracy)" in verdicts
+    peak = metrics["proxies"]["bradley-terry"]["best_of_n_peak"]
+    curve = metrics["proxies"]["bradley-terry"]["best_of_n"]
+    assert curve[str(peak)]["gold"][0] == max(v["gold"][0] for v in curve.values())
     random = GenerativeRewardModel.from_pretrained(out / "random-vlms" / "4x")  # never pretrained: its own weights
     assert not (out / "random-vlms" / "4x" / "pretraining_metrics.json").exists() and random.tokenizer.get_vocab()["bold"]
 

@@ -117,7 +117,7 @@ def noisy_digit_pairs(tmp_path_factory):
     return write_pairs(pairs, root / "pairs")
 
 
-@pytest.mark.parametrize("bradley_terry, epochs, lr", [(False, 8, 2e-3), (True, 3, 1e-3)])
+@pytest.mark.parametrize("bradley_terry, epochs, lr", [(False, 12, 1e-3), (True, 3, 1e-3)])
 def test_training_a_pretrained_tiny_vlm_beats_chance_on_held_out_pairs(noisy_digit_pairs, pretrained_digit_vlm, tmp_path,
                                                                        bradley_terry, epochs, lr, monkeypatch):
     """A tiny judge pretrained on captioned digits (train-vlm) trains past chance; the trained one carries a model card,
