@@ -56,6 +56,9 @@ def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_f
     assert all(set(row) == {"step", "gold", "proxy", "proxy_group_std", "kl"} for row in rl["curve"])
     assert rl["gold_start"] == pytest.approx(np.mean([row["gold"] for row in rl["curve"]]))  # 3 steps: one window
     assert (out / "seed-0" / "grpo" / "generative" / "metrics.json").exists()
+    control = seed["rl_control"]  # GRPO against uniform noise: the gold's drift under GRPO alone
+    assert len(control["curve"]) == 3 and 0.0 <= min(row["proxy"] for row in control["curve"])
+    assert max(row["proxy"] for row in control["curve"]) <= 1.0 and metrics["rl_control"]["gold_end"][1] == 0.0
     oracle = [seed["oracle_best_of_n"][n]["gold"] for n in seed["oracle_best_of_n"]]
     assert oracle == sorted(oracle) and oracle[-1] > oracle[0]
     assert sorted(p.name for p in (cache / "judges").iterdir()) == ["digits-vlm-v1-1x-s100-seed0",

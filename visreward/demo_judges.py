@@ -186,17 +186,30 @@ def train_proxy(config: JudgesDemoConfig, proxy: Proxy, base_model: Path, pairs:
     return {"train_seconds": metrics["seconds"], "n_train": metrics["n_train"]}
 
 
-def rl_against(config: JudgesDemoConfig, folder: Path, generator_dir: str, out: Path, seed: int) -> dict:
-    """GRPO from the base generator against one proxy (`vlm:FOLDER`), the gold of every step's samples logged."""
+class RandomReward:
+    """GRPO's control: a reward that knows nothing (uniform noise), so what the gold does under it is GRPO's own."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def score(self, images, prompts=None) -> torch.Tensor:
+        return torch.rand(len(images), generator=self.generator)
+
+
+def rl_against(config: JudgesDemoConfig, folder: Path | None, generator_dir: str, out: Path, seed: int) -> dict:
+    """GRPO from the base generator against one proxy (`vlm:FOLDER`; None: RandomReward), the gold of every step's
+    samples logged."""
     from .post_training import GRPOConfig, run_grpo
 
     def gold_of(images: torch.Tensor, prompts: list[str]) -> dict:
         return {"gold": float(gold_scores(images.detach().float().cpu(), prompts).mean())}
 
     # independent_drop watches the digit classifier, which is half of the gold: stopping on it would select by the gold
-    metrics = run_grpo(GRPOConfig(generator=generator_dir, reward=[f"vlm:{folder}"], prompts=PROMPTS, output=str(out),
+    metrics = run_grpo(GRPOConfig(generator=generator_dir, reward=[f"vlm:{folder}" if folder else "random"],
+                                  prompts=PROMPTS, output=str(out),
                                   steps=config.rl_steps, lr=config.rl_lr, beta=config.rl_beta, independent_drop=1.0,
-                                  seed=seed, progress=False), watch=gold_of)
+                                  seed=seed, progress=False),
+                       reward=RandomReward(seed) if folder is None else None, watch=gold_of)
     curve = [{"step": row["step"], "gold": row["gold"], "proxy": row["reward_mean_all"],
               "proxy_group_std": row["reward_group_std"], "kl": row.get("kl", 0.0)} for row in metrics["history"]]
     return {"curve": curve, "stopped": metrics["stopped"], "seconds_per_step": metrics["seconds_per_step"],
@@ -269,6 +282,10 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
         if name in config.rl_proxies:
             row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
         results["proxies"][name] = row
+    if config.rl_control and config.rl_proxies:
+        results["rl_control"] = rl_against(config, None, generator_dir, out / "grpo" / "random-reward", seed)
+        print(f"   GRPO against a random reward (the control): gold {results['rl_control']['gold_start']:.3f} -> "
+              f"{results['rl_control']['gold_end']:.3f}")
         print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
               f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
     return results
@@ -310,7 +327,9 @@ def summarise(per_seed: list[dict]) -> dict:
             table[name]["rl"]["overoptimisation_onsets"] = [r["overoptimisation_onset"] for r in runs]
             table[name]["rl"]["stopped_by_monitor"] = [r["stopped"]["step"] if r["stopped"] else None for r in runs]
     oracle = {n: mean_sd([run["oracle_best_of_n"][n]["gold"] for run in per_seed]) for n in per_seed[0]["oracle_best_of_n"]}
-    return {"proxies": table, "oracle_best_of_n": oracle,
+    controls = [run["rl_control"] for run in per_seed if "rl_control" in run]
+    control = {key: mean_sd([r[key] for r in controls]) for key in RL_MEASURES} if controls else None
+    return {"proxies": table, "oracle_best_of_n": oracle, "rl_control": control,
             "label_agreement": mean_sd([run["label_agreement"] for run in per_seed]), "claims": claims(table)}
 
 
@@ -384,6 +403,8 @@ def format_table(summary: dict) -> str:
     oracle = summary["oracle_best_of_n"]
     lines.append(f"| (the gold itself) | 1 | {oracle['1'][0]:.3f} | {oracle['8'][0]:.3f} | {oracle['64'][0]:.3f} | | 64 |")
     rl_rows = {name: row["rl"] for name, row in summary["proxies"].items() if "rl" in row}
+    if summary.get("rl_control"):
+        rl_rows["a random reward (control)"] = {**summary["rl_control"], "overoptimisation_onsets": []}
     if rl_rows:
         lines += ["", "| GRPO against | gold: start | peak | end | proxy: start | end | late within-group std | "
                       "overoptimisation from step |", "|---|---:|---:|---:|---:|---:|---:|---|"]

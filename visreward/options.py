@@ -481,6 +481,7 @@ class JudgesDemoConfig:
     rl_proxies: list[str] = option(["generative", "bradley-terry", "1x", "16x"], "proxies the generator is also "
                                                                                  "optimised against with GRPO")
     rl_steps: int = option(40, "GRPO steps against each of --rl-proxies")
+    rl_control: bool = option(True, "also run GRPO against a random reward: what the gold does under GRPO alone")
     rl_lr: float = option(1e-4, "GRPO learning rate (higher than grpo's default, to reach overoptimisation)")
     rl_beta: float = option(0.01, "GRPO KL strength to the base generator")
     pretrain_steps: int = option(1500, "train-vlm steps of each size's pretraining on the captioned digits")

@@ -337,6 +337,8 @@ def _rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, lis
         for name, row in seed["proxies"].items():
             if "rl" in row:
                 curves.setdefault(name, []).append(row["rl"]["curve"])
+        if "rl_control" in seed:
+            curves.setdefault("random reward", []).append(seed["rl_control"]["curve"])
     smoothed = {}
     for name, runs in curves.items():
         length = min(len(curve) for curve in runs)
@@ -364,6 +366,10 @@ def _write_judges_report(run: Path, metrics: dict) -> Path:
              + "<td></td><td></td><td></td></tr>")
     verdicts = "".join(f"<li>{html.escape(claim)}: <strong>{html.escape(verdict)}</strong></li>"
                        for claim, verdict in metrics["claims"].items())
+    control = metrics.get("rl_control")
+    if control:
+        verdicts += (f"<li>GRPO's control, a random reward: gold {_cell(control['gold_start'])} at the start, "
+                     f"{_cell(control['gold_end'])} at the end</li>")
     named = metrics["per_seed"][0].get("rl_samples", {})
     grids = "".join(f'<figure>{_image_tag(run / "assets" / f"grid-{label}.png", label)}<figcaption>{html.escape(caption)}'
                     f'</figcaption></figure>' for label, caption in (
