@@ -99,6 +99,8 @@ def test_the_report_shows_the_table_the_verdicts_the_curves_and_the_base_beside_
 def test_an_unknown_proxy_is_named(tmp_path, capsys):
     assert main(["demo", "--judges", "--proxies", "generative", "bigger", "--output", str(tmp_path / "run")]) == 2
     assert "unknown proxy 'bigger'" in capsys.readouterr().err
+    assert main(["demo", "--judges", "--bon-pool", "32", "--output", str(tmp_path / "run")]) == 2
+    assert "--bon-pool 32: Best-of-64 needs 64 samples per digit" in capsys.readouterr().err
 
 
 def test_overoptimisation_is_the_gold_falling_while_the_proxy_still_rises():

@@ -83,6 +83,9 @@ def test_train_vlm_names_the_file_without_a_caption(tmp_path, capsys):
     digit_image(real_digits("train")[0][0]).save(folder / "a.png")
     assert main(["train-vlm", "--data", str(folder), "--output", str(tmp_path / "vlm")]) == 2
     assert "a.png: no caption" in capsys.readouterr().err
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "caption": "a digit"}) + "\n")
+    assert main(["train-vlm", "--data", str(folder), "--output", str(tmp_path / "vlm")]) == 2
+    assert "1 captioned image(s); need 2 or more" in capsys.readouterr().err and not (tmp_path / "vlm").exists()
 
 
 def _digits_as_tensors(pixels: np.ndarray) -> torch.Tensor:

@@ -423,6 +423,10 @@ def run_judges_demo(config: JudgesDemoConfig) -> dict:
     unknown = sorted(set(config.proxies) - set(PROXIES))
     if unknown:
         raise VisrewardError(f"--proxies: unknown proxy '{unknown[0]}' (have: {', '.join(PROXIES)})")
+    if config.bon_pool < max(BEST_OF):  # found now, not after every proxy has trained
+        raise VisrewardError(f"--bon-pool {config.bon_pool}: Best-of-{max(BEST_OF)} needs {max(BEST_OF)} samples per digit")
+    if min(config.train_per_prompt, config.heldout_per_prompt) < 2:
+        raise VisrewardError("--train-per-prompt and --heldout-per-prompt: a pair needs 2 samples of a digit")
     started = time.time()
     out, generator_dir = prepare_run(config, "digits")
     sizes = [size for size in VLM_SIZES if any(PROXIES[name].size == size for name in config.proxies)]

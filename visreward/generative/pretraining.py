@@ -138,6 +138,8 @@ def pretrain_vlm(config: VLMPretrainingConfig) -> dict:
 
     digits = not config.data
     images, captions = digit_captions("train") if digits else captioned_folder(config.data)
+    if len(images) < 2:
+        raise VisrewardError(f"{', '.join(config.data)}: {len(images)} captioned image(s); need 2 or more (one is held out)")
     order = random.Random(config.seed).sample(range(len(images)), len(images))
     n_held = max(1, round(len(images) * config.holdout))
     held, train = order[:n_held], order[n_held:]
