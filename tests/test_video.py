@@ -555,3 +555,12 @@ def test_the_default_pooling_beats_global_pooling_on_a_small_smooth_vs_jitter_co
             frames=16, pooling=pooling, test=1 / 3, progress=False, no_cache=True))
         auc[label] = metrics["heldout"]["auc"]
     assert auc["default"] >= 0.88 and auc["default"] >= auc["global"] + 0.05, auc
+
+
+def test_the_feature_cache_key_names_the_flow_group_only_where_flow_std_uses_it(encoder):
+    """Clip features cached under one FLOW_GROUP are not read back under another."""
+    from visreward.encoders.video import VideoEncoder
+
+    maps = VideoEncoder(encoder, FrameSampling(16), ("mean", "flow", "flow-std")).cache_key
+    assert maps.endswith("|pool=mean+flow+flow-std|group=32")
+    assert VideoEncoder(encoder, FrameSampling(8), ("mean", "std", "motion")).cache_key.endswith("|pool=mean+std+motion")

@@ -91,8 +91,9 @@ class VideoEncoder(torch.nn.Module):
 
     @property
     def cache_key(self) -> str:
-        """Per clip: the frame features' key, the frame-sampling recipe and the pooling."""
-        return f"{self.image.cache_key}|{self.sampling.tag}|pool={'+'.join(self.pooling)}"
+        """Per clip: the frame features' key, the frame-sampling recipe and the pooling (with flow-std, its group size)."""
+        group = f"|group={FLOW_GROUP}" if "flow-std" in self.pooling else ""
+        return f"{self.image.cache_key}|{self.sampling.tag}|pool={'+'.join(self.pooling)}{group}"
 
     @property
     def device(self) -> torch.device:
