@@ -1,5 +1,7 @@
 """The RewardDance miniature's harness (`visreward demo --judges`) on a 2-size, 1-seed configuration."""
 
+import contextlib
+import io
 import itertools
 import json
 
@@ -32,10 +34,15 @@ def test_best_of_n_is_the_exact_expectation_over_every_subset():
 def judges_run(tmp_path_factory, tiny_generator_dir):
     out = tmp_path_factory.mktemp("judges") / "run"
     cache = tmp_path_factory.mktemp("judges-cache")
-    assert main(["demo", "--judges", "--generator", str(tiny_generator_dir), "--output", str(out), "--cache-dir", str(cache),
-                 "--proxies", "generative", "1x", "bradley-terry", "not-pretrained", "--pairs", "160", "--train-per-prompt", "24",
-                 "--heldout-per-prompt", "16", "--heldout-pairs", "120", "--bon-pool", "64", "--epochs", "2",
-                 "--pretrain-steps", "100", "--rl-proxies", "generative", "--rl-steps", "3"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--judges", "--generator", str(tiny_generator_dir), "--output", str(out),
+                     "--cache-dir", str(cache), "--proxies", "generative", "1x", "bradley-terry", "not-pretrained",
+                     "--pairs", "160", "--train-per-prompt", "24", "--heldout-per-prompt", "16", "--heldout-pairs", "120",
+                     "--bon-pool", "64", "--epochs", "2", "--pretrain-steps", "100", "--rl-proxies", "generative",
+                     "--rl-steps", "3"])
+    assert code == 0
+    (out / "printed.txt").write_text(printed.getvalue())
     return out, cache
 
 
@@ -134,3 +141,10 @@ def test_the_report_renders_in_headless_chromium_with_its_three_grids_loaded(jud
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'data-images-total="3"' in result.stdout and 'data-images-loaded="3"' in result.stdout
+
+
+def test_each_proxy_reports_its_own_line_as_it_finishes(judges_run):
+    out, _ = judges_run
+    lines = (out / "printed.txt").read_text().splitlines()
+    for name in ("generative", "1x", "bradley-terry", "not-pretrained"):
+        assert sum(line.strip().startswith(f"{name}: held-out accuracy") for line in lines) == 1, name

@@ -282,12 +282,12 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
         if name in config.rl_proxies:
             row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
         results["proxies"][name] = row
+        print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
+              f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
     if config.rl_control and config.rl_proxies:
         results["rl_control"] = rl_against(config, None, generator_dir, out / "grpo" / "random-reward", seed)
         print(f"   GRPO against a random reward (the control): gold {results['rl_control']['gold_start']:.3f} -> "
               f"{results['rl_control']['gold_end']:.3f}")
-        print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
-              f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
     return results
 
 
