@@ -34,6 +34,7 @@ from .demo import mean_sd, prepare_run
 from .digits_data import bold_indices, digit_image, digit_prompt, ink, real_digits, write_digits_folder
 from .errors import VisrewardError
 from .gold import gold_scores, preference_labels, temperature_for_agreement
+from .images import quantize
 from .options import VLM_SIZES, JudgesDemoConfig
 from .progress import time_left
 
@@ -86,7 +87,7 @@ def sample_pool(generator, folder: Path, per_prompt: int, seed: int) -> Pool:
 
     prompts = [p for p in PROMPTS for _ in range(per_prompt)]
     seeds = [seed * 1_000_000 + i for i in range(len(prompts))]
-    images = (generator.generate_from_seeds(prompts, seeds).clamp(0, 1) * 255).round() / 255
+    images = quantize(generator.generate_from_seeds(prompts, seeds)).float() / 255
     save_samples([GeneratedSample(digit_image(image.mean(dim=0).numpy()), prompt, s)
                   for image, prompt, s in zip(images, prompts, seeds)], folder)
     return Pool(images, prompts, gold_scores(images, prompts), [str(folder / f"{i:06d}.png") for i in range(len(prompts))])
@@ -149,24 +150,19 @@ def write_references(folder: Path, generator, seed: int) -> dict[str, Path]:
     return {"base": folder / "base", "target": write_digits_folder(folder / "target", "train", chosen)}
 
 
-def proxy_rewards(folder: Path, pool: Pool) -> np.ndarray:
-    """The proxy's reward of every pool sample, loaded and scored as a user would (`vlm:FOLDER`; a pairwise one
-    against the references saved with it)."""
+def proxy_rewards(reward, pool: Pool) -> np.ndarray:
+    """The proxy's reward of every pool sample, scored as a user would (a pairwise one against the references saved
+    with it)."""
     from PIL import Image
 
-    from .rewards import load_reward_model
-
-    reward = load_reward_model(f"vlm:{folder}")
     return reward.score([Image.open(path) for path in pool.paths], pool.prompts, batch_size=64).numpy()
 
 
-def heldout_accuracy(folder: Path, proxy: Proxy, pairs: Path) -> float:
+def heldout_accuracy(reward, proxy: Proxy, pairs: Path) -> float:
     """Fraction of held-out pairs (chosen: the gold's choice) the proxy orders as the gold does."""
     from .generative.trainer import _pairwise_accuracy
     from .post_training.pairs import read_pairs
-    from .rewards import load_reward_model
 
-    reward = load_reward_model(f"vlm:{folder}")
     judge, head = (reward.judge, reward.head) if proxy.bradley_terry else (reward, None)
     return _pairwise_accuracy(judge, read_pairs(pairs), judge.settings.get("instruction"), head,
                               pointwise=proxy.mode == "pointwise")
@@ -250,6 +246,7 @@ def random_vlm(size: str, folder: Path) -> Path:
 def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str, vlms: dict[str, Path]) -> dict:
     """One seed: pools, labelled and held-out pairs, every proxy trained and measured."""
     from .generators import load_generator
+    from .rewards import load_reward_model
 
     generator = load_generator(generator_dir)
     rng = np.random.default_rng(seed)
@@ -276,8 +273,9 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
         proxy = PROXIES[name]
         folder = out / "proxies" / name
         row = train_proxy(config, proxy, vlms[proxy.base_model], pair_folders[counts[name]], references, folder, seed)
-        row["heldout_accuracy"] = heldout_accuracy(folder, proxy, held_pairs)
-        rewards = proxy_rewards(folder, bon_pool)
+        reward = load_reward_model(f"vlm:{folder}")  # as a user loads it: a yes/no judge or the Bradley-Terry reward
+        row["heldout_accuracy"] = heldout_accuracy(reward, proxy, held_pairs)
+        rewards = proxy_rewards(reward, bon_pool)
         row["best_of_n"] = best_of_n_curve(rewards, bon_pool.gold, bon_pool.prompts)
         if name in config.rl_proxies:
             row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
