@@ -319,3 +319,16 @@ def test_a_pairwise_judge_saved_with_references_compares_each_candidate_with_its
     del judge.references[None]
     with pytest.raises(VisrewardError, match="no saved reference image for prompt 'a handwritten digit 5'"):
         judge.score(candidates, prompts)
+
+
+def test_a_lora_bradley_terry_folder_loads_as_a_reward_with_its_adapter(noisy_digit_pairs, pretrained_digit_vlm, tmp_path):
+    """--bradley-terry --lora saves an adapter, not a whole backbone: vlm: loads it on the base it names."""
+    from visreward.rewards import load_reward_model
+
+    train_vlm_reward_model(VLMTrainingConfig(model=str(pretrained_digit_vlm), pairs=[str(noisy_digit_pairs)],
+                                             output=str(tmp_path / "rm"), epochs=0, bradley_terry=True, lora=True,
+                                             progress=False))
+    assert (tmp_path / "rm" / "adapter_config.json").exists()
+    reward = load_reward_model(f"vlm:{tmp_path / 'rm'}")
+    images = [digit_image(real_digits("evaluation")[0][i]) for i in range(3)]
+    assert reward.score(images, ["a handwritten digit 3"] * 3).shape == (3,)

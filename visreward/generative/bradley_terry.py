@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..images import as_image_batch
 from ..rewards import spread
-from ..videos import as_video_batch
-from .model import SETTINGS_FILE, GenerativeRewardModel, frames_of, load_processor
+from .model import HEAD_FILE, SETTINGS_FILE, GenerativeRewardModel, candidate_items, frames_of, load_backbone
 from .templates import question
 
-HEAD_FILE = "bradley_terry_head.safetensors"
+__all__ = ["HEAD_FILE", "BradleyTerryHead", "BradleyTerryRewardModel", "answer_hidden_state"]
 
 
 class BradleyTerryHead(torch.nn.Module):
@@ -52,13 +50,11 @@ class BradleyTerryRewardModel:
     @classmethod
     def from_pretrained(cls, folder, device: str | None = None, dtype: torch.dtype | None = None) -> "BradleyTerryRewardModel":
         from safetensors.torch import load_file
-        from transformers import AutoModelForImageTextToText
 
         folder = Path(folder)
-        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype)
+        model, processor = load_backbone(str(folder), str(folder), dtype)  # a --lora backbone is its adapter
         settings = json.loads((folder / SETTINGS_FILE).read_text())
-        judge = GenerativeRewardModel(model.to(device) if device else model, load_processor(str(folder), model.config.model_type),
-                                      settings)
+        judge = GenerativeRewardModel(model.to(device) if device else model, processor, settings)
         head = BradleyTerryHead(model.config.get_text_config().hidden_size)
         head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return cls(judge, head.to(judge.device))
@@ -70,9 +66,7 @@ class BradleyTerryRewardModel:
     @torch.no_grad()
     def score(self, images, prompts=None, batch_size: int = 64) -> torch.Tensor:
         """[B] rewards: images or clips as GenerativeRewardModel.score takes them."""
-        batch = as_video_batch(images)
-        items = list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
-        visuals = [frames_of(item, self.judge.sampling) for item in items]
+        visuals = [frames_of(item, self.judge.sampling) for item in candidate_items(images)]
         prompts = list(prompts) if prompts is not None else [None] * len(visuals)
         instruction = self.judge.settings.get("instruction")
         return torch.cat([self.head(answer_hidden_state(self.judge, prompts[i : i + batch_size], visuals[i : i + batch_size],

@@ -40,6 +40,7 @@ from .templates import ANSWER_CUE, TEMPLATE_VERSION, question, user_message
 
 SETTINGS_FILE = "visreward_vlm.json"
 REFERENCES_FOLDER = "references"  # a pairwise judge's reference images, with their prompts (train-vlm-rm --references)
+HEAD_FILE = "bradley_terry_head.safetensors"  # a --bradley-terry folder's reward head (bradley_terry.py)
 YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes")
 NO_SPELLINGS = ("no", "No", "NO", " no", " No")
 
@@ -85,6 +86,25 @@ def load_processor(location: str, model_type: str):
         extra = {k: v for k, v in settings.items() if k in cls.__init__.__code__.co_varnames and k != "chat_template"}
         extra.pop("image_processor", None)
         return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template, **extra)
+
+
+def load_backbone(location: str, name: str, dtype: torch.dtype | None = None):
+    """(model, processor) of a judge folder or hub id: a peft adapter on the base it names, or the whole model;
+    `name` is what a one-line error calls it."""
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        if (Path(location) / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base = json.loads((Path(location) / "adapter_config.json").read_text())["base_model_name_or_path"]
+            model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=dtype), location)
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, trust_remote_code=False)
+        return model, load_processor(location, model.config.model_type)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VisrewardError(f"vlm:{name}: cannot load the model ({first})") from None
 
 
 def answer_token_ids(tokenizer) -> tuple[list[int], list[int]]:
@@ -165,13 +185,18 @@ def _reference_list(entry, candidate_is_clip: bool) -> list:
     return [entry]
 
 
+def candidate_items(images) -> list:
+    """The images or clips a judge is given, one item each (RL trainers' uint8 / channels-last batches too)."""
+    batch = as_video_batch(images)
+    return list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
+
+
 def judged(ask, sampling: FrameSampling, images, prompts, references, instruction: str | None,
            cot: str | None = None) -> tuple[torch.Tensor, dict]:
     """RewardDance's scores of images or clips: pointwise P(yes), or against references in both orders (removing the
     judge's position bias) averaged over them. `ask(queries)`, queries being (question, frames), answers
     (P(yes) per query, rationales): the judge itself, in this process or behind an API."""
-    batch = as_video_batch(images)  # RL trainers' uint8 / channels-last batches too
-    items = list(batch if isinstance(batch, torch.Tensor) and batch.ndim == 5 else as_image_batch(batch))
+    items = candidate_items(images)
     candidates = [frames_of(item, sampling) for item in items]
     prompts = list(prompts) if prompts is not None else [None] * len(candidates)
     if len(prompts) != len(candidates):
@@ -219,8 +244,6 @@ class GenerativeRewardModel:
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | None = None,
                         dtype: torch.dtype | None = None) -> "GenerativeRewardModel":
-        from transformers import AutoModelForImageTextToText
-
         from ..model_card import is_repo_id, local_folder, repo_file
 
         location = str(path_or_id)
@@ -229,25 +252,12 @@ class GenerativeRewardModel:
         elif is_repo_id(location) and repo_file(location, SETTINGS_FILE):  # a judge trained here, on the Hub: its
             location = str(local_folder(location))                       # settings and adapter are read as files
         settings = json.loads((Path(location) / SETTINGS_FILE).read_text()) if (Path(location) / SETTINGS_FILE).exists() else {}
-        if (Path(location) / "bradley_terry_head.safetensors").exists():
-            raise VisrewardError(f"vlm:{path_or_id}: a Bradley-Terry baseline (bradley_terry_head.safetensors), not a "
+        if (Path(location) / HEAD_FILE).exists():
+            raise VisrewardError(f"vlm:{path_or_id}: a Bradley-Terry baseline ({HEAD_FILE}), not a "
                                  "yes/no judge: its backbone was never trained to answer yes or no; load_reward_model("
                                  "'vlm:...') loads it as the BradleyTerryRewardModel it is")
-        try:
-            if (Path(location) / "adapter_config.json").exists():
-                from peft import PeftModel
-
-                base = json.loads((Path(location) / "adapter_config.json").read_text())["base_model_name_or_path"]
-                model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=dtype), location)
-            else:
-                model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, trust_remote_code=False)
-            processor = load_processor(location, model.config.model_type)
-        except OSError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VisrewardError(f"vlm:{path_or_id}: cannot load the model ({first})") from None
-        if device:
-            model.to(device)
-        judge = cls(model, processor, settings)
+        model, processor = load_backbone(location, str(path_or_id), dtype)
+        judge = cls(model.to(device) if device else model, processor, settings)
         if (Path(location) / REFERENCES_FOLDER).is_dir():
             judge.references = read_references(Path(location) / REFERENCES_FOLDER)
         return judge
@@ -313,7 +323,7 @@ class GenerativeRewardModel:
             raise VisrewardError(f"cot must be one of {', '.join(COT_MODES)}")
         ask = lambda queries: self._judge(queries, batch_size, cot, full_vocabulary, max_new_tokens)  # noqa: E731
         if references is None and self.references:  # a pairwise judge saved with its references compares with them
-            references = self.references_for(prompts if prompts is not None else [None] * len(as_image_batch(images)))
+            references = self.references_for(prompts if prompts is not None else [None] * len(candidate_items(images)))
         return judged(ask, self.sampling, images, prompts, references, instruction or self.settings.get("instruction"), cot)
 
     def pixel_values(self, images: torch.Tensor, batch: dict) -> torch.Tensor:

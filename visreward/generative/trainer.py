@@ -36,7 +36,7 @@ from ..options import VLMTrainingConfig
 from ..post_training.pairs import PreferencePair, read_pairs
 from ..videos import FrameSampling, pil_frames, read_clip, pillow_frame_count
 from .bradley_terry import BradleyTerryHead, answer_hidden_state
-from .model import REFERENCES_FOLDER, SETTINGS_FILE, GenerativeRewardModel, read_references
+from .model import HEAD_FILE, REFERENCES_FOLDER, SETTINGS_FILE, GenerativeRewardModel, read_references
 from .templates import ANSWER_CUE, TEMPLATE_VERSION, question
 
 
@@ -220,7 +220,7 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
         if head is not None:
             from safetensors.torch import save_file
 
-            save_file(accelerator.unwrap_model(head).state_dict(), str(tmp / "bradley_terry_head.safetensors"))
+            save_file(accelerator.unwrap_model(head).state_dict(), str(tmp / HEAD_FILE))
         write_text(tmp / SETTINGS_FILE, json.dumps({"template_version": TEMPLATE_VERSION, "instruction": config.instruction,
                                                     "trained_mode": config.mode, "cot": config.cot, "frames": config.frames},
                                                    indent=2))
