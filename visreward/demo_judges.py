@@ -212,16 +212,36 @@ def rl_against(config: JudgesDemoConfig, folder: Path | None, generator_dir: str
             **overoptimisation(curve)}
 
 
+def moving_mean(values, window: int) -> np.ndarray:
+    """The means of every `window` consecutive values (of all of them, when there are fewer)."""
+    width = min(window, len(values))
+    return np.convolve(np.asarray(values, dtype=np.float64), np.ones(width) / width, mode="valid")
+
+
+def rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list[float]]]:
+    """Per GRPO run (each proxy, and the random control): each logged measure's moving mean over `window` steps,
+    averaged over the seeds (over the steps every seed reached: a run a monitor stopped is shorter)."""
+    curves: dict[str, list[list[dict]]] = {}
+    for seed in per_seed:
+        for name, row in seed["proxies"].items():
+            if "rl" in row:
+                curves.setdefault(name, []).append(row["rl"]["curve"])
+        if "rl_control" in seed:
+            curves.setdefault("random reward", []).append(seed["rl_control"]["curve"])
+    smoothed = {}
+    for name, runs in curves.items():
+        length = min(len(curve) for curve in runs)
+        smoothed[name] = {key: np.mean([moving_mean([row[key] for row in curve[:length]], window) for curve in runs],
+                                       axis=0).tolist() for key in ("gold", "proxy", "proxy_group_std", "kl")}
+        smoothed[name]["step"] = [row["step"] for row in runs[0][min(window, length) - 1 : length]]
+    return smoothed
+
+
 def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> dict:
     """Where the gold (a moving mean over `window` steps) peaks, and whether it then falls by more than `drop` while the
     proxy's moving mean goes on rising (by a quarter of its whole rise or more): overoptimisation's onset, else None.
     A proxy that never rose (one that scores everything alike) cannot be overoptimised, whatever the gold does."""
-    def smooth(key: str) -> np.ndarray:
-        values = np.array([row[key] for row in curve], dtype=np.float64)
-        width = min(window, len(values))
-        return np.convolve(values, np.ones(width) / width, mode="valid")
-
-    gold, proxy = smooth("gold"), smooth("proxy")
+    gold, proxy = (moving_mean([row[key] for row in curve], window) for key in ("gold", "proxy"))
     peak = int(np.argmax(gold))
     rise = proxy[-1] - proxy[0]
     still_rising = rise > 0 and proxy[-1] - proxy[peak] >= rise / 4
@@ -327,7 +347,7 @@ def summarise(per_seed: list[dict]) -> dict:
     oracle = {n: mean_sd([run["oracle_best_of_n"][n]["gold"] for run in per_seed]) for n in per_seed[0]["oracle_best_of_n"]}
     controls = [run["rl_control"] for run in per_seed if "rl_control" in run]
     control = {key: mean_sd([r[key] for r in controls]) for key in RL_MEASURES} if controls else None
-    return {"proxies": table, "oracle_best_of_n": oracle, "rl_control": control,
+    return {"proxies": table, "oracle_best_of_n": oracle, "rl_control": control, "rl_curves": rl_curves(per_seed),
             "label_agreement": mean_sd([run["label_agreement"] for run in per_seed]), "claims": claims(table)}
 
 

@@ -318,7 +318,7 @@ def _judges_charts(metrics: dict) -> list[str]:
               for name, row in proxies.items() if name != "bradley-terry"}
     charts.append(line_chart(dict(list(yes_no.items())[:5]), "Best-of-N: the proxy's own score of the pick", "log2 N",
                              "proxy P(yes)"))
-    rl = _rl_curves(metrics["per_seed"])
+    rl = metrics.get("rl_curves", {})
     for key, label in (("gold", "gold"), ("proxy", "proxy reward"), ("proxy_group_std", "proxy's within-group std")):
         if rl:
             charts.append(line_chart({name: list(zip(curve["step"], curve[key])) for name, curve in rl.items()},
@@ -327,28 +327,6 @@ def _judges_charts(metrics: dict) -> list[str]:
         charts.append(line_chart({name: list(zip(curve["kl"], curve["gold"])) for name, curve in rl.items()},
                                  "GRPO: gold against KL to the base (5-step means)", "KL per step", "gold"))
     return charts
-
-
-def _rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list[float]]]:
-    """Per GRPO proxy: each logged measure's moving mean over `window` steps, averaged over the seeds (over the steps
-    every seed reached: a run a monitor stopped is shorter)."""
-    curves: dict[str, list[list[dict]]] = {}
-    for seed in per_seed:
-        for name, row in seed["proxies"].items():
-            if "rl" in row:
-                curves.setdefault(name, []).append(row["rl"]["curve"])
-        if "rl_control" in seed:
-            curves.setdefault("random reward", []).append(seed["rl_control"]["curve"])
-    smoothed = {}
-    for name, runs in curves.items():
-        length = min(len(curve) for curve in runs)
-        width = min(window, length)
-        kernel = np.ones(width) / width
-        smoothed[name] = {key: np.mean([np.convolve([row[key] for row in curve[:length]], kernel, mode="valid")
-                                        for curve in runs], axis=0).tolist()
-                          for key in ("gold", "proxy", "proxy_group_std", "kl")}
-        smoothed[name]["step"] = [row["step"] for row in runs[0][width - 1 : length]]
-    return smoothed
 
 
 def _write_judges_report(run: Path, metrics: dict) -> Path:

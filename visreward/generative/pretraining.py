@@ -177,8 +177,13 @@ def _save(judge: GenerativeRewardModel, config: VLMPretrainingConfig, metrics: d
         write_text(tmp / "pretraining_metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
+def _digit_recipe(size: str, steps: int | None, **settings) -> VLMPretrainingConfig:
+    """train-vlm's recipe on the captioned digits at `size` (its default steps unless given)."""
+    return VLMPretrainingConfig(size=size, **({"steps": steps} if steps else {}), **settings)
+
+
 def digit_vlm_dir(size: str = "4x", cache_dir=None, steps: int | None = None) -> Path:
-    config = VLMPretrainingConfig(size=size, **({"steps": steps} if steps else {}))
+    config = _digit_recipe(size, steps)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "judges" / f"digits-vlm-v{PRETRAINING_VERSION}-{size}-s{config.steps}-seed{config.seed}"
 
@@ -187,6 +192,5 @@ def load_digit_vlm(size: str = "4x", cache_dir=None, steps: int | None = None, p
     """The folder of the small VLM pretrained on the captioned real digits at `size`, pretrained on first use."""
     directory = digit_vlm_dir(size, cache_dir, steps)
     if not (directory / "pretraining_metrics.json").exists():
-        config = VLMPretrainingConfig(size=size, output=str(directory), progress=progress, **({"steps": steps} if steps else {}))
-        pretrain_vlm(config)
+        pretrain_vlm(_digit_recipe(size, steps, output=str(directory), progress=progress))
     return directory
