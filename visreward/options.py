@@ -459,6 +459,7 @@ class DemoConfig:
                                  "options: visreward demo --judges --help)")
 
 
+# demo_judges.PROXIES, in its order, torch-free for --help (a test keeps the two one list)
 PROXY_NAMES = ("generative", "bradley-terry", "pointwise", "no-instruction", "target-reference", "cot", "1x", "16x",
                "fewer-pairs", "more-pairs", "not-pretrained")
 
