@@ -76,8 +76,8 @@ def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_f
     peak = metrics["proxies"]["bradley-terry"]["best_of_n_peak"]
     curve = metrics["proxies"]["bradley-terry"]["best_of_n"]
     assert curve[str(peak)]["gold"][0] == max(v["gold"][0] for v in curve.values())
-    random = GenerativeRewardModel.from_pretrained(out / "random-vlms" / "4x")  # never pretrained: its own weights
-    assert not (out / "random-vlms" / "4x" / "pretraining_metrics.json").exists() and random.tokenizer.get_vocab()["bold"]
+    random = GenerativeRewardModel.from_pretrained(out / "seed-0" / "random-vlms" / "4x")  # never pretrained
+    assert not (out / "seed-0" / "random-vlms" / "4x" / "pretraining_metrics.json").exists() and random.tokenizer.get_vocab()["bold"]
 
 
 def test_the_held_out_pairs_are_labelled_by_the_gold_and_the_proxies_load_as_judges(judges_run):

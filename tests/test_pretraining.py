@@ -117,3 +117,10 @@ def test_bradley_terry_labels_agree_with_the_gold_as_often_as_asked():
     assert expected_agreement(np.array([1.0]), np.array([0.0]), 1.0) == pytest.approx(1 / (1 + np.exp(-1.0)))
     with pytest.raises(ValueError):
         temperature_for_agreement(gold[a], gold[b], 0.4)
+
+
+def test_each_pretraining_seed_has_its_own_cache_folder(tmp_path):
+    from visreward.generative.pretraining import digit_vlm_dir
+
+    assert digit_vlm_dir("4x", tmp_path, 100).name == "digits-vlm-v1-4x-s100-seed0"
+    assert digit_vlm_dir("16x", tmp_path, 100, seed=2) == tmp_path / "judges" / "digits-vlm-v1-16x-s100-seed2"

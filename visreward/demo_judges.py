@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ PROMPTS = [digit_prompt(d) for d in range(10)]
 TASK_INSTRUCTION = ("You are judging handwritten digits: the better image clearly shows the digit the prompt asks for, "
                     "drawn with bold strokes.")
 BEST_OF = (1, 2, 4, 8, 16, 32, 64)
+CONTROL = "random reward"  # the GRPO control's name among the runs
 RL_MEASURES = ("gold_start", "gold_peak", "gold_end", "proxy_start", "proxy_end", "late_proxy_group_std")
 
 
@@ -227,7 +230,7 @@ def rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list
             if "rl" in row:
                 curves.setdefault(name, []).append(row["rl"]["curve"])
         if "rl_control" in seed:
-            curves.setdefault("random reward", []).append(seed["rl_control"]["curve"])
+            curves.setdefault(CONTROL, []).append(seed["rl_control"]["curve"])
     smoothed = {}
     for name, runs in curves.items():
         length = min(len(curve) for curve in runs)
@@ -252,32 +255,66 @@ def overoptimisation(curve: list[dict], window: int = 5, drop: float = 0.05) -> 
             "late_proxy_group_std": float(np.mean([row["proxy_group_std"] for row in late]))}
 
 
-def random_vlm(size: str, folder: Path) -> Path:
-    """The pretrained models' architecture and tokenizer (the digit captions' words) with random weights, saved."""
+def random_vlm(size: str, folder: Path, seed: int) -> Path:
+    """The pretrained models' architecture and tokenizer (the digit captions' words) with random weights from
+    `seed`, saved."""
     from .generative.pretraining import digit_captions
     from .generative.tiny import build_tiny_llava
 
+    torch.manual_seed(seed)
     model, processor = build_tiny_llava(digit_captions("train")[1], size)
     model.save_pretrained(folder / size)
     processor.save_pretrained(folder / size)
     return folder / size
 
 
-def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str, vlms: dict[str, Path]) -> dict:
-    """One seed: pools, labelled and held-out pairs, every proxy trained and measured."""
-    from .generators import load_generator
+def measure_proxy(config: JudgesDemoConfig, name: str, base_model: Path, pairs: Path, references: dict[str, Path],
+                  held_pairs: Path, bon_pool: Pool, generator_dir: str, out: Path, seed: int) -> dict:
+    """One proxy trained, loaded as a user loads it (a yes/no judge or the Bradley-Terry reward), and measured: its
+    held-out accuracy, its Best-of-N curve, and GRPO against it when it is one of --rl-proxies."""
     from .rewards import load_reward_model
 
-    generator = load_generator(generator_dir)
+    proxy, folder = PROXIES[name], out / "proxies" / name
+    row = train_proxy(config, proxy, base_model, pairs, references, folder, seed)
+    reward = load_reward_model(f"vlm:{folder}")
+    row["heldout_accuracy"] = heldout_accuracy(reward, proxy, held_pairs)
+    row["best_of_n"] = best_of_n_curve(proxy_rewards(reward, bon_pool), bon_pool.gold, bon_pool.prompts)
+    if name in config.rl_proxies:
+        row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
+    return row
+
+
+def expected_cost(config: JudgesDemoConfig, name: str) -> float:
+    """A run's time in units of one --pairs training (a GRPO run costs about half of one), so that the longest start
+    first and the workers finish together."""
+    return 0.5 if name == CONTROL else PROXIES[name].data + 0.5 * (name in config.rl_proxies)
+
+
+@dataclass
+class SeedData:
+    """One seed's samples and labels, drawn before any proxy trains: what its proxies train and are measured on."""
+
+    seed: int
+    out: Path
+    pairs: dict[int, Path]  # labelled pairs, by their number
+    held_pairs: Path
+    bon_pool: Pool
+    references: dict[str, Path]
+    results: dict  # the labels' temperature and agreement, the gold's own Best-of-N
+
+
+def draw_seed(config: JudgesDemoConfig, seed: int, out: Path, generator) -> SeedData:
+    """The seed's pools of base samples, its noisy labelled pairs, its held-out pairs (labelled by the gold's sign),
+    its Best-of-N pool and its references."""
     rng = np.random.default_rng(seed)
     train_pool = sample_pool(generator, out / "pool-train", config.train_per_prompt, 3 * seed + 1)
-    counts = {name: round(PROXIES[name].data * config.pairs) for name in config.proxies}
-    first, second = _same_prompt_pairs(train_pool, max(counts.values()), rng)
+    counts = {round(PROXIES[name].data * config.pairs) for name in config.proxies}
+    first, second = _same_prompt_pairs(train_pool, max(counts), rng)
     tau = temperature_for_agreement(train_pool.gold[first], train_pool.gold[second], config.agreement)
     labels = preference_labels(train_pool.gold[first], train_pool.gold[second], tau, rng)
     agreement = float((labels == (train_pool.gold[first] > train_pool.gold[second])).mean())
-    pair_folders = {n: write_labelled_pairs(train_pool, first[:n], second[:n], labels[:n], out / f"pairs-{n}")
-                    for n in sorted(set(counts.values()))}
+    pairs = {n: write_labelled_pairs(train_pool, first[:n], second[:n], labels[:n], out / f"pairs-{n}")
+             for n in sorted(counts)}
     held_pool = sample_pool(generator, out / "pool-heldout", config.heldout_per_prompt, 3 * seed + 2)
     held_first, held_second = _same_prompt_pairs(held_pool, config.heldout_pairs, rng)
     decided = held_pool.gold[held_first] != held_pool.gold[held_second]
@@ -287,26 +324,46 @@ def run_seed(config: JudgesDemoConfig, seed: int, out: Path, generator_dir: str,
     bon_pool = sample_pool(generator, out / "pool-best-of-n", config.bon_pool, 3 * seed + 3)
     references = write_references(out / "references", generator, 3 * seed + 4)
     results = {"seed": seed, "tau": tau, "label_agreement": agreement, "n_heldout_pairs": int(decided.sum()),
-               "oracle_best_of_n": best_of_n_curve(bon_pool.gold, bon_pool.gold, bon_pool.prompts), "proxies": {}}
-    started = time.time()
-    for done, name in enumerate(config.proxies, start=1):
-        proxy = PROXIES[name]
-        folder = out / "proxies" / name
-        row = train_proxy(config, proxy, vlms[proxy.base_model], pair_folders[counts[name]], references, folder, seed)
-        reward = load_reward_model(f"vlm:{folder}")  # as a user loads it: a yes/no judge or the Bradley-Terry reward
-        row["heldout_accuracy"] = heldout_accuracy(reward, proxy, held_pairs)
-        rewards = proxy_rewards(reward, bon_pool)
-        row["best_of_n"] = best_of_n_curve(rewards, bon_pool.gold, bon_pool.prompts)
-        if name in config.rl_proxies:
-            row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
-        results["proxies"][name] = row
-        print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
-              f"{row['best_of_n']['64']['gold']:.3f} ({time_left('proxy', done, len(config.proxies), started)})")
-    if config.rl_control and config.rl_proxies:
-        results["rl_control"] = rl_against(config, None, generator_dir, out / "grpo" / "random-reward", seed)
-        print(f"   GRPO against a random reward (the control): gold {results['rl_control']['gold_start']:.3f} -> "
-              f"{results['rl_control']['gold_end']:.3f}")
-    return results
+               "oracle_best_of_n": best_of_n_curve(bon_pool.gold, bon_pool.gold, bon_pool.prompts)}
+    return SeedData(seed, out, pairs, held_pairs, bon_pool, references, results)
+
+
+def submit_runs(pool: Executor, config: JudgesDemoConfig, seeds: list[SeedData], generator_dir: str,
+                vlms: dict[int, dict[str, Path]]) -> dict[tuple[int, str], Future]:
+    """Every seed's proxies and GRPO control, longest first across the seeds, so that no seed waits on another's."""
+    names = list(config.proxies) + ([CONTROL] if config.rl_control and config.rl_proxies else [])
+    futures = {}
+    for data, name in sorted(((data, name) for data in seeds for name in names),
+                             key=lambda run: -expected_cost(config, run[1])):
+        if name == CONTROL:
+            futures[data.seed, name] = pool.submit(rl_against, config, None, generator_dir,
+                                                   data.out / "grpo" / "random-reward", data.seed)
+        else:
+            futures[data.seed, name] = pool.submit(
+                measure_proxy, config, name, vlms[data.seed][PROXIES[name].base_model],
+                data.pairs[round(PROXIES[name].data * config.pairs)], data.references, data.held_pairs, data.bon_pool,
+                generator_dir, data.out, data.seed)
+    return futures
+
+
+def collect_runs(config: JudgesDemoConfig, seeds: list[SeedData], futures: dict[tuple[int, str], Future]) -> list[dict]:
+    """Each run's line as it finishes, then each seed's results: its draw's, its proxies' and its control's."""
+    keys, started = {future: key for key, future in futures.items()}, time.time()
+    for done, future in enumerate(as_completed(keys), start=1):
+        (seed, name), row = keys[future], future.result()
+        progress = f"seed {seed}; {time_left('run', done, len(futures), started)}"
+        if name == CONTROL:
+            print(f"   GRPO against a random reward (the control): gold {row['gold_start']:.3f} -> "
+                  f"{row['gold_end']:.3f} ({progress})")
+        else:
+            print(f"   {name}: held-out accuracy {row['heldout_accuracy']:.3f}, best-of-64 gold "
+                  f"{row['best_of_n']['64']['gold']:.3f} ({progress})")
+    per_seed = []
+    for data in seeds:
+        control = {"rl_control": futures[data.seed, CONTROL].result()} if (data.seed, CONTROL) in futures else {}
+        per_seed.append({**data.results, "proxies": {name: futures[data.seed, name].result() for name in config.proxies},
+                         **control})
+    return per_seed
 
 
 def save_rl_samples(seed_dir: Path, generator_dir: str, run: dict, assets: Path) -> None:
@@ -434,8 +491,44 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_judges_demo(config: JudgesDemoConfig) -> dict:
+def pretrain_judges(pool: Executor, config: JudgesDemoConfig, seeds: list[SeedData],
+                    sizes: list[str]) -> dict[int, dict[str, Path]]:
+    """Per seed, the base model of each of its proxies: the VLMs pretrained from that seed (so that the spread over
+    seeds includes the pretraining's: one pretraining's verdicts need not be another's), and the random ones."""
     from .generative.pretraining import load_digit_vlm
+
+    largest_first = sizes[::-1]  # the 16x pretrains as long as the 1x and 4x together
+    futures = {(data.seed, size): pool.submit(load_digit_vlm, size, config.cache_dir, config.pretrain_steps, False,
+                                              data.seed) for size in largest_first for data in seeds}
+    vlms = {data.seed: {size: futures[data.seed, size].result() for size in sizes} for data in seeds}
+    for data in seeds:
+        vlms[data.seed].update({proxy.base_model: random_vlm(proxy.size, data.out / "random-vlms", data.seed)
+                                for proxy in map(PROXIES.get, config.proxies) if not proxy.pretrained})
+    return vlms
+
+
+def pretraining_summary(vlms: dict[int, dict[str, Path]], sizes: list[str]) -> dict:
+    """Per size: its parameters, and its probes after pretraining, averaged over the seeds' pretrainings."""
+    summary = {}
+    for size in sizes:
+        runs = [json.loads((seed_vlms[size] / "pretraining_metrics.json").read_text()) for seed_vlms in vlms.values()]
+        summary[size] = {"parameters": runs[0]["parameters"],
+                         **{key: float(np.mean([run["after"][key] for run in runs])) for key in runs[0]["after"]}}
+    return summary
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` processes (0: one per thread torch would use) sharing those threads. Small models train faster side
+    by side than one at a time on every core: on a 2-core CPU two one-thread trainings take 22 s where one two-thread
+    training takes 19 s."""
+    threads = torch.get_num_threads()
+    workers = workers or threads
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                               initargs=(max(1, threads // workers),))
+
+
+def run_judges_demo(config: JudgesDemoConfig) -> dict:
+    from .generators import load_generator
     from .report import write_report
 
     unknown = sorted(set(config.proxies) - set(PROXIES))
@@ -448,21 +541,20 @@ def run_judges_demo(config: JudgesDemoConfig) -> dict:
     started = time.time()
     out, generator_dir = prepare_run(config, "digits")
     sizes = [size for size in VLM_SIZES if any(PROXIES[name].size == size for name in config.proxies)]
-    print(f"2/3 small VLMs pretrained on captioned digits ({', '.join(sizes)}; cached after the first run)")
-    vlms = {size: load_digit_vlm(size, config.cache_dir, config.pretrain_steps, progress=False) for size in sizes}
-    vlms.update({proxy.base_model: random_vlm(proxy.size, out / "random-vlms") for proxy in map(PROXIES.get, config.proxies)
-                 if not proxy.pretrained})
-    print(f"3/3 {config.seeds} seed(s): labelled pairs, {len(config.proxies)} proxies trained, held-out accuracy, best-of-N")
-    per_seed, seeds_started = [], time.time()
-    for done, seed in enumerate(range(config.seed, config.seed + config.seeds), start=1):
-        per_seed.append(run_seed(config, seed, out / f"seed-{seed}", generator_dir, vlms))
-        print("   " + time_left("seed", done, config.seeds, seeds_started))
+    generator = load_generator(generator_dir)
+    seeds = [draw_seed(config, seed, out / f"seed-{seed}", generator)
+             for seed in range(config.seed, config.seed + config.seeds)]
+    print(f"2/3 small VLMs pretrained on captioned digits ({', '.join(sizes)}; each seed its own, from that seed; "
+          f"cached after the first run)")
+    with worker_pool(config.workers) as pool:
+        vlms = pretrain_judges(pool, config, seeds, sizes)
+        print(f"3/3 {config.seeds} seed(s): {len(config.proxies)} proxies trained, each measured by held-out accuracy "
+              f"and best-of-N" + (f", {len(config.rl_proxies)} of them by GRPO" if config.rl_proxies else ""))
+        per_seed = collect_runs(config, seeds, submit_runs(pool, config, seeds, generator_dir, vlms))
     save_rl_samples(out / f"seed-{config.seed}", generator_dir, per_seed[0], out / "assets")
     summary = summarise(per_seed)
-    pretraining = {size: json.loads((vlms[size] / "pretraining_metrics.json").read_text()) for size in sizes}
     results = {"config": json.loads((out / "demo_config.json").read_text()), **summary, "per_seed": per_seed,
-               "pretraining": {size: {"parameters": m["parameters"], **m["after"]} for size, m in pretraining.items()},
-               "seconds": time.time() - started}
+               "pretraining": pretraining_summary(vlms, sizes), "seconds": time.time() - started}
     write_text(out / "demo_metrics.json", json.dumps(results, indent=2) + "\n")
     write_report(out)
     print()

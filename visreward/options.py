@@ -488,6 +488,8 @@ class JudgesDemoConfig:
     pretrain_steps: int = option(1500, "train-vlm steps of each size's pretraining on the captioned digits")
     seeds: int = option(1, "independent repetitions (samples, labels, proxy training); the table is mean +- sd")
     seed: int = option(0, "first seed")
+    workers: int = option(0, "proxies trained at once, each in its own process with its share of the threads "
+                             "(0: one per thread)")
     cache_dir: str | None = option(None, "cache for the bundled generator and the pretrained VLMs")
 
 

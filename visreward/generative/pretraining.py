@@ -177,20 +177,22 @@ def _save(judge: GenerativeRewardModel, config: VLMPretrainingConfig, metrics: d
         write_text(tmp / "pretraining_metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
-def _digit_recipe(size: str, steps: int | None, **settings) -> VLMPretrainingConfig:
-    """train-vlm's recipe on the captioned digits at `size` (its default steps unless given)."""
-    return VLMPretrainingConfig(size=size, **({"steps": steps} if steps else {}), **settings)
+def _digit_recipe(size: str, steps: int | None, seed: int = 0, **settings) -> VLMPretrainingConfig:
+    """train-vlm's recipe on the captioned digits at `size` (its default steps unless given), from `seed`."""
+    return VLMPretrainingConfig(size=size, seed=seed, **({"steps": steps} if steps else {}), **settings)
 
 
-def digit_vlm_dir(size: str = "4x", cache_dir=None, steps: int | None = None) -> Path:
-    config = _digit_recipe(size, steps)
+def digit_vlm_dir(size: str = "4x", cache_dir=None, steps: int | None = None, seed: int = 0) -> Path:
+    config = _digit_recipe(size, steps, seed)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "judges" / f"digits-vlm-v{PRETRAINING_VERSION}-{size}-s{config.steps}-seed{config.seed}"
 
 
-def load_digit_vlm(size: str = "4x", cache_dir=None, steps: int | None = None, progress: bool = True) -> Path:
-    """The folder of the small VLM pretrained on the captioned real digits at `size`, pretrained on first use."""
-    directory = digit_vlm_dir(size, cache_dir, steps)
+def load_digit_vlm(size: str = "4x", cache_dir=None, steps: int | None = None, progress: bool = True,
+                   seed: int = 0) -> Path:
+    """The folder of the small VLM pretrained on the captioned real digits at `size` from `seed`, pretrained on
+    first use."""
+    directory = digit_vlm_dir(size, cache_dir, steps, seed)
     if not (directory / "pretraining_metrics.json").exists():
-        pretrain_vlm(_digit_recipe(size, steps, output=str(directory), progress=progress))
+        pretrain_vlm(_digit_recipe(size, steps, seed, output=str(directory), progress=progress))
     return directory
