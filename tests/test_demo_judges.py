@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from visreward.cli import main
 from visreward.demo_judges import best_of_n_curve
@@ -156,3 +157,16 @@ def test_the_cli_knows_every_proxy_the_harness_defines():
     from visreward.options import PROXY_NAMES
 
     assert tuple(PROXIES) == PROXY_NAMES
+
+
+def test_each_seed_draws_its_own_random_judge(tmp_path):
+    """The not-pretrained proxy's start: random weights from the seed (a fixed start would hide that spread)."""
+    from safetensors.torch import load_file
+
+    from visreward.demo_judges import random_vlm
+
+    weights = [load_file(random_vlm("1x", tmp_path / str(i), seed) / "model.safetensors")
+               for i, seed in enumerate((0, 1, 0))]
+    name = next(key for key in weights[0] if key.endswith("q_proj.weight"))
+    assert not torch.equal(weights[0][name], weights[1][name])
+    assert all(torch.equal(weights[0][key], weights[2][key]) for key in weights[0])

@@ -261,8 +261,7 @@ def random_vlm(size: str, folder: Path, seed: int) -> Path:
     from .generative.pretraining import digit_captions
     from .generative.tiny import build_tiny_llava
 
-    torch.manual_seed(seed)
-    model, processor = build_tiny_llava(digit_captions("train")[1], size)
+    model, processor = build_tiny_llava(digit_captions("train")[1], size, seed=seed)
     model.save_pretrained(folder / size)
     processor.save_pretrained(folder / size)
     return folder / size
