@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import built_once
 from visreward.cli import main
 from visreward.demo_judges import best_of_n_curve
 from visreward.generative import GenerativeRewardModel
@@ -33,18 +34,21 @@ def test_best_of_n_is_the_exact_expectation_over_every_subset():
 
 @pytest.fixture(scope="module")
 def judges_run(tmp_path_factory, tiny_generator_dir):
-    out = tmp_path_factory.mktemp("judges") / "run"
-    cache = tmp_path_factory.mktemp("judges-cache")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["demo", "--judges", "--generator", str(tiny_generator_dir), "--output", str(out),
-                     "--cache-dir", str(cache), "--proxies", "generative", "1x", "bradley-terry", "not-pretrained",
-                     "--pairs", "160", "--train-per-prompt", "24", "--heldout-per-prompt", "16", "--heldout-pairs", "120",
-                     "--bon-pool", "64", "--epochs", "2", "--pretrain-steps", "100", "--rl-proxies", "generative",
-                     "--rl-steps", "3"])
-    assert code == 0
-    (out / "printed.txt").write_text(printed.getvalue())
-    return out, cache
+    """One harness run, shared by the pytest-xdist workers that run this module's tests."""
+
+    def run(folder):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(["demo", "--judges", "--generator", str(tiny_generator_dir), "--output", str(folder / "run"),
+                         "--cache-dir", str(folder / "cache"), "--proxies", "generative", "1x", "bradley-terry",
+                         "not-pretrained", "--pairs", "160", "--train-per-prompt", "24", "--heldout-per-prompt", "16",
+                         "--heldout-pairs", "120", "--bon-pool", "64", "--epochs", "2", "--pretrain-steps", "100",
+                         "--rl-proxies", "generative", "--rl-steps", "3"])
+        assert code == 0
+        (folder / "run" / "printed.txt").write_text(printed.getvalue())
+
+    folder = built_once(tmp_path_factory, "judges-harness", run)
+    return folder / "run", folder / "cache"
 
 
 def test_the_harness_trains_each_proxy_on_noisy_gold_labels_and_measures_it_on_fresh_samples(judges_run):
