@@ -267,20 +267,26 @@ def random_vlm(size: str, folder: Path, seed: int) -> Path:
     return folder / size
 
 
-def measure_proxy(config: JudgesDemoConfig, name: str, base_model: Path, pairs: Path, references: dict[str, Path],
-                  held_pairs: Path, bon_pool: Pool, generator_dir: str, out: Path, seed: int) -> dict:
-    """One proxy trained, loaded as a user loads it (a yes/no judge or the Bradley-Terry reward), and measured: its
-    held-out accuracy, its Best-of-N curve, and GRPO against it when it is one of --rl-proxies."""
+def measure_proxy(config: JudgesDemoConfig, name: str, data: SeedData, base_model: Path, generator_dir: str) -> dict:
+    """One proxy trained on its share of the seed's labelled pairs, loaded as a user loads it (a yes/no judge or the
+    Bradley-Terry reward), and measured: its held-out accuracy, its Best-of-N curve, and GRPO against it when it is
+    one of --rl-proxies."""
     from .rewards import load_reward_model
 
-    proxy, folder = PROXIES[name], out / "proxies" / name
-    row = train_proxy(config, proxy, base_model, pairs, references, folder, seed)
+    proxy, folder = PROXIES[name], data.out / "proxies" / name
+    row = train_proxy(config, proxy, base_model, data.pairs[pair_count(config, name)], data.references, folder,
+                      data.seed)
     reward = load_reward_model(f"vlm:{folder}")
-    row["heldout_accuracy"] = heldout_accuracy(reward, proxy, held_pairs)
-    row["best_of_n"] = best_of_n_curve(proxy_rewards(reward, bon_pool), bon_pool.gold, bon_pool.prompts)
+    row["heldout_accuracy"] = heldout_accuracy(reward, proxy, data.held_pairs)
+    row["best_of_n"] = best_of_n_curve(proxy_rewards(reward, data.bon_pool), data.bon_pool.gold, data.bon_pool.prompts)
     if name in config.rl_proxies:
-        row["rl"] = rl_against(config, folder, generator_dir, out / "grpo" / name, seed)
+        row["rl"] = rl_against(config, folder, generator_dir, data.out / "grpo" / name, data.seed)
     return row
+
+
+def pair_count(config: JudgesDemoConfig, name: str) -> int:
+    """How many of the seed's labelled pairs the proxy trains on."""
+    return round(PROXIES[name].data * config.pairs)
 
 
 def expected_cost(config: JudgesDemoConfig, name: str) -> float:
@@ -307,7 +313,7 @@ def draw_seed(config: JudgesDemoConfig, seed: int, out: Path, generator) -> Seed
     its Best-of-N pool and its references."""
     rng = np.random.default_rng(seed)
     train_pool = sample_pool(generator, out / "pool-train", config.train_per_prompt, 3 * seed + 1)
-    counts = {round(PROXIES[name].data * config.pairs) for name in config.proxies}
+    counts = {pair_count(config, name) for name in config.proxies}
     first, second = _same_prompt_pairs(train_pool, max(counts), rng)
     tau = temperature_for_agreement(train_pool.gold[first], train_pool.gold[second], config.agreement)
     labels = preference_labels(train_pool.gold[first], train_pool.gold[second], tau, rng)
@@ -338,10 +344,8 @@ def submit_runs(pool: Executor, config: JudgesDemoConfig, seeds: list[SeedData],
             futures[data.seed, name] = pool.submit(rl_against, config, None, generator_dir,
                                                    data.out / "grpo" / "random-reward", data.seed)
         else:
-            futures[data.seed, name] = pool.submit(
-                measure_proxy, config, name, vlms[data.seed][PROXIES[name].base_model],
-                data.pairs[round(PROXIES[name].data * config.pairs)], data.references, data.held_pairs, data.bon_pool,
-                generator_dir, data.out, data.seed)
+            futures[data.seed, name] = pool.submit(measure_proxy, config, name, data,
+                                                   vlms[data.seed][PROXIES[name].base_model], generator_dir)
     return futures
 
 
@@ -508,9 +512,11 @@ def pretrain_judges(pool: Executor, config: JudgesDemoConfig, seeds: list[SeedDa
 
 def pretraining_summary(vlms: dict[int, dict[str, Path]], sizes: list[str]) -> dict:
     """Per size: its parameters, and its probes after pretraining, averaged over the seeds' pretrainings."""
+    from .generative.pretraining import METRICS_FILE
+
     summary = {}
     for size in sizes:
-        runs = [json.loads((seed_vlms[size] / "pretraining_metrics.json").read_text()) for seed_vlms in vlms.values()]
+        runs = [json.loads((seed_vlms[size] / METRICS_FILE).read_text()) for seed_vlms in vlms.values()]
         summary[size] = {"parameters": runs[0]["parameters"],
                          **{key: float(np.mean([run["after"][key] for run in runs])) for key in runs[0]["after"]}}
     return summary

@@ -38,6 +38,7 @@ from .trainer import decision_loss
 DESCRIBE = "Describe the image."
 WEIGHTS = ("thin", "regular", "bold")
 PRETRAINING_VERSION = 1
+METRICS_FILE = "pretraining_metrics.json"  # a cached folder with it holds a finished pretraining
 
 
 def digit_captions(split: str) -> tuple[list[Image.Image], list[str]]:
@@ -174,7 +175,7 @@ def _save(judge: GenerativeRewardModel, config: VLMPretrainingConfig, metrics: d
         judge.model.save_pretrained(tmp)
         judge.processor.save_pretrained(tmp)
         save_config(config, tmp / "pretraining_config.json")
-        write_text(tmp / "pretraining_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 
 def _digit_recipe(size: str, steps: int | None, seed: int = 0, **settings) -> VLMPretrainingConfig:
@@ -193,6 +194,6 @@ def load_digit_vlm(size: str = "4x", cache_dir=None, steps: int | None = None, p
     """The folder of the small VLM pretrained on the captioned real digits at `size` from `seed`, pretrained on
     first use."""
     directory = digit_vlm_dir(size, cache_dir, steps, seed)
-    if not (directory / "pretraining_metrics.json").exists():
+    if not (directory / METRICS_FILE).exists():
         pretrain_vlm(_digit_recipe(size, steps, seed, output=str(directory), progress=progress))
     return directory
