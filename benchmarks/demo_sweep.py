@@ -7,7 +7,7 @@ The first: one GAN-RM round from the bundled generator, per setting.
 A reward model is trained once per seed (400 bold target digits vs base samples, as in the
 demo), Best-of-N selects from base samples, and SFT / Diffusion-DPO fine-tune one round on its
 selections with each learning rate, beta and step count. Every setting is judged like the
-demo's table (visreward.demo.judge: pixel statistics and a held-out digit classifier), on the
+demo's table (visreward.miniature.image_demo.judge: pixel statistics and a held-out digit classifier), on the
 same prompts and seeds, and printed as a markdown table of means over the seeds.
 
 --sft-selection: two rounds of the GAN-RM loop with SFT (`visreward rounds`, as the demo runs
@@ -47,8 +47,8 @@ class Round1:
     rows: dict
 
     def judge(self, generator_dir: Path) -> dict:
-        from visreward.demo import judge
         from visreward.generators import load_generator
+        from visreward.miniature.image_demo import judge
 
         images = load_generator(str(generator_dir)).generate_from_seeds(self.eval_prompts, self.eval_seeds)
         return judge(images, self.eval_prompts, self.refs)
@@ -56,10 +56,10 @@ class Round1:
 
 def round_one(seed: int, output: Path) -> Round1:
     from visreward import RewardTrainingConfig, train_reward_model
-    from visreward.demo import DemoConfig, _references, _target_indices, judge
-    from visreward.digits_data import digit_prompt, write_digits_folder
     from visreward.generators import save_samples
     from visreward.generators.bundled import bundled_generator_dir, load_bundled_generator
+    from visreward.io.digits import digit_prompt, write_digits_folder
+    from visreward.miniature.image_demo import DemoConfig, _references, _target_indices, judge
 
     base = load_bundled_generator()
     indices = _target_indices(DemoConfig())[:400]
@@ -78,9 +78,17 @@ def round_one(seed: int, output: Path) -> Round1:
 
 
 def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
-    from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, run_best_of_n, run_dpo,
-                                         run_sft, write_pairs)
-    from visreward.formats import read_table
+    from visreward.io.formats import read_table
+    from visreward.post_training import (
+        BestOfNConfig,
+        DPOConfig,
+        SFTConfig,
+        build_pairs,
+        run_best_of_n,
+        run_dpo,
+        run_sft,
+        write_pairs,
+    )
 
     start = round_one(seed, output)
     generator, prompts, out, rows = start.generator, start.prompts, start.out, start.rows
@@ -105,10 +113,10 @@ def sweep_seed(seed: int, output: Path) -> dict[str, dict]:
 def sweep_sft_selection(seed: int, output: Path) -> dict[str, dict]:
     import dataclasses
 
-    from visreward.demo import DemoConfig, _references, _target_indices, judge
-    from visreward.digits_data import digit_prompt, write_digits_folder
     from visreward.generators import load_generator
     from visreward.generators.bundled import bundled_generator_dir, load_bundled_generator
+    from visreward.io.digits import digit_prompt, write_digits_folder
+    from visreward.miniature.image_demo import DemoConfig, _references, _target_indices, judge
     from visreward.post_training.rounds import RoundsConfig, run_rounds
 
     refs = _references(_target_indices(DemoConfig())[:400], DemoConfig().look)

@@ -168,8 +168,8 @@ def save_sd15_sized_pipeline(root: Path) -> Path:
 
 
 def best_of_n_rows(work: Path, reward: Path) -> list[tuple]:
-    from visreward.digits_data import digit_prompt
     from visreward.generators import DiffusersGenerator
+    from visreward.io.digits import digit_prompt
     from visreward.post_training.best_of_n import BestOfNConfig, run_best_of_n
 
     tiny_sd = work / "tiny-sd-gen"

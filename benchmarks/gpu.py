@@ -29,9 +29,8 @@ from tiny_pipelines import _tiny_clip_tokenizer, save_tiny_stable_diffusion  # n
 
 from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
 from visreward.generators import DiffusersGenerator, save_samples  # noqa: E402
-from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, run_best_of_n, run_dpo,  # noqa: E402
-                                     run_sft, write_pairs)
-from visreward.post_training.pairs import Pair  # noqa: E402
+from visreward.io.pairs import Pair  # noqa: E402
+from visreward.post_training import BestOfNConfig, DPOConfig, SFTConfig, run_best_of_n, run_dpo, run_sft, write_pairs  # noqa: E402
 
 PRECISIONS = ("no", "bf16")
 PROMPTS = ["a photo of a red apple", "a watercolour of a lighthouse", "a city street at night", "a cat on a sofa"]
@@ -61,9 +60,8 @@ def save_sd15_sized(root: Path) -> Path:
 
 def vit_b16_encoder(root: Path, smoke: bool) -> str:
     """A CLIP vision tower of ViT-B/16's shape (tiny in smoke mode) with a processor, as a clip: spec."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
     from tiny_pipelines import _tiny_clip_tokenizer as tokenizer_for
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     size = 32 if smoke else 224
     vision = (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8)

@@ -4,7 +4,7 @@
 
 Per seed, a GAN-RM is trained as the demo's round 1 trains it (400 bold target digits against 40 base samples per
 digit). GRPO then fine-tunes the bundled generator against it, once per setting (learning rate, beta, group size,
-clip range, noise level, trained steps), and every result is judged like the demo's table (visreward.demo.judge:
+clip range, noise level, trained steps), and every result is judged like the demo's table (visreward.miniature.image_demo.judge:
 pixel statistics and a classifier trained on held-out real digits, sharing nothing with the reward) on fresh prompts
 and seeds. The table prints means over the seeds, with the step the monitors stopped at, if they did.
 """

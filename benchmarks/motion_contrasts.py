@@ -36,13 +36,13 @@ RECIPES = {  # name -> train_reward_model settings for the video encoder
 
 
 def glide(rng: np.random.Generator) -> np.ndarray:
-    from visreward.digits_data import glide_path
+    from visreward.io.digits import glide_path
 
     return glide_path(rng, FRAMES, SIZE - 8 * SCALE)
 
 
 def jitter(rng: np.random.Generator) -> np.ndarray:
-    from visreward.digits_data import jitter_path
+    from visreward.io.digits import jitter_path
 
     return jitter_path(rng, FRAMES, SIZE - 8 * SCALE)
 
@@ -61,7 +61,7 @@ def falling(rng: np.random.Generator) -> np.ndarray:
 
 def contrast_clips(name: str, digits: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
     """(target clips, generated clips), uint8 [T,H,W,3] each, one per digit."""
-    from visreward.digits_data import draw_path
+    from visreward.io.digits import draw_path
 
     target, generated = [], []
     for pixels in digits:
@@ -87,13 +87,13 @@ def contrast_clips(name: str, digits: np.ndarray, rng: np.random.Generator) -> t
 
 
 def appearance_clips(bold: np.ndarray, thin: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
-    from visreward.digits_data import draw_path
+    from visreward.io.digits import draw_path
 
     return ([draw_path(p, glide(rng), SIZE, SCALE) for p in bold], [draw_path(p, glide(rng), SIZE, SCALE) for p in thin])
 
 
 def write_clips(folder: Path, clips: list) -> list[Path]:
-    from visreward.videos import write_video
+    from visreward.io.videos import write_video
 
     folder.mkdir(parents=True)
     return [write_video(folder / f"{i:04d}.mp4", clip, fps=FPS) for i, clip in enumerate(clips)]
@@ -105,8 +105,8 @@ def measure(root: Path, recipe: str, heldout: tuple[list[Path], list[Path]], tra
     train-generated. Without `cache` nothing is cached (the rate is then the uncached one); with it, the clips'
     features are read from and written to it (for further training seeds on the same clips)."""
     from visreward import RewardTrainingConfig, load_reward_model, train_reward_model
+    from visreward.encoders.features import FeatureCache
     from visreward.evaluation.metrics import roc_auc
-    from visreward.features import FeatureCache
 
     output = root / f"rm-{recipe}-{train_seed}"
     train_reward_model(RewardTrainingConfig(target=[str(root / "train-target")], generated=[str(root / "train-generated")],
@@ -133,7 +133,7 @@ def measure_seeds(root: Path, recipe: str, heldout: tuple[list[Path], list[Path]
 
 
 def main() -> None:
-    from visreward.digits_data import ink, real_digits
+    from visreward.io.digits import ink, real_digits
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=60)

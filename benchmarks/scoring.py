@@ -34,8 +34,8 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.digits_data import digit_image, real_digits
-from visreward.images import load_image
+from visreward.io.digits import digit_image, real_digits
+from visreward.io.images import load_image
 from visreward.scoring import ScoreConfig, run_score
 
 
@@ -203,7 +203,7 @@ def main() -> None:
     rows.append((f"peak RSS, {args.n_large} images", f"{rss_large:.0f} MB", f"{(rss_large / rss_small - 1) * 100:+.1f}% (target within 10%)"))
 
     features = torch.from_numpy(np.random.default_rng(0).standard_normal((1000, 1280)).astype(np.float32))
-    from visreward.discriminative.trainer import LabeledFeatures, fit_head, labeled
+    from visreward.rewards.discriminative.trainer import LabeledFeatures, fit_head, labeled
 
     head_model = DiscriminativeRewardModel.create(eager.encoder)
     head_model.head.fit_normalisation(features)

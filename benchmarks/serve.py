@@ -184,8 +184,8 @@ def train_gan_rm(folder: Path) -> str:
 
 def motion_clips(folder: Path, count: int, motion: str, seed: int) -> list[Path]:
     """Real digits moving as `motion` (or standing and shaking: "still"), 8 frames of 32x32, as mp4."""
-    from visreward.digits_data import digit_clip, real_digits
-    from visreward.videos import write_video
+    from visreward.io.digits import digit_clip, real_digits
+    from visreward.io.videos import write_video
 
     images, _ = real_digits("train")
     rng = np.random.default_rng(seed)
@@ -243,7 +243,7 @@ def main() -> None:
             local = in_process_rate(spec, images)
             for form, sender in FORMS.items():
                 measure(name, spec, form, sender, requests, args.clients, local)
-        from visreward.videos import FrameSampling, read_clip
+        from visreward.io.videos import FrameSampling, read_clip
 
         spec = train_video_gan_rm(Path(tmp) / "video")
         paths = motion_clips(Path(tmp) / "clips", args.clients * args.clip_requests * args.images, "right", 3)

@@ -23,12 +23,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny_pipelines import TINY_VIDEO_PIPELINES, save_tiny_stable_diffusion  # noqa: E402
 
 from visreward import RewardTrainingConfig, train_reward_model  # noqa: E402
-from visreward.digits_data import digit_image, digit_prompt, motion_prompt, real_digits  # noqa: E402
 from visreward.generators import DiffusersGenerator, load_bundled_generator, load_generator, save_samples  # noqa: E402
-from visreward.post_training import (BestOfNConfig, DPOConfig, GRPOConfig, SFTConfig, build_pairs,  # noqa: E402
-                                     run_best_of_n, run_dpo, run_grpo, run_sft, write_pairs)
-from visreward.post_training.pairs import Pair  # noqa: E402
-from visreward.generators.base import GeneratedSample  # noqa: E402
+from visreward.io.digits import digit_image, digit_prompt, motion_prompt, real_digits  # noqa: E402
+from visreward.io.pairs import Pair  # noqa: E402
+from visreward.io.samples import GeneratedSample  # noqa: E402
+from visreward.post_training import (  # noqa: E402
+    BestOfNConfig,
+    DPOConfig,
+    GRPOConfig,
+    SFTConfig,
+    build_pairs,
+    run_best_of_n,
+    run_dpo,
+    run_grpo,
+    run_sft,
+    write_pairs,
+)
 
 
 def pairs_for(generator: str, reward: Path, work: Path, prompts: list[str]) -> Path:

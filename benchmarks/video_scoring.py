@@ -27,9 +27,9 @@ from PIL import Image
 from scoring import peak_rss_mb  # benchmarks/scoring.py: VmHWM of a fresh `visreward score` process
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.digits_data import digit_clip, real_digits
+from visreward.io.digits import digit_clip, real_digits
+from visreward.io.videos import write_video
 from visreward.scoring import ScoreConfig, run_score
-from visreward.videos import write_video
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 

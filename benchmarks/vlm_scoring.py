@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from tiny_vlms import save_tiny_internvl, save_tiny_qwen2_5_vl  # noqa: E402
 
-from visreward.digits_data import digit_image, digit_prompt, real_digits  # noqa: E402
-from visreward.generative import GenerativeRewardModel  # noqa: E402
+from visreward.io.digits import digit_image, digit_prompt, real_digits  # noqa: E402
+from visreward.rewards.generative import GenerativeRewardModel  # noqa: E402
 
 
 def rate(judge, images, prompts, batch_size: int, references=None) -> float:

@@ -19,9 +19,9 @@ from filelock import FileLock
 from PIL import Image
 
 from visreward import RewardTrainingConfig, train_reward_model
-from visreward.digits_data import digit_clip, digit_prompt, real_digits, write_digits_folder
 from visreward.generators import GeneratorTrainingConfig, save_samples, train_generator
-from visreward.videos import write_video
+from visreward.io.digits import digit_clip, digit_prompt, real_digits, write_digits_folder
+from visreward.io.videos import write_video
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,8 +78,8 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
 def pretrained_digit_vlm(tmp_path_factory) -> Path:
     """`visreward train-vlm`'s real pretraining on the captioned digits, shortened (600 steps of the 4x size): a
     small VLM that reads held-out digits (0.88 of them, against 0.95 at the default 1500 steps)."""
-    from visreward.generative.pretraining import pretrain_vlm
-    from visreward.options import VLMPretrainingConfig
+    from visreward.core.options import VLMPretrainingConfig
+    from visreward.rewards.generative.pretraining import pretrain_vlm
 
     def build(root: Path) -> None:
         pretrain_vlm(VLMPretrainingConfig(output=str(root / "vlm"), size="4x", steps=600, lr=3e-3, progress=False))
@@ -174,8 +174,17 @@ TEXT = dict(vocab_size=len(TINY_WORDS), hidden_size=32, intermediate_size=64, nu
 def tiny_hf_encoders(tmp_path_factory) -> dict[str, Path]:
     """Tiny random CLIP, SigLIP and DINOv2 folders (model + processor + tokenizer)."""
     import torch
-    from transformers import (BitImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel, Dinov2Config,
-                              Dinov2Model, SiglipConfig, SiglipImageProcessor, SiglipModel)
+    from transformers import (
+        BitImageProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("hf")

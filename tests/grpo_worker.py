@@ -8,6 +8,7 @@ import sys
 
 from dpo_worker import keep_final_weights
 from test_grpo import _config, brightness
+
 from visreward.post_training import run_grpo
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from visreward.digits_data import digit_prompt
-from visreward.errors import VisrewardError
-from visreward.generative.templates import question
-from visreward.rewards import load_reward_model
+from visreward.core.errors import VisrewardError
+from visreward.io.digits import digit_prompt
+from visreward.rewards.generative.templates import question
+from visreward.rewards.loader import load_reward_model
 
 
 def _free_port() -> int:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from visreward import atomic
+from visreward.core import atomic
 
 
 def _write(folder, text):
@@ -55,7 +55,7 @@ def test_atomic_outputs_get_the_umask_s_permissions_not_private_ones(tmp_path):
     import os
     import stat
 
-    from visreward.atomic import atomic_dir, write_text
+    from visreward.core.atomic import atomic_dir, write_text
 
     previous = os.umask(0o022)
     try:

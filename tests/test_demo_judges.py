@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import built_once
+
 from visreward.cli import main
-from visreward.demo_judges import best_of_n_curve
-from visreward.generative import GenerativeRewardModel
+from visreward.miniature.judges_demo import best_of_n_curve
+from visreward.rewards.generative import GenerativeRewardModel
 
 
 def test_best_of_n_is_the_exact_expectation_over_every_subset():
@@ -116,7 +116,7 @@ def test_an_unknown_proxy_is_named(tmp_path, capsys):
 
 
 def test_overoptimisation_is_the_gold_falling_while_the_proxy_still_rises():
-    from visreward.demo_judges import overoptimisation
+    from visreward.miniature.judges_demo import overoptimisation
 
     steps = range(1, 21)
     rising_proxy = [0.5 + 0.01 * s for s in steps]
@@ -157,8 +157,8 @@ def test_each_proxy_reports_its_own_line_as_it_finishes(judges_run):
 
 def test_the_cli_knows_every_proxy_the_harness_defines():
     """options.py lists the names torch-free (for --help); demo_judges defines them: the two lists are one."""
-    from visreward.demo_judges import PROXIES
-    from visreward.options import PROXY_NAMES
+    from visreward.core.options import PROXY_NAMES
+    from visreward.miniature.judges_demo import PROXIES
 
     assert tuple(PROXIES) == PROXY_NAMES
 
@@ -167,7 +167,7 @@ def test_each_seed_draws_its_own_random_judge(tmp_path):
     """The not-pretrained proxy's start: random weights from the seed (a fixed start would hide that spread)."""
     from safetensors.torch import load_file
 
-    from visreward.demo_judges import random_vlm
+    from visreward.miniature.judges_demo import random_vlm
 
     weights = [load_file(random_vlm("1x", tmp_path / str(i), seed) / "model.safetensors")
                for i, seed in enumerate((0, 1, 0))]

@@ -6,14 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from test_report import chromium
 
-from visreward.digits_data import DIRECTIONS, digit_clip, moving_digits, real_digits, write_clips_folder
+from visreward.core.precision import resolve_mixed_precision
 from visreward.evaluation.generation import digit_crops
 from visreward.evaluation.video import centroid_speed, centroid_track
 from visreward.generators import ConditionalGenerator, GeneratorTrainingConfig, load_generator, train_generator
-from visreward.precision import resolve_mixed_precision
-
-from test_report import chromium
+from visreward.io.digits import DIRECTIONS, digit_clip, moving_digits, real_digits, write_clips_folder
 
 
 def test_a_digit_drawn_between_pixels_moves_its_centroid_exactly_the_speed():
@@ -82,8 +81,8 @@ def test_video_generator_samples_clips_that_their_seed_reproduces_after_reloadin
 def video_demo_run(tmp_path_factory, tiny_video_generator_dir):
     """`visreward demo --video` with every stage but tiny sizes, one direction and one seed (the image demo's test
     covers the spread over seeds, computed by the same code)."""
-    from visreward.demo_video import run_video_demo
-    from visreward.options import VideoDemoConfig
+    from visreward.core.options import VideoDemoConfig
+    from visreward.miniature.video_demo import run_video_demo
 
     out = tmp_path_factory.mktemp("video-demo") / "run"
     results = run_video_demo(VideoDemoConfig(
@@ -113,7 +112,7 @@ def test_video_demo_judges_every_row_and_the_reference_clips(video_demo_run):
 
 
 def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run, tmp_path):
-    from visreward.report import write_report
+    from visreward.miniature.report import write_report
 
     out, _ = video_demo_run
     page = write_report(out).read_text()
@@ -130,8 +129,8 @@ def test_video_report_shows_looping_previews_in_headless_chromium(video_demo_run
 
 
 def test_train_generator_names_the_clip_whose_size_differs(tmp_path):
-    from visreward.errors import VisrewardError
-    from visreward.videos import write_video
+    from visreward.core.errors import VisrewardError
+    from visreward.io.videos import write_video
 
     images, _ = real_digits("train")
     write_video(tmp_path / "a.mp4", digit_clip(images[0], "right", frames=4, size=16, scale=1, speed=1.0))

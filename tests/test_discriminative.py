@@ -4,15 +4,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import write_real_digits
 from PIL import Image
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.discriminative.trainer import (bootstrap_set, class_balanced_weights, labeled,
-                                              split_holdout)
+from visreward.core.errors import VisrewardError
 from visreward.encoders import load_encoder
-from visreward.errors import VisrewardError
-
-from conftest import write_real_digits
+from visreward.rewards.discriminative.trainer import bootstrap_set, class_balanced_weights, labeled, split_holdout
 
 
 def _config(folders, tmp_path, **overrides) -> RewardTrainingConfig:

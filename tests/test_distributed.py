@@ -1,7 +1,7 @@
 import pytest
 
-from visreward.distributed import Placement, local_device, placement_from_env
-from visreward.errors import VisrewardError
+from visreward.core.distributed import Placement, local_device, placement_from_env
+from visreward.core.errors import VisrewardError
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -41,8 +41,8 @@ def test_cuda_means_the_local_ranks_gpu(monkeypatch):
 
 
 def test_refl_loads_its_reward_on_the_local_ranks_gpu(monkeypatch):
-    from visreward import rewards
     from visreward.post_training import ReFLConfig, run_refl
+    from visreward.rewards import loader as rewards
 
     devices = []
 

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from visreward.encoders import load_encoder
-from visreward.errors import VisrewardError
-
 from conftest import photo
+
+from visreward.core.errors import VisrewardError
+from visreward.encoders import load_encoder
 
 
 def test_default_encoder_is_real_imagenet_efficientnet(encoder):

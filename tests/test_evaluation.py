@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from visreward.digits_data import digit_prompt, real_digits
-from visreward.evaluation.generation import digit_accuracy, frechet_distance, within_prompt_diversity
-from visreward.evaluation.metrics import binary_metrics, roc_auc
+from visreward.evaluation.generation import digit_accuracy, within_prompt_diversity
+from visreward.evaluation.metrics import binary_metrics, frechet_distance, roc_auc
+from visreward.io.digits import digit_prompt, real_digits
 
 
 def test_frechet_distance_of_known_gaussians():

@@ -1,10 +1,9 @@
 import torch
+from conftest import photo
 
 from visreward.encoders import ImageEncoder
-from visreward.features import FeatureCache, extract_features
-from visreward.readers import read_images
-
-from conftest import photo
+from visreward.encoders.features import FeatureCache, extract_features
+from visreward.io.readers import read_images
 
 
 class CountingEncoder(ImageEncoder):

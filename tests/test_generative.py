@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from visreward.digits_data import digit_image, digit_prompt, real_digits
-from visreward.errors import VisrewardError
-from visreward.generative import GenerativeRewardModel, VLMTrainingConfig, train_vlm_reward_model, yes_probability
-from visreward.post_training.pairs import Pair, write_pairs
-
 from tiny_vlms import TINY_VLMS, save_tiny_internvl, save_tiny_qwen2_5_vl
+
+from visreward.core.errors import VisrewardError
+from visreward.io.digits import digit_image, digit_prompt, real_digits
+from visreward.io.pairs import Pair, write_pairs
+from visreward.rewards.generative import (
+    GenerativeRewardModel,
+    VLMTrainingConfig,
+    train_vlm_reward_model,
+    yes_probability,
+)
 
 
 @pytest.fixture(scope="module", params=sorted(TINY_VLMS))
@@ -140,20 +144,19 @@ def test_training_a_pretrained_tiny_vlm_beats_chance_on_held_out_pairs(noisy_dig
         card = ModelCard.load(tmp_path / "rm" / "README.md")
         assert "rewarddance-judge" in card.data.tags and f'"heldout_pairwise_accuracy": {metrics["heldout_pairwise_accuracy"]}' in card.text
         import huggingface_hub.constants as constants
-
         from test_model_card import hub_cache_with
 
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache_with(tmp_path / "rm", tmp_path / "hub", "someone/judge")))
-        from visreward.rewards import load_reward_model
+        from visreward.rewards.loader import load_reward_model
 
         from_hub = load_reward_model("vlm:someone/judge")
         assert torch.allclose(from_hub.score(clean, ["a handwritten digit 0"] * 3, references=noisy),
                               judge.score(clean, ["a handwritten digit 0"] * 3, references=noisy), atol=1e-6)
     else:  # its backbone never learnt to answer yes or no: as a yes/no judge it is refused; vlm: loads it as the
         # reward it is, which ranks clean over noisy as trained
-        from visreward.errors import VisrewardError
-        from visreward.rewards import load_reward_model
+        from visreward.core.errors import VisrewardError
+        from visreward.rewards.loader import load_reward_model
 
         with pytest.raises(VisrewardError, match="Bradley-Terry baseline"):
             GenerativeRewardModel.from_pretrained(tmp_path / "rm")
@@ -205,7 +208,7 @@ def test_cli_scores_with_a_vlm_and_best_of_n_uses_references(tmp_path, tiny_gene
 def test_differentiable_path_matches_the_processor_and_carries_gradients(judge, digits):
     images, prompts = digits
     pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255).permute(2, 0, 1) for im in images[:2]])
-    from visreward.generative.templates import question
+    from visreward.rewards.generative.templates import question
 
     batch = judge.encode([judge.chat_text(question(p, None, False), 1) for p in prompts[:2]], [[im] for im in images[:2]])
     ours = judge.pixel_values(pixels, batch)
@@ -272,7 +275,7 @@ def test_two_processes_train_a_bradley_terry_judge_with_averaged_gradients_and_o
 
 
 def test_pointwise_judges_are_evaluated_with_pointwise_questions(noisy_digit_pairs, tmp_path):
-    from visreward.post_training.pairs import read_pairs
+    from visreward.io.pairs import read_pairs
 
     model = save_tiny_qwen2_5_vl(tmp_path / "base")
     metrics = train_vlm_reward_model(VLMTrainingConfig(model=str(model), pairs=[str(noisy_digit_pairs)], mode="pointwise",
@@ -287,7 +290,7 @@ def test_pointwise_judges_are_evaluated_with_pointwise_questions(noisy_digit_pai
     assert metrics["history"][0]["heldout_pairwise_accuracy"] == pytest.approx(pointwise)
 
 def test_load_reward_model_loads_a_vlm_judge_in_the_precision_asked_for(tmp_path):
-    from visreward.rewards import load_reward_model
+    from visreward.rewards.loader import load_reward_model
 
     folder = save_tiny_qwen2_5_vl(tmp_path / "judge")
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
@@ -300,7 +303,7 @@ def test_a_pairwise_judge_saved_with_references_compares_each_candidate_with_its
     """train-vlm-rm --references: the files travel with the judge; score without references uses the prompt's own
     (and the ones without a prompt for any other prompt); a prompt with neither is named."""
     from visreward.cli import main
-    from visreward.rewards import load_reward_model
+    from visreward.rewards.loader import load_reward_model
 
     images, labels = real_digits("evaluation")
     refs = tmp_path / "refs"
@@ -323,7 +326,7 @@ def test_a_pairwise_judge_saved_with_references_compares_each_candidate_with_its
 
 def test_a_lora_bradley_terry_folder_loads_as_a_reward_with_its_adapter(noisy_digit_pairs, pretrained_digit_vlm, tmp_path):
     """--bradley-terry --lora saves an adapter, not a whole backbone: vlm: loads it on the base it names."""
-    from visreward.rewards import load_reward_model
+    from visreward.rewards.loader import load_reward_model
 
     train_vlm_reward_model(VLMTrainingConfig(model=str(pretrained_digit_vlm), pairs=[str(noisy_digit_pairs)],
                                              output=str(tmp_path / "rm"), epochs=0, bradley_terry=True, lora=True,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from visreward.digits_data import SPLITS, digit_prompt, parse_digit, real_digits
-from visreward.errors import VisrewardError
+from visreward.core.errors import VisrewardError
 from visreward.generators import ConditionalGenerator, save_samples
-from visreward.readers import find_images
+from visreward.io.digits import SPLITS, digit_prompt, parse_digit, real_digits
+from visreward.io.readers import find_images
 
 
 def test_prompts_name_digits():

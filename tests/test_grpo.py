@@ -11,15 +11,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_pipelines import (
+    TINY_VIDEO_PIPELINES,
+    save_tiny_flux,
+    save_tiny_sd3,
+    save_tiny_sdxl,
+    save_tiny_stable_diffusion,
+)
 
-from visreward.digits_data import digit_prompt
+from visreward.io.digits import digit_prompt
 from visreward.post_training import GRPOConfig, run_grpo
 from visreward.post_training import grpo as grpo_module
 from visreward.post_training.grpo import group_advantages
 from visreward.post_training.policy import StochasticSampler, gaussian_log_prob
-
-from tiny_pipelines import (TINY_VIDEO_PIPELINES, save_tiny_flux, save_tiny_sd3, save_tiny_sdxl,
-                            save_tiny_stable_diffusion)
 
 DIGITS = [digit_prompt(d) for d in range(10)]
 
@@ -178,7 +182,7 @@ def test_a_window_makes_only_its_steps_stochastic_and_the_others_the_determinist
 
 
 def test_windows_are_drawn_inside_their_range_and_ill_fitting_ones_are_one_line_errors(tiny_generator):
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     sampler = StochasticSampler(tiny_generator.denoiser(), 10, 1.0)
     rng = torch.Generator().manual_seed(0)
@@ -338,7 +342,7 @@ def test_the_grpo_command_trains_against_a_gan_rm_folder(tiny_generator_dir, rm_
 @pytest.mark.parametrize("option, message", [({"group_size": 1}, "a group needs 2"),
                                              ({"noise_level": 0.0}, "needs a stochastic sampler")])
 def test_settings_grpo_cannot_train_with_are_one_line_errors(option, message, tiny_generator_dir, tmp_path):
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     with pytest.raises(VisrewardError, match=message):
         run_grpo(_config(tiny_generator_dir, tmp_path / "bad", **option), reward=brightness)

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.digits_data import digit_prompt
-from visreward.monitors import HackingMonitor, MonitorLimits
-from visreward.probes import PROBES, probe_images, probe_report
+from visreward.io.digits import digit_prompt
+from visreward.post_training.monitors import HackingMonitor, MonitorLimits
+from visreward.rewards.probes import PROBES, probe_images, probe_report
 
 
 class _FixedDistanceReward:
@@ -53,8 +53,8 @@ def test_the_digits_generator_brings_its_own_independent_check_and_the_monitor_g
         tiny_generator):
     from types import SimpleNamespace
 
-    from visreward.digits_data import real_digits
-    from visreward.monitors import independent_check_for
+    from visreward.io.digits import real_digits
+    from visreward.post_training.monitors import independent_check_for
 
     images, labels = real_digits("train")
     batch = torch.from_numpy(images[:20]).unsqueeze(1).expand(-1, 3, -1, -1)
@@ -100,7 +100,7 @@ def test_every_probe_scores_below_the_held_out_targets(faces_reward):
 
 
 def test_gradient_ascent_raises_every_starting_image_s_score(faces_reward):
-    from visreward.probes import gradient_ascent
+    from visreward.rewards.probes import gradient_ascent
 
     model, _, generated, *_ = faces_reward
     before, after = model.score(generated), model.score(gradient_ascent(model, generated))
@@ -136,7 +136,7 @@ def test_inputs_beyond_the_training_data_score_lower_by_the_off_data_penalty(fac
 def test_without_off_manifold_negatives_or_the_off_data_penalty_noise_is_an_exploit(tmp_path, digit_folders):
     """The failure the defaults guard against: a plain head scores some probe above the held-out targets.
     Either guard alone (wrecked negatives in training, the penalty at scoring) lowers the worst probe."""
-    from visreward.digits_data import real_digits
+    from visreward.io.digits import real_digits
 
     def worst_probe(off_manifold, off_data_penalty):
         output = tmp_path / f"rm-{off_manifold}-{off_data_penalty}"
@@ -156,10 +156,10 @@ def test_prompt_agreement_of_a_train_generator_folder_fires_on_noise_and_on_anot
     """A generator trained on a user's own folder (class names, not digits): the check is fitted on that folder's
     images, reads held-out images of each class as their prompt, and falls on noise and on another class's images;
     fed through the hacking monitor, the fall raises its alarm."""
-    from visreward.digits_data import digit_image, real_digits
+    from visreward.core.options import GeneratorTrainingConfig
     from visreward.generators import GeneratedSample, save_samples, train_generator
-    from visreward.monitors import prompt_agreement_for
-    from visreward.options import GeneratorTrainingConfig
+    from visreward.io.digits import digit_image, real_digits
+    from visreward.post_training.monitors import prompt_agreement_for
 
     names = ["circle", "spike", "swan", "hook", "flag", "snake", "loop", "hinge", "knot", "tadpole"]
     images, labels = real_digits("train")
@@ -194,7 +194,7 @@ def test_text_agreement_counts_the_samples_nearest_their_own_prompt():
     colour a prompt names: each sample's nearest prompt is known by construction."""
     from types import SimpleNamespace
 
-    from visreward.monitors import TextAgreement
+    from visreward.post_training.monitors import TextAgreement
 
     colours = ["red", "green", "blue"]
     encoder = SimpleNamespace(preprocessing=SimpleNamespace(quantized=lambda pixels: pixels),

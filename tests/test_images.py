@@ -3,14 +3,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import photo, write_metadata
 from PIL import Image
 
-from visreward import images as images_module
-from visreward.errors import VisrewardError
-from visreward.images import ImageLoadError, SkipLog, as_records, load_image, tensor_to_pil
-from visreward.readers import find_images, read_images
-
-from conftest import photo, write_metadata
+from visreward.core.errors import VisrewardError
+from visreward.io import images as images_module
+from visreward.io.images import ImageLoadError, SkipLog, as_records, load_image, tensor_to_pil
+from visreward.io.readers import find_images, read_images
 
 
 def test_folder_recursive_with_metadata_prompts_and_stable_ids(tmp_path, monkeypatch):
@@ -66,7 +65,7 @@ def _bad_files(folder):
 
 
 def test_corrupt_files_are_skipped_and_reported(tmp_path, encoder):
-    from visreward.features import extract_features
+    from visreward.encoders.features import extract_features
 
     _bad_files(tmp_path)
     skipped = SkipLog()
@@ -84,7 +83,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path, encoder):
 
 
 def test_strict_fails_on_first_bad_file_naming_it(tmp_path, encoder):
-    from visreward.features import extract_features
+    from visreward.encoders.features import extract_features
 
     _bad_files(tmp_path)
     with pytest.raises(ImageLoadError, match=r"notes\.txt: not an image or video file") as error:

@@ -55,7 +55,7 @@ def test_a_gan_rm_loads_by_repo_id_from_the_hub_cache_offline(rm_dir, digit_fold
 def test_a_card_names_a_hub_base_model(tmp_path):
     from huggingface_hub import ModelCard
 
-    from visreward.model_card import write_model_card
+    from visreward.core.model_card import write_model_card
 
     write_model_card(tmp_path, kind="gan-rm", base="clip:openai/clip-vit-base-patch32",
                      data={"target (label 1)": (["my/targets"], 300)}, metrics={"heldout": {"auc": 0.9}}, usage="...")

@@ -9,19 +9,27 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from visreward import DiscriminativeRewardModel
-from visreward.digits_data import digit_prompt
-from visreward.errors import VisrewardError
-from visreward.post_training import (BestOfNConfig, DPOConfig, SFTConfig, build_pairs, dpo_loss_terms, read_pairs,
-                                     run_best_of_n, run_dpo, run_sft, write_pairs)
-from visreward.post_training import dpo as dpo_module
-from visreward.post_training.best_of_n import rank_within_groups
-from visreward.post_training.denoisers import Objective
-
 from conftest import denoising_error
 from tiny_pipelines import save_tiny_flux, save_tiny_sd3, save_tiny_sdxl, save_tiny_stable_diffusion
 
+from visreward import DiscriminativeRewardModel
+from visreward.core.errors import VisrewardError
+from visreward.generators.denoisers import Objective
+from visreward.io.digits import digit_prompt
+from visreward.post_training import (
+    BestOfNConfig,
+    DPOConfig,
+    SFTConfig,
+    build_pairs,
+    dpo_loss_terms,
+    read_pairs,
+    run_best_of_n,
+    run_dpo,
+    run_sft,
+    write_pairs,
+)
+from visreward.post_training import dpo as dpo_module
+from visreward.post_training.best_of_n import rank_within_groups
 
 # --- the math, on literal tensors ---------------------------------------------------------
 
@@ -188,8 +196,8 @@ def test_sft_built_to_over_fit_stops_on_the_held_out_error_and_keeps_weights_tha
         tiny_generator_dir, tmp_path):
     """36 real digits trained on at lr 3e-3: the error on the 4 it never sees rises, SFT stops itself, and the kept
     generator denoises those 4 about as well as the base."""
-    from visreward.digits_data import write_digits_folder
     from visreward.generators import load_generator
+    from visreward.io.digits import write_digits_folder
     from visreward.post_training.sft import hold_out, load_sft_data
 
     write_digits_folder(tmp_path / "data", "train", range(40))
@@ -634,7 +642,7 @@ def test_the_reward_gradient_sampler_reproduces_the_pipelines_own_images(name, t
 
 def test_a_second_precision_in_one_process_is_a_one_line_error(bon_dir, tiny_generator_dir, tmp_path,
                                                                fresh_accelerator_state):
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     common = dict(generator=str(tiny_generator_dir), data=[str(bon_dir)], steps=1, batch_size=2, progress=False)
     run_sft(SFTConfig(output=str(tmp_path / "fp32"), mixed_precision="no", **common))

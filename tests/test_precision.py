@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from visreward import options
+from visreward.core import options
+from visreward.core.precision import describe, resolve_encoder_precision, resolve_mixed_precision
 from visreward.generators.bundled import BUNDLED
 from visreward.generators.conditional import sampling_precision
-from visreward.precision import describe, resolve_encoder_precision, resolve_mixed_precision
 
 
 @pytest.fixture
@@ -62,10 +62,10 @@ def test_fine_tuning_records_the_precision_auto_picked(avx2_only_cpu, pairs_for_
 
 @pytest.fixture
 def pairs_for_precision(tiny_generator, tmp_path):
-    from visreward.digits_data import digit_prompt
     from visreward.generators import save_samples
+    from visreward.io.digits import digit_prompt
+    from visreward.io.pairs import Pair
     from visreward.post_training import write_pairs
-    from visreward.post_training.pairs import Pair
 
     samples = save_samples(tiny_generator.generate([digit_prompt(1)], 2, seed=0), tmp_path / "samples")
     first, second = sorted(samples.glob("*.png"))

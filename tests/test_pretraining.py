@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from visreward.cli import main
-from visreward.digits_data import digit_image, real_digits
-from visreward.generative import GenerativeRewardModel
-from visreward.generative.pretraining import digit_captions
-from visreward.generative.tiny import SIZES, build_tiny_llava
-from visreward.gold import expected_agreement, gold_scores, preference_labels, temperature_for_agreement
+from visreward.io.digits import digit_image, real_digits
+from visreward.miniature.gold import expected_agreement, gold_scores, preference_labels, temperature_for_agreement
+from visreward.rewards.generative import GenerativeRewardModel
+from visreward.rewards.generative.pretraining import digit_captions
+from visreward.rewards.generative.tiny import SIZES, build_tiny_llava
 
 
 def test_digit_captions_name_the_digit_and_a_stroke_weight_in_thirds_of_each_class():
@@ -120,7 +120,7 @@ def test_bradley_terry_labels_agree_with_the_gold_as_often_as_asked():
 
 
 def test_each_pretraining_seed_has_its_own_cache_folder(tmp_path):
-    from visreward.generative.pretraining import digit_vlm_dir
+    from visreward.rewards.generative.pretraining import digit_vlm_dir
 
     assert digit_vlm_dir("4x", tmp_path, 100).name == "digits-vlm-v1-4x-s100-seed0"
     assert digit_vlm_dir("16x", tmp_path, 100, seed=2) == tmp_path / "judges" / "digits-vlm-v1-16x-s100-seed2"

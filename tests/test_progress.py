@@ -1,4 +1,4 @@
-from visreward import progress
+from visreward.core import progress
 
 
 def test_time_left_extrapolates_the_finished_parts_mean_rate(monkeypatch):

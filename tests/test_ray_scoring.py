@@ -7,10 +7,9 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import missing, photo
 
 from visreward.scoring import ScoreConfig, run_score
-
-from conftest import missing, photo
 
 try:
     import ray

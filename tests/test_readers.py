@@ -5,12 +5,11 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from visreward.errors import VisrewardError
-from visreward.images import SkipLog
-from visreward.readers import iter_shards, read_images
-
 from conftest import photo
+
+from visreward.core.errors import VisrewardError
+from visreward.io.images import SkipLog
+from visreward.io.readers import iter_shards, read_images
 
 
 def _png_bytes(name: str, size=(40, 30)) -> bytes:
@@ -95,7 +94,7 @@ def test_shards_are_deterministic_and_include_containers_inside_folders(tmp_path
 
 
 def test_tar_members_over_the_size_cap_are_skipped_unread(tmp_path, monkeypatch):
-    from visreward import images
+    from visreward.io import images
 
     small, large = _png_bytes("coffee", (8, 8)), _png_bytes("camera", (64, 64))
     _write_tar(tmp_path / "shard.tar", {"a.png": small, "b.png": large, "c.png": small})

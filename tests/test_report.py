@@ -6,13 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from visreward.demo import BEST_OF, DemoConfig, run_demo
-from visreward.errors import VisrewardError
-from visreward.probes import PROBES
-from visreward.report import write_report
-
 from conftest import built_once, missing
+
+from visreward.core.errors import VisrewardError
+from visreward.miniature.image_demo import BEST_OF, DemoConfig, run_demo
+from visreward.miniature.report import write_report
+from visreward.rewards.probes import PROBES
 
 
 def chromium() -> str:

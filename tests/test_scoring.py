@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import photo
 
 from visreward import DiscriminativeRewardModel
 from visreward.scoring import ScoreConfig, merge_parts, run_score
-from visreward import scoring as scoring_module
-
-from conftest import photo
+from visreward.scoring import plan as scoring_module
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +92,7 @@ def test_onnx_backend_matches_eager_and_reduced_precision_has_its_own_cache_key(
 
 
 def test_merge_without_parts_is_an_error(tmp_path):
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     with pytest.raises(VisrewardError, match="no score parts"):
         merge_parts(tmp_path, tmp_path / "x.parquet")
@@ -102,7 +101,7 @@ def test_merge_without_parts_is_an_error(tmp_path):
 def test_a_rerun_refuses_parts_scored_with_another_shard_size_or_from_other_images(rm_dir, images, tmp_path):
     import shutil
 
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     folder = tmp_path / "imgs"
     shutil.copytree(images, folder)

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import visreward
-from visreward.combination import RewardCombiner, rank_in_batch
+from visreward.rewards.combination import RewardCombiner, rank_in_batch
 from visreward.serving import AsyncRemoteReward, RemoteReward, flow_grpo_multi_score, flow_grpo_reward_fn
 
 TOKEN = "s3cret"
@@ -233,7 +233,7 @@ def test_clips_over_http_score_like_the_video_model_in_process(rm_dir, video_rm,
     """mp4 bytes in JSON, uint8 frames in .npz through RemoteReward, and UniRL's video_b64 items; a broken or cut clip
     among good ones is a 400 naming it (a per-item error for UniRL), and each reward gets only what it scores. A
     standard reward (pickscore:) serves beside them."""
-    from visreward.videos import FrameSampling, read_clip
+    from visreward.io.videos import FrameSampling, read_clip
 
     paths = sorted((motion_clips / "gliding").glob("*.mp4"))[:3] + sorted((motion_clips / "shaking").glob("*.mp4"))[:3]
     model = visreward.load_reward_model(str(video_rm[0]), backend="auto")
@@ -445,9 +445,9 @@ def test_combine_in_process_feeds_best_of_n_style_callers(rm_dir, images, local_
 
 
 def test_a_small_compressed_npz_that_would_expand_to_gigabytes_is_refused_unread():
-    from visreward.serving.protocol import NPZ, ProtocolError, parse_score_request
-
     import zipfile
+
+    from visreward.io.wire import NPZ, ProtocolError, parse_score_request
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("images.npy", "w") as member:
@@ -463,7 +463,7 @@ def test_a_small_compressed_npz_that_would_expand_to_gigabytes_is_refused_unread
 
 
 def test_requests_over_the_image_or_pixel_limit_get_413_before_decoding():
-    from visreward.serving.protocol import ProtocolError, RequestLimits, encode_images, parse_score_request
+    from visreward.io.wire import ProtocolError, RequestLimits, encode_images, parse_score_request
 
     small = RequestLimits(max_images=2, max_pixels=3 * 64 * 64)
     body, content_type, _ = encode_images(np.zeros((3, 8, 8, 3), np.uint8), None, None)

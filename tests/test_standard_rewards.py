@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import photo
 from PIL import Image
 
-from visreward.digits_data import digit_prompt
-from visreward.rewards import load_reward_model, load_rewards
-
-from conftest import photo
+from visreward.io.digits import digit_prompt
+from visreward.rewards.loader import load_reward_model, load_rewards
 
 PROMPTS = ["a photo of 1", "a handwritten digit", "a photo of 7", "a digit 9"]
 
@@ -100,7 +99,7 @@ def test_a_missing_or_misshapen_aesthetic_mlp_is_a_one_line_error(tiny_hf_encode
 
     from safetensors.torch import save_file
 
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     folder = tmp_path / "aesthetic"
     shutil.copytree(tiny_hf_encoders["clip"], folder)
@@ -174,8 +173,8 @@ def test_standard_rewards_normalise_in_a_combination_as_written_out(tiny_hf_enco
 
 
 def test_the_ray_engine_refuses_a_standard_reward_with_one_line(tiny_hf_encoders, tmp_path):
-    from visreward.errors import VisrewardError
-    from visreward.options import ScoreConfig
+    from visreward.core.errors import VisrewardError
+    from visreward.core.options import ScoreConfig
     from visreward.scoring import run_score
 
     with pytest.raises(VisrewardError, match="--engine ray scores GAN-RM reward models; pickscore rewards run on the local"):

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import denoising_error
 from PIL import Image
 
-from conftest import denoising_error
 from visreward.cli import main
-from visreward.errors import VisrewardError
+from visreward.core.errors import VisrewardError
 from visreward.generators import ConditionalGenerator, GeneratorTrainingConfig, load_generator, train_generator
 
 FACE, OTHER = "a face", "not a face"

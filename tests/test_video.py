@@ -9,17 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import FRAMES
 from PIL import Image
-
-from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-from visreward.digits_data import digit_clip, digit_prompt, real_digits
-from visreward.features import FeatureCache
-from visreward.images import ImageLoadError
-from visreward.videos import FrameSampling, read_clip, write_video
-
 from tiny_vlms import TINY_VLMS, save_tiny_qwen2_5_vl
 
-from conftest import FRAMES
+from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
+from visreward.encoders.features import FeatureCache
+from visreward.io.digits import digit_clip, digit_prompt, real_digits
+from visreward.io.images import ImageLoadError
+from visreward.io.videos import FrameSampling, read_clip, write_video
 
 
 def counting_clip(n_frames: int, size=(32, 48)) -> np.ndarray:
@@ -66,7 +64,7 @@ def test_fps_sampling_takes_consecutive_frames_of_a_frame_folder_as_of_the_same_
 
 
 def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
-    from visreward import images
+    from visreward.io import images
 
     path = write_video(tmp_path / "clip.mp4", counting_clip(4), fps=8)  # 48x32 frames
     monkeypatch.setattr(images, "MAX_PIXELS", 48 * 32 - 1)
@@ -293,7 +291,7 @@ def frame_folders(tmp_path_factory):
 
 
 def test_video_judge_p_yes_is_computed_from_the_logits_of_a_hand_written_multi_frame_prompt(tmp_path, frame_folders):
-    from visreward.generative import GenerativeRewardModel
+    from visreward.rewards.generative import GenerativeRewardModel
 
     root, clips = frame_folders
     judge = GenerativeRewardModel.from_pretrained(save_tiny_qwen2_5_vl(tmp_path / "qwen"))
@@ -323,7 +321,7 @@ def test_video_judge_p_yes_is_computed_from_the_logits_of_a_hand_written_multi_f
 
 @pytest.mark.parametrize("family", sorted(TINY_VLMS))
 def test_every_tiny_vlm_family_judges_clips_given_as_files_frames_tensors_and_batches(tmp_path, frame_folders, family):
-    from visreward.generative import GenerativeRewardModel
+    from visreward.rewards.generative import GenerativeRewardModel
 
     root, clips = frame_folders
     judge = GenerativeRewardModel.from_pretrained(TINY_VLMS[family](tmp_path / family))
@@ -341,8 +339,8 @@ def test_every_tiny_vlm_family_judges_clips_given_as_files_frames_tensors_and_ba
 def test_train_vlm_rm_on_video_pairs_beats_chance_on_held_out_pairs(tmp_path):
     """A synthetic video preference: a gliding digit over the same clip flickering with static (a pointwise
     judge: each clip alone is a 2-frame question, a quarter of the cost of a pairwise example)."""
-    from visreward.generative import GenerativeRewardModel, VLMTrainingConfig, train_vlm_reward_model
-    from visreward.post_training.pairs import Pair, write_pairs
+    from visreward.io.pairs import Pair, write_pairs
+    from visreward.rewards.generative import GenerativeRewardModel, VLMTrainingConfig, train_vlm_reward_model
 
     images, labels = real_digits("train")
     rng = np.random.default_rng(0)
@@ -363,8 +361,8 @@ def test_train_vlm_rm_on_video_pairs_beats_chance_on_held_out_pairs(tmp_path):
 
 
 def test_a_video_pair_gives_pairwise_examples_of_both_clips_frames_in_order(tmp_path):
-    from visreward.generative.trainer import examples_of
-    from visreward.post_training.pairs import PreferencePair
+    from visreward.io.pairs import PreferencePair
+    from visreward.rewards.generative.trainer import examples_of
 
     chosen = write_video(tmp_path / "a.webm", counting_clip(8), fps=8).read_bytes()
     rejected = write_video(tmp_path / "b.gif", counting_clip(8)[::-1].copy(), fps=8).read_bytes()
@@ -478,8 +476,8 @@ def test_best_of_n_on_an_image_to_video_pipeline_keeps_each_prompts_image_with_i
 def test_clip_bytes_are_told_from_image_bytes_by_their_container(motion_clips, tmp_path):
     """What the reward server passes a judge: a file's bytes, a clip when it is an MP4/WebM/AVI container or an
     animation of more than one frame."""
-    from visreward.generative.model import _is_clip
-    from visreward.videos import is_clip_bytes
+    from visreward.io.videos import is_clip_bytes
+    from visreward.rewards.generative.model import _is_clip
 
     frames = [np.full((16, 16, 3), v, dtype=np.uint8) for v in (0, 255)]
     write_video(tmp_path / "a.webm", frames)
@@ -498,7 +496,7 @@ def test_clip_bytes_are_told_from_image_bytes_by_their_container(motion_clips, t
 
 def test_motion_wrecks_keep_each_frames_look_and_break_the_motion():
     """wreck_motion's three kinds, told apart by what each does to a literal 4-frame clip."""
-    from visreward.probes import wreck_motion
+    from visreward.rewards.probes import wreck_motion
 
     clip = torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).view(4, 3, 2, 2) / 48
     seen = set()
@@ -522,7 +520,7 @@ def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, mo
     16.4). With them their median is below every target (4.8 against 7.5 and up; mean 5.2 against 10.8). A shuffle
     of each target's frames jumps like the shaking clips: every one scores below every target (at most 3.6 against
     7.5 and up; with per-channel flow-std its median was 6.4 against 8.9, AUC 0.77)."""
-    from visreward.features import encode_tensors
+    from visreward.encoders.features import encode_tensors
 
     output, metrics = video_rm
     model = DiscriminativeRewardModel.from_pretrained(output)
@@ -540,7 +538,7 @@ def test_the_default_pooling_beats_global_pooling_on_a_small_smooth_vs_jitter_co
     generated ones jump up to 4 px per axis every frame; 16 frames of 32 px, 24 + 24 training clips, 12 + 12 held out.
     Globally pooled features hardly change when a digit moves: held-out AUC 0.82 with mean/std/motion, 0.91 with
     the default's spatial-map poolings added."""
-    from visreward.digits_data import draw_path, glide_path, jitter_path
+    from visreward.io.digits import draw_path, glide_path, jitter_path
 
     images, _ = real_digits("train")
     rng = np.random.default_rng(0)

@@ -6,11 +6,10 @@ from pathlib import Path
 import av
 import pytest
 import torch
-
-from visreward.generators import DiffusersGenerator, load_generator, save_samples
-
 from conftest import write_image_prompts
 from tiny_pipelines import TINY_IMAGE_TO_VIDEO_PIPELINES, TINY_VIDEO_PIPELINES
+
+from visreward.generators import DiffusersGenerator, load_generator, save_samples
 
 SETTINGS = {"num_inference_steps": 2, "height": 16, "width": 16, "guidance_scale": 1.0}
 FRAMES = {"animatediff": 8, "cogvideox": 9, "wan": 9, "ltx": 9}  # 4k + 1 frames for a 4x temporal VAE
@@ -38,7 +37,7 @@ def test_a_video_pipeline_samples_clips_that_their_seed_reproduces(video_generat
     again = generator.generate_from_seeds([prompts[3]], [seeds[3]])
     assert torch.allclose(again[0], clips[3], atol=1e-5)
     assert not torch.allclose(clips[2], clips[3], atol=1e-3)
-    from visreward.errors import VisrewardError
+    from visreward.core.errors import VisrewardError
 
     with pytest.raises(VisrewardError, match="is not an image-to-video pipeline: its prompts take no image"):
         generator.condition_on({"a digit 3 moving right": "digit-3.png"})
@@ -62,8 +61,8 @@ PREDICTION = {"animatediff": "epsilon", "cogvideox": "v_prediction", "wan": "flo
 def test_dpo_and_sft_train_a_video_pipeline_on_its_own_clips(video_generator_dir, tmp_path):
     import math
 
+    from visreward.io.pairs import Pair, write_pairs
     from visreward.post_training import DPOConfig, SFTConfig, run_dpo, run_sft
-    from visreward.post_training.pairs import Pair, write_pairs
 
     family, folder = video_generator_dir
     generator = load_generator(str(folder))
@@ -86,12 +85,11 @@ def test_the_gan_rm_loop_and_refl_run_on_a_video_pipeline(tmp_path):
     """rounds: a video reward trained on target clips vs the pipeline's own, best-of-N clips, pairs, DPO;
     then ReFL with that reward through the last step, the 3-D VAE decoder and 3 frames of each clip."""
     import numpy as np
-
     from tiny_pipelines import save_tiny_wan
 
-    from visreward.digits_data import digit_clip, real_digits
+    from visreward.io.digits import digit_clip, real_digits
+    from visreward.io.videos import write_video
     from visreward.post_training import RoundsConfig, run_rounds
-    from visreward.videos import write_video
 
     DiffusersGenerator.from_pretrained(save_tiny_wan(tmp_path), **SETTINGS, num_frames=9).save_pretrained(tmp_path / "gen")
     digits, _ = real_digits("train")
@@ -185,8 +183,8 @@ def test_generate_starts_an_image_to_video_pipelines_clips_from_each_prompts_ima
 
 
 def test_image_to_video_prompts_are_checked_and_fine_tuning_refuses_in_one_line(image_to_video_dir, tmp_path):
-    from visreward.errors import VisrewardError
-    from visreward.prompts import read_prompt_images
+    from visreward.core.errors import VisrewardError
+    from visreward.io.prompts import read_prompt_images
 
     _, folder = image_to_video_dir
     prompts = write_image_prompts(tmp_path / "prompts")

@@ -204,7 +204,12 @@ def save_tiny_ltx(root: Path) -> Path:
     """LTX-Video 0.9.1's layout: a T5 text encoder, a transformer on 1x1x1 patch tokens, a causal 3D VAE (4x in
     time and space) whose decoder is timestep-conditioned, flow matching; 9 frames of 32x32 (its pipeline
     asks for multiples of 32)."""
-    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
 
     torch.manual_seed(0)
     tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
@@ -221,7 +226,12 @@ def save_tiny_ltx(root: Path) -> Path:
 
 def save_tiny_cogvideox_i2v(root: Path) -> Path:
     """CogVideoX-I2V's layout: CogVideoX's, with the image's latents beside the noise on the channel axis."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXTransformer3DModel,
+    )
 
     torch.manual_seed(0)
     tokenizer, vocab_size = _tiny_clip_tokenizer(root / "tok")
@@ -268,9 +278,7 @@ def save_tiny_wan_i2v(root: Path) -> Path:
 
 def save_tiny_ltx_i2v(root: Path) -> Path:
     """LTX-Video's image-to-video layout: LTX-Video's components, the image as the first latent frame."""
-    from diffusers import LTXImageToVideoPipeline
-
-    from diffusers import DiffusionPipeline
+    from diffusers import DiffusionPipeline, LTXImageToVideoPipeline
 
     t2v = DiffusionPipeline.from_pretrained(str(save_tiny_ltx(root / "t2v")))
     pipeline = LTXImageToVideoPipeline(**t2v.components)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from visreward.generative.tiny import CHAT_TEMPLATE, SIZES, build_tiny_llava, text_config, word_tokenizer
+from visreward.rewards.generative.tiny import CHAT_TEMPLATE, SIZES, build_tiny_llava, text_config, word_tokenizer
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                 "<|video_pad|>"]
@@ -25,7 +25,7 @@ def _qwen_tokens(vocab: dict) -> dict:
 def _save_qwen_family(directory: Path, model_cls, config, processor_cls, tokenizer, patch: int) -> Path:
     from transformers import Qwen2VLImageProcessor
 
-    from visreward.generative.model import _image_only
+    from visreward.rewards.generative.model import _image_only
 
     model_cls(config).save_pretrained(directory)
     side = 4 * patch  # one 2x2 merge of 2x2 patches: a short image token sequence
@@ -81,7 +81,7 @@ def save_tiny_qwen3_vl(directory: Path, hidden: int = 64, layers: int = 2) -> Pa
 def save_tiny_internvl(directory: Path, hidden: int = 64) -> Path:
     from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
 
-    from visreward.generative.model import _image_only
+    from visreward.rewards.generative.model import _image_only
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     tokenizer, vocab = word_tokenizer([], special, {"start_image_token": "<img>", "end_image_token": "</img>",

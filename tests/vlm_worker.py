@@ -11,8 +11,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from visreward.generative import VLMTrainingConfig, train_vlm_reward_model
-from visreward.generative import trainer
+from visreward.rewards.generative import VLMTrainingConfig, train_vlm_reward_model, trainer
 
 if __name__ == "__main__":
     model, pairs, output = sys.argv[1:4]

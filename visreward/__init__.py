@@ -7,18 +7,18 @@
     generator = visreward.load_generator("digits")                            # or a diffusers pipeline
 """
 
-from ._lazy import lazy_exports
-from .errors import VisrewardError
-
-__version__ = "0.1.0"
+from .core import __version__
+from .core.errors import VisrewardError
+from .core.lazy import lazy_exports
 
 _EXPORTS = {
-    "DiscriminativeRewardModel": "discriminative", "RewardTrainingConfig": "discriminative",
-    "train_reward_model": "discriminative", "GenerativeRewardModel": "generative", "VLMTrainingConfig": "generative",
-    "train_vlm_reward_model": "generative", "available_encoders": "encoders", "load_encoder": "encoders",
-    "FeatureCache": "features", "load_generator": "generators", "load_image": "images", "find_images": "readers",
-    "read_images": "readers", "load_reward_model": "rewards", "combine": "combination", "RemoteReward": "serving",
-    "AsyncRemoteReward": "serving",
+    "DiscriminativeRewardModel": "rewards.discriminative", "RewardTrainingConfig": "rewards.discriminative",
+    "train_reward_model": "rewards.discriminative", "GenerativeRewardModel": "rewards.generative",
+    "VLMTrainingConfig": "rewards.generative", "train_vlm_reward_model": "rewards.generative",
+    "load_reward_model": "rewards.loader", "combine": "rewards.combination", "RemoteReward": "rewards.remote",
+    "AsyncRemoteReward": "rewards.remote", "available_encoders": "encoders", "load_encoder": "encoders",
+    "FeatureCache": "encoders.features", "load_generator": "generators", "load_image": "io.images",
+    "find_images": "io.readers", "read_images": "io.readers",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS) + ["VisrewardError"]

@@ -28,12 +28,12 @@ import json
 import sys
 from pathlib import Path
 
-from .config import add_config_arguments, config_from_args
-from .errors import VisrewardError
+from .core.config import add_config_arguments, config_from_args
+from .core.errors import VisrewardError
 
 
 def _train_rm(config) -> None:
-    from .discriminative import train_reward_model
+    from .rewards.discriminative import train_reward_model
 
     model, metrics = train_reward_model(config)
     kind = "clips" if hasattr(model.encoder, "sampling") else "images"
@@ -67,9 +67,9 @@ def _merge_scores(config) -> None:
 
 
 def _eval_rm(config) -> None:
-    from .discriminative import DiscriminativeRewardModel
-    from .evaluation.evaluate import evaluate_reward_model
-    from .images import SkipLog
+    from .io.images import SkipLog
+    from .rewards.discriminative import DiscriminativeRewardModel
+    from .scoring.evaluate import evaluate_reward_model
 
     model = DiscriminativeRewardModel.from_pretrained(config.model, device=config.device)
     skipped = SkipLog(strict=config.strict)
@@ -84,15 +84,14 @@ def _eval_rm(config) -> None:
     if len(skipped):
         print(skipped.summary())
     if config.output:
-        from .atomic import write_text
+        from .core.atomic import write_text
 
         write_text(config.output, json.dumps(metrics, indent=2) + "\n")
 
 
 def _generate(config) -> None:
     from .generators import load_generator, save_samples
-
-    from .prompts import read_prompt_images, read_prompts
+    from .io.prompts import read_prompt_images, read_prompts
 
     generator = load_generator(config.generator).condition_on(read_prompt_images(config.prompts))
     samples = generator.generate(read_prompts(config.prompts), config.n, config.seed)
@@ -161,7 +160,7 @@ def _grpo(config) -> None:
 
 
 def _train_vlm(config) -> None:
-    from .generative.pretraining import pretrain_vlm
+    from .rewards.generative.pretraining import pretrain_vlm
 
     metrics = pretrain_vlm(config)
     before, after = metrics["before"], metrics["after"]
@@ -174,7 +173,7 @@ def _train_vlm(config) -> None:
 
 
 def _train_vlm_rm(config) -> None:
-    from .generative import train_vlm_reward_model
+    from .rewards.generative import train_vlm_reward_model
 
     metrics = train_vlm_reward_model(config)
     curve = " -> ".join(f"{h['heldout_pairwise_accuracy']:.3f}" for h in metrics["history"])
@@ -191,7 +190,7 @@ def _rounds(config) -> None:
 
 
 def _report(config) -> None:
-    from .report import write_report
+    from .miniature.report import write_report
 
     print(f"wrote {write_report(config.run)}")
 
@@ -204,20 +203,20 @@ def _serve(config) -> None:
 
 def _demo(config) -> None:
     if getattr(config, "video", False):
-        from .demo_video import run_video_demo
+        from .miniature.video_demo import run_video_demo
 
         run_video_demo(config)
     elif getattr(config, "judges", False):
-        from .demo_judges import run_judges_demo
+        from .miniature.judges_demo import run_judges_demo
 
         run_judges_demo(config)
     else:
-        from .demo import run_demo
+        from .miniature.image_demo import run_demo
 
         run_demo(config)
 
 
-# name -> (its config class in options.py, runner, help). The options import no framework and each runner
+# name -> (its config class in core/options.py, runner, help). The options import no framework and each runner
 # imports its own module, so `--help` is instant and a run imports only what its command needs
 COMMANDS = {
     "train-rm": ("RewardTrainingConfig", _train_rm,
@@ -252,7 +251,7 @@ COMMANDS = {
 
 def _config_class(command: str, argv: list[str]) -> type:
     """The command's config; `demo --video` has its own (other options, other defaults)."""
-    from . import options
+    from .core import options
 
     if command == "demo" and "--video" in argv and "--no-video" not in argv:
         return options.VideoDemoConfig

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from ..options import DEFAULT_ENCODER
+from ..core.options import DEFAULT_ENCODER
 from .base import ImageEncoder, Preprocessing
 from .efficientnet import VARIANTS, EfficientNetLiteEncoder
 from .runtime import BACKENDS, PRECISIONS, AcceleratedEncoder
@@ -21,7 +21,7 @@ def available_encoders() -> list[str]:
 def load_encoder(spec: str = DEFAULT_ENCODER, device: str | None = None, backend: str = "torch",
                  precision: str = "fp32", cache_dir=None) -> ImageEncoder:
     """The encoder named by `spec`; backend onnx/auto or precision bf16/fp16 give a faster inference path."""
-    from ..precision import resolve_encoder_precision
+    from ..core.precision import resolve_encoder_precision
 
     kind, sep, location = spec.partition(":")
     encoder = TransformersEncoder(kind, location) if sep else EfficientNetLiteEncoder(spec)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import VisrewardError
-from ..images import clamp_unit, to_rgb
+from ..core.errors import VisrewardError
+from ..io.images import clamp_unit, to_rgb
 
 # Bump when the way features are computed changes, so cached features from before are not reused.
 FEATURE_VERSION = 2

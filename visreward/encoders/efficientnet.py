@@ -6,7 +6,7 @@ import importlib
 
 import torch
 
-from ..errors import VisrewardError
+from ..core.errors import VisrewardError
 from .base import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, Preprocessing
 
 # variant -> (weights package, its model-file class, input resolution)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
-from ..errors import VisrewardError
-from ..options import BACKENDS, PRECISIONS
-from ..paths import default_cache_dir
+from ..core.atomic import atomic_path
+from ..core.errors import VisrewardError
+from ..core.options import BACKENDS, PRECISIONS
+from ..core.paths import default_cache_dir
 from .base import ImageEncoder
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import VisrewardError
+from ..core.errors import VisrewardError
 from .base import ImageEncoder, Preprocessing
 
 KINDS = ("clip", "siglip", "dinov2")

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from ..options import VIDEO_POOLING
-from ..videos import FrameSampling
+from ..core.options import VIDEO_POOLING
+from ..io.videos import FrameSampling
 from .base import ImageEncoder
 
 POOLINGS = ("mean", "std", "motion", "flow", "flow-std", "flow-trend")

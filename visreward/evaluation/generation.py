@@ -7,18 +7,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..digits_data import parse_digit, real_digits
-
-
-def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (FID's formula, any encoder)."""
-    a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
-    mean_a, mean_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # tr sqrt(A B) from the eigenvalues of A B (real, >= 0 for covariance matrices): stable when, with
-    # fewer samples than dimensions, the covariances are singular and sqrtm is not.
-    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real.clip(min=0)
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(eigenvalues).sum())
+from ..io.digits import parse_digit, real_digits
 
 
 def within_prompt_diversity(features: torch.Tensor, prompts: list[str]) -> float:
@@ -83,7 +72,7 @@ def _real_digit_centroid() -> np.ndarray:
 
 def moving_digit_tensors(split: str, rows) -> torch.Tensor:
     """digits_data.moving_digit_clips as [N,T,3,H,W] floats in [0,1], the layout generators return."""
-    from ..digits_data import moving_digit_clips
+    from ..io.digits import moving_digit_clips
 
     return torch.from_numpy(moving_digit_clips(split, rows)).permute(0, 1, 4, 2, 3).float() / 255
 
@@ -95,7 +84,7 @@ def clip_digit_classifier():
     (0.84 of real clips' frames right, against 0.95 on digits this one did not train on)."""
     from sklearn.svm import SVC
 
-    from ..digits_data import moving_digits
+    from ..io.digits import moving_digits
 
     rows = moving_digits("evaluation")
     crops = digit_crops(moving_digit_tensors("evaluation", rows))

@@ -41,3 +41,14 @@ def score_summary(scores) -> dict:
     quantiles = np.quantile(s, [0.05, 0.25, 0.5, 0.75, 0.95])
     return {"n": len(s), "mean": float(s.mean()), "std": float(s.std()),
             **{f"p{q}": float(v) for q, v in zip((5, 25, 50, 75, 95), quantiles)}}
+
+
+def frechet_distance(features_a: torch.Tensor | np.ndarray, features_b: torch.Tensor | np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (FID's formula, any encoder)."""
+    a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # tr sqrt(A B) from the eigenvalues of A B (real, >= 0 for covariance matrices): stable when, with
+    # fewer samples than dimensions, the covariances are singular and sqrtm is not.
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b).real.clip(min=0)
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(eigenvalues).sum())

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .generation import frechet_distance
+from .metrics import frechet_distance
 
 
 def temporal_consistency(features: torch.Tensor) -> torch.Tensor:

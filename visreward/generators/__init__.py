@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import GeneratedSample, Generator, save_samples
+from ..io.samples import GeneratedSample, save_samples
+from .base import Generator
 from .bundled import BUNDLED, load_bundled_generator
 from .conditional import ConditionalGenerator, GeneratorTrainingConfig, train_generator
 from .diffusers_pipeline import DiffusersGenerator

@@ -18,18 +18,18 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..paths import default_cache_dir
+from ..core.paths import default_cache_dir
 from .conditional import GENERATOR_VERSION, ConditionalGenerator, GeneratorTrainingConfig, train_generator
 
 
 def _write_digits(folder: Path) -> None:
-    from ..digits_data import write_digits_folder
+    from ..io.digits import write_digits_folder
 
     write_digits_folder(folder, "train")
 
 
 def _write_moving_digits(folder: Path) -> None:
-    from ..digits_data import moving_digits, write_clips_folder
+    from ..io.digits import moving_digits, write_clips_folder
 
     write_clips_folder(folder, "train", moving_digits("train"))
 
@@ -67,8 +67,8 @@ def load_bundled_generator(cache_dir: str | os.PathLike | None = None, progress:
 
 def makes_digits(generator) -> bool:
     """Whether `generator` draws the bundled digits' kind of sample: one 8x8 image per digit prompt."""
-    from ..digits_data import parse_digit
-    from ..errors import VisrewardError
+    from ..core.errors import VisrewardError
+    from ..io.digits import parse_digit
 
     prompts = getattr(generator, "prompts", None)
     if not prompts or getattr(generator, "frames", None) or getattr(generator, "resolution", None) != (8, 8):

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from PIL import Image
 
-from ..atomic import atomic_dir, write_text
-from ..errors import VisrewardError
-from ..options import GeneratorTrainingConfig
-from ..precision import resolve_mixed_precision
+from ..core.atomic import atomic_dir, write_text
+from ..core.errors import VisrewardError
+from ..core.options import GeneratorTrainingConfig
+from ..core.precision import resolve_mixed_precision
 from .base import Generator
 
 GENERATOR_TYPE = "visreward-conditional"
@@ -154,7 +154,7 @@ class ConditionalGenerator(Generator):
         return self
 
     def denoiser(self):
-        from ..post_training.denoisers import ConditionalDenoiser
+        from .denoisers import ConditionalDenoiser
 
         return ConditionalDenoiser(self)
 
@@ -190,8 +190,8 @@ class ConditionalGenerator(Generator):
 def load_training_images(config: GeneratorTrainingConfig) -> tuple[torch.Tensor, list[str], list[str]]:
     """(uint8 [N,C,R,R], prompt per image, the distinct prompts) from the folders, with one-line errors; clips
     (config.frames) come as [N,T*C,R,R], their frames stacked on the channel axis."""
-    from ..images import SkipLog
-    from ..readers import read_images
+    from ..io.images import SkipLog
+    from ..io.readers import read_images
 
     if not config.data:
         raise VisrewardError("no training images given (--data)")
@@ -217,8 +217,8 @@ def load_training_images(config: GeneratorTrainingConfig) -> tuple[torch.Tensor,
 
 def _decode_same_size(items, config: GeneratorTrainingConfig) -> torch.Tensor:
     """Every image (or clip, as config.frames frames spread over it) at one size: the first one's, or --resolution."""
-    from ..images import decode_image, fit_image, read_bytes
-    from ..videos import FrameSampling, pil_frames, read_clip
+    from ..io.images import decode_image, fit_image, read_bytes
+    from ..io.videos import FrameSampling, pil_frames, read_clip
 
     def frames_of(record, source) -> list[Image.Image]:
         if config.frames:
@@ -302,7 +302,7 @@ def _train_steps(unet, optimizer, lr_schedule, data, labels, config: GeneratorTr
 def _checkpoint(checkpoints: Path, step: int, unet, optimizer, lr_schedule) -> None:
     from safetensors.torch import save_file
 
-    from ..atomic import atomic_path
+    from ..core.atomic import atomic_path
 
     checkpoints.mkdir(parents=True, exist_ok=True)
     with atomic_path(checkpoints / "unet.safetensors") as tmp:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from ..atomic import atomic_dir
-from ..errors import VisrewardError
+
+from ..core.atomic import atomic_dir
+from ..core.errors import VisrewardError
 from .base import Generator
 
 SETTINGS_FILE = "visreward_generator.json"
@@ -108,7 +109,7 @@ class DiffusersGenerator(Generator):
         return (output.frames if hasattr(output, "frames") else output.images).float().cpu().clamp(0, 1)
 
     def _image_of(self, prompt: str):
-        from ..images import load_image
+        from ..io.images import load_image
 
         if prompt not in self.images:
             raise VisrewardError(f"{type(self.pipeline).__name__} is image-to-video: prompt {prompt!r} has no image "
@@ -118,14 +119,14 @@ class DiffusersGenerator(Generator):
     @property
     def sampling_guidance(self) -> float:
         """The classifier-free guidance scale it samples with: its setting, else the pipeline's default."""
-        from ..post_training.denoisers import call_default
+        from .denoisers import call_default
 
         if self.guidance_scale is not None:
             return self.guidance_scale
         return float(call_default(self.pipeline, "guidance_scale", None) or 1.0)
 
     def denoiser(self):
-        from ..post_training.denoisers import DiffusersDenoiser
+        from .denoisers import DiffusersDenoiser
 
         if self.takes_image:
             raise VisrewardError(f"{type(self.pipeline).__name__}: fine-tuning an image-to-video pipeline is not supported "

@@ -20,12 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from ..atomic import atomic_dir
-from ..errors import VisrewardError
-from ..formats import write_table
-from ..generators.base import write_sample
-from ..options import BestOfNConfig
-from ..prompts import read_prompt_images, read_prompts
+from ..core.atomic import atomic_dir
+from ..core.errors import VisrewardError
+from ..core.options import BestOfNConfig
+from ..io.formats import write_table
+from ..io.prompts import read_prompt_images, read_prompts
+from ..io.samples import write_sample
 
 
 def sample_and_score(generator, reward_model, prompts: list[str], n: int, seed: int, batch_size: int = 64,
@@ -75,7 +75,7 @@ def rank_within_groups(scores: torch.Tensor, n: int) -> torch.Tensor:
 
 def run_best_of_n(config: BestOfNConfig) -> dict:
     from ..generators import load_generator
-    from ..rewards import is_generative, load_reward_model
+    from ..rewards.loader import is_generative, load_reward_model
 
     instances = [p for p in read_prompts(config.prompts) for _ in range(config.repeats)]
     generator = load_generator(config.generator, device=config.device).condition_on(read_prompt_images(config.prompts))

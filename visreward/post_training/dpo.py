@@ -24,11 +24,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..errors import VisrewardError
-from ..monitors import PreferenceLimits, PreferenceMonitor
-from ..options import DPOConfig
+from ..core.errors import VisrewardError
+from ..core.options import DPOConfig
+from ..io.pairs import read_pairs
 from .finetune import TrainingImages, decode_for_training, finetune
-from .pairs import read_pairs
+from .monitors import PreferenceLimits, PreferenceMonitor
 from .probe_set import probe_set_for
 
 

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_dir, write_text
-from ..config import save_config
-from ..errors import VisrewardError
-from ..images import decode_image, fit_image
-from ..options import FineTuneConfig
-from ..precision import describe, resolve_mixed_precision
-from .denoisers import Denoiser
+from ..core.atomic import atomic_dir, write_text
+from ..core.config import save_config
+from ..core.errors import VisrewardError
+from ..core.options import FineTuneConfig
+from ..core.precision import describe, resolve_mixed_precision
+from ..generators.denoisers import Denoiser
+from ..io.images import decode_image, fit_image
 
 
 @dataclass
@@ -55,7 +55,7 @@ def decode_for_training(blobs: list[bytes], names: list[str], size: tuple[int, i
     with `frames` (a video generator), encoded clips -> uint8 [N,frames,3,H,W], frames spread over each clip."""
     if frames is None:
         return torch.stack([fit_image(decode_image(blob, name), size) for blob, name in zip(blobs, names)])
-    from ..videos import FrameSampling, pil_frames, read_clip
+    from ..io.videos import FrameSampling, pil_frames, read_clip
 
     clips = [read_clip(blob, FrameSampling(frames), name) for blob, name in zip(blobs, names)]
     return torch.stack([torch.stack([fit_image(frame, size) for frame in pil_frames(clip)]) for clip in clips])

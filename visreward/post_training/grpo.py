@@ -29,12 +29,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import VisrewardError
-from ..monitors import HackingMonitor, independent_check_for, limits_of
-from ..options import GRPOConfig
-from ..prompts import read_prompts
-from .finetune import (Training, fall_back, finish_run, first_reason, on_every_rank, prepare_training, save_checkpoint,
-                       start_run, step_seed, trainable_weights)
+from ..core.errors import VisrewardError
+from ..core.options import GRPOConfig
+from ..io.prompts import read_prompts
+from .finetune import (
+    Training,
+    fall_back,
+    finish_run,
+    first_reason,
+    on_every_rank,
+    prepare_training,
+    save_checkpoint,
+    start_run,
+    step_seed,
+    trainable_weights,
+)
+from .monitors import HackingMonitor, independent_check_for, limits_of
 from .policy import StochasticSampler, Trajectory
 
 RATIO_TOLERANCE = 1e-3  # the first update's ratio may differ from 1 by float rounding, never by more
@@ -74,7 +84,7 @@ def sample_seed(config: GRPOConfig, step: int, index: int) -> int:
 def _score(reward, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(rewards, the reward's encoder features of the images where it has them: the monitors reuse them)."""
     if hasattr(reward, "score_features"):  # GAN-RM: one encoder pass (its fast runtime) serves reward and monitor
-        from ..features import encode_tensors
+        from ..encoders.features import encode_tensors
 
         features = encode_tensors(reward.encoder, images)
         return reward.score_features(features, prompts), features
@@ -243,9 +253,9 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
     step's samples to the logs (the demo's judges). Returns the metrics written to output/metrics.json."""
     from tqdm.auto import tqdm
 
-    from ..distributed import local_device
+    from ..core.distributed import local_device
     from ..generators import load_generator
-    from ..rewards import load_rewards
+    from ..rewards.loader import load_rewards
 
     if config.group_size < 2:
         raise VisrewardError(f"--group-size {config.group_size}: a group needs 2 or more samples to compare")

@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import VisrewardError
-from ..options import SDE_KINDS
-from .denoisers import Denoiser
+from ..core.errors import VisrewardError
+from ..core.options import SDE_KINDS
+from ..generators.denoisers import Denoiser
 
 Predict = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]  # (noisy, timesteps, condition) -> prediction
 

@@ -15,8 +15,8 @@ import warnings
 
 import torch
 
-from ..monitors import HackingMonitor, independent_check_for, limits_of, rewards_and_features
-from ..options import HackingOptions, ProbeOptions
+from ..core.options import HackingOptions, ProbeOptions
+from .monitors import HackingMonitor, independent_check_for, limits_of, rewards_and_features
 
 
 class ProbeSet:
@@ -83,8 +83,8 @@ def probe_set_for(config: ProbeOptions, generator, prompts: list[str]) -> ProbeS
     agreement = independent_check_for(generator, config.generator, config.agreement_encoder)
     reward_model = None
     if config.reward:
-        from ..distributed import local_device
-        from ..rewards import load_reward_model
+        from ..core.distributed import local_device
+        from ..rewards.loader import load_reward_model
 
         reward_model = load_reward_model(config.reward, device=None if config.device == "cpu" else local_device(config.device))
         reward_model.requires_grad_(False)

@@ -22,9 +22,9 @@ import warnings
 
 import torch
 
-from ..errors import VisrewardError
-from ..options import ReFLConfig
-from ..prompts import read_prompts
+from ..core.errors import VisrewardError
+from ..core.options import ReFLConfig
+from ..io.prompts import read_prompts
 from .finetune import TrainingImages, finetune
 
 
@@ -34,7 +34,7 @@ def draw_prompts(data: TrainingImages, batch_size: int, rng: torch.Generator) ->
 
 
 def make_refl_loss(reward_model, config: ReFLConfig):
-    from ..monitors import HackingMonitor, limits_of, rewards_and_features
+    from .monitors import HackingMonitor, limits_of, rewards_and_features
 
     monitor = HackingMonitor(reward_model, limits_of(config))
 
@@ -62,10 +62,10 @@ def make_refl_loss(reward_model, config: ReFLConfig):
 
 
 def run_refl(config: ReFLConfig) -> dict:
-    from ..distributed import local_device
+    from ..core.distributed import local_device
     from ..generators import load_generator
-    from ..monitors import independent_check_for
-    from ..rewards import load_reward_model
+    from ..rewards.loader import load_reward_model
+    from .monitors import independent_check_for
 
     if not 1 <= config.last_steps <= config.num_inference_steps:
         raise VisrewardError(f"--last-steps {config.last_steps} is more than --num-inference-steps "

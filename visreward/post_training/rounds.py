@@ -20,17 +20,17 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import recover_dir, write_text
-from ..config import save_config
-from ..discriminative import RewardTrainingConfig, train_reward_model
-from ..formats import read_table
+from ..core.atomic import recover_dir, write_text
+from ..core.config import save_config
+from ..core.options import RoundsConfig
+from ..core.progress import time_left
 from ..generators import load_generator, save_samples
-from ..options import RoundsConfig
-from ..progress import time_left
-from ..prompts import read_prompts
+from ..io.formats import read_table
+from ..io.pairs import build_pairs, write_pairs
+from ..io.prompts import read_prompts
+from ..rewards.discriminative import RewardTrainingConfig, train_reward_model
 from .best_of_n import BestOfNConfig, run_best_of_n
 from .dpo import DPOConfig, run_dpo
-from .pairs import build_pairs, write_pairs
 from .sft import SFTConfig, run_sft
 
 DEFAULT_LR = {"sft": 1e-5, "dpo": 2e-6}

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import VisrewardError
-from ..images import SkipLog, read_bytes
-from ..options import SFTConfig
-from ..readers import read_images
+from ..core.errors import VisrewardError
+from ..core.options import SFTConfig
+from ..io.images import SkipLog, read_bytes
+from ..io.readers import read_images
 from .finetune import TrainingImages, decode_for_training, finetune
 from .probe_set import probe_set_for
 

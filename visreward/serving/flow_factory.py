@@ -13,9 +13,17 @@ import json
 import numpy as np
 import torch
 
-from ..images import ImageLoadError, decode_image
-from .protocol import (ProtocolError, RequestLimits, ScoreRequest, _base64_items, _check_size, _declared_pixels, _prompts,
-                       decode_images)
+from ..io.images import ImageLoadError, decode_image
+from ..io.wire import (
+    ProtocolError,
+    RequestLimits,
+    ScoreRequest,
+    _base64_items,
+    _check_size,
+    _declared_pixels,
+    _prompts,
+    decode_images,
+)
 
 
 def _clip(frames: list[bytes], index: int) -> torch.Tensor:

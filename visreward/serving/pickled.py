@@ -17,7 +17,7 @@ import pickle
 
 import numpy as np
 
-from .protocol import ProtocolError, RequestLimits, ScoreRequest, decode_images
+from ..io.wire import ProtocolError, RequestLimits, ScoreRequest, decode_images
 
 PICKLE = "application/octet-stream"
 # what ndarray, dtype and numpy scalars pickle to (protocols 3 to 5; numpy 1 names its core `numpy.core`)

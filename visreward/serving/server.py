@@ -3,7 +3,7 @@
     visreward serve --reward rm=runs/rm --reward judge=vlm:judge/:0.5 --port 8000 [--token SECRET]
 
 Every reward is loaded once, before the port opens (so GET /health answers 200 only when they
-are ready). Endpoints, version 1 (the wire format is in protocol.py):
+are ready). Endpoints, version 1 (the wire format is in io/wire.py):
   POST /v1/score     images (+ prompts, + reward names) -> {"scores": [...], "rewards": {NAME: [...]}}
   POST /score        UniRL's reward-service JSON, item by item (unirl.py)
   POST /compute      Flow-Factory's remote pointwise reward JSON (flow_factory.py)
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..combination import RewardCombiner
-from ..errors import VisrewardError
-from ..options import ServeConfig
+from ..core.errors import VisrewardError
+from ..core.options import ServeConfig
+from ..io.wire import VERSION, ProtocolError, RequestLimits, check_clips, parse_score_request
+from ..rewards.combination import RewardCombiner
 from .batcher import DynamicBatcher, QueueFull
 from .flow_factory import parse_compute_request
 from .pickled import PICKLE, parse_pickle_request, pickle_answer
-from .protocol import VERSION, ProtocolError, RequestLimits, check_clips, parse_score_request
 from .unirl import check_item_media, parse_unirl_request, unirl_answer
 
 
@@ -44,7 +44,7 @@ class LoadedReward:
     model: object
 
     def describe(self) -> dict:
-        from ..rewards import reward_kind
+        from ..rewards.loader import reward_kind
 
         kind = reward_kind(self.spec)
         folder = Path(self.spec.partition(":")[2] if kind != "gan-rm" else self.spec)
@@ -70,8 +70,8 @@ class LoadedReward:
 
 
 def load_rewards(config: ServeConfig) -> list[LoadedReward]:
-    from ..distributed import local_device
-    from ..rewards import load_reward_model, parse_reward_spec
+    from ..core.distributed import local_device
+    from ..rewards.loader import load_reward_model, parse_reward_spec
 
     if not config.reward:
         raise VisrewardError("no rewards to serve (--reward NAME=SPEC[:WEIGHT])")

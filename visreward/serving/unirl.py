@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..images import ImageLoadError, decode_image
-from .protocol import ProtocolError, RequestLimits, _check_size, _declared_pixels
+from ..io.images import ImageLoadError, decode_image
+from ..io.wire import ProtocolError, RequestLimits, _check_size, _declared_pixels
 
 SUB_METRIC = "score"
 
@@ -78,7 +78,7 @@ def parse_unirl_request(body: bytes, limits: RequestLimits = RequestLimits()) ->
 def check_item_media(items: list[Item], rewards: dict) -> None:
     """Each item's error for each reward that cannot score it: an unknown reward, images sent to a reward of clips (or
     the reverse), a clip that does not decode with the reward's frame sampling."""
-    from ..videos import read_clip
+    from ..io.videos import read_clip
 
     for index, item in enumerate(items):
         for name in item.rewards:

@@ -1,0 +1,59 @@
+"""GAN-RM's reward prediction layer: a small MLP on frozen features (optionally with the prompt)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.options import TEXT_CONDITIONING
+
+
+class RewardHead(nn.Module):
+    """Standardise features with stored training statistics, then MLP -> one logit.
+
+    Text conditioning (off by default, as in the paper) appends the prompt's unit-norm text
+    embedding and/or the image-text cosine similarity to the head's input.
+    """
+
+    def __init__(self, feature_dim: int, hidden_dim: int = 512, dropout: float = 0.1,
+                 text_conditioning: str = "none", text_dim: int = 0):
+        super().__init__()
+        if text_conditioning not in TEXT_CONDITIONING:
+            raise ValueError(f"text_conditioning must be one of {TEXT_CONDITIONING}")
+        self.init_args = {"feature_dim": feature_dim, "hidden_dim": hidden_dim, "dropout": dropout,
+                          "text_conditioning": text_conditioning, "text_dim": text_dim}
+        self.text_conditioning = text_conditioning
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+        in_dim = feature_dim
+        in_dim += text_dim if text_conditioning in ("embedding", "both") else 0
+        in_dim += 1 if text_conditioning in ("similarity", "both") else 0
+        if hidden_dim > 0:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, 1))
+        else:
+            self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, 1))
+
+    @property
+    def uses_text(self) -> bool:
+        return self.text_conditioning != "none"
+
+    @torch.no_grad()
+    def fit_normalisation(self, features: torch.Tensor) -> None:
+        std = features.std(0)
+        # Dimensions (almost) constant in training would turn any unseen activation into a huge input.
+        floor = max(1e-4, 0.1 * float(std.median()))
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(std.clamp_min(floor))
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [(image_features - self.feature_mean) / self.feature_std]
+        if self.uses_text:
+            if text_features is None:
+                raise ValueError("this reward head is prompt-conditioned: pass prompts")
+            text_unit = F.normalize(text_features, dim=-1)
+            if self.text_conditioning in ("embedding", "both"):
+                parts.append(text_unit)
+            if self.text_conditioning in ("similarity", "both"):
+                parts.append((F.normalize(image_features, dim=-1) * text_unit).sum(-1, keepdim=True))
+        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)
