@@ -1,6 +1,7 @@
 """The demo end to end on a briefly trained generator, and its HTML report as a person sees it."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,6 +21,24 @@ def chromium() -> str:
     if browser is None:
         missing("Debian's chromium is not installed (`make test` installs it where apt-get is allowed)")
     return browser
+
+
+def render(report: Path, tmp_path: Path, height: int, budget_ms: int = 5000) -> tuple[str, Path]:
+    """The report's DOM after its script ran, and a screenshot of its first `height` pixels, in headless Chromium.
+    With $VISREWARD_SCREENSHOTS set, the screenshot is also kept there, named after the report's folder."""
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", f"--virtual-time-budget={budget_ms}"]
+    result = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    screenshot = tmp_path / "report.png"
+    subprocess.run(flags + [f"--window-size=1280,{height}", f"--screenshot={screenshot}", report.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    if os.environ.get("VISREWARD_SCREENSHOTS"):
+        kept = Path(os.environ["VISREWARD_SCREENSHOTS"]) / f"{report.parent.parent.name}-{report.parent.name}.png"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, kept)
+    return result.stdout, screenshot
 
 
 @pytest.fixture(scope="session")
@@ -65,20 +84,11 @@ def test_report_is_one_self_contained_page(demo_run):
         write_report(out / "assets")
 
 
-def test_report_renders_in_headless_chromium_with_every_image_loaded(demo_run, tmp_path):
-    browser = chromium()
-    out = demo_run
-    report = write_report(out)
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
-    result = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert 'data-images-total="6"' in result.stdout and 'data-images-loaded="6"' in result.stdout
-    screenshot = tmp_path / "report.png"
-    subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={screenshot}", report.as_uri()],
-                   capture_output=True, text=True, timeout=120)
+def test_report_renders_in_headless_chromium_with_every_image_loaded_and_every_label_inside_its_chart(demo_run, tmp_path):
+    dom, screenshot = render(write_report(demo_run), tmp_path, height=4200)
+    assert 'data-images-total="6"' in dom and 'data-images-loaded="6"' in dom
+    assert 'data-chart-text-outside="0"' in dom
     from PIL import Image
 
     picture = Image.open(screenshot).convert("L")
-    assert picture.size == (1280, 2400) and len(set(picture.getdata())) > 20  # a page drawn, not a blank one
+    assert picture.size == (1280, 4200) and len(set(picture.getdata())) > 20  # a page drawn, not a blank one

@@ -12,6 +12,11 @@ def _numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
+def moved_toward(value: float, base: float, target: float) -> float:
+    """How far a measure moved from the base's value toward the target's: 0 at the base, 1 at the target."""
+    return (value - base) / (target - base)
+
+
 def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     """Mann-Whitney AUC with ties counted half: P(score of a positive > score of a negative)."""
     ranks = rankdata(np.concatenate([positive, negative]))

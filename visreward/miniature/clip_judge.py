@@ -15,6 +15,7 @@ LABELS = {"speed": "centroid speed, px/frame", "toward_target": "moved toward ta
 def judge(clips: torch.Tensor, prompts: list[str], target_speed: float, base_speed: float | None = None) -> dict:
     """Judges independent of every reward model: the ink's centroid track, pixels, a held-out classifier."""
     from ..evaluation.generation import digit_crops, digit_window_accuracy, within_prompt_diversity
+    from ..evaluation.metrics import moved_toward
     from ..evaluation.video import centroid_track, temporal_consistency, track_speed
 
     track = centroid_track(clips)  # [B,T,(row, column)]
@@ -26,7 +27,7 @@ def judge(clips: torch.Tensor, prompts: list[str], target_speed: float, base_spe
     along = (travel * wanted).sum(dim=1)
     across = (travel * wanted.flip(1)).sum(dim=1).abs()
     pixels = ((clips.float().mean(dim=2) * 255).round() / 255).flatten(1)
-    return {"speed": speed, "toward_target": (speed - base) / (target_speed - base),
+    return {"speed": speed, "toward_target": moved_toward(speed, base, target_speed),
             "direction": float((along > across).float().mean()), "accuracy": digit_window_accuracy(windows, prompts),
             "consistency": float(temporal_consistency(windows).mean()),
             "diversity": within_prompt_diversity(pixels, prompts)}

@@ -65,12 +65,12 @@ def judge(images: torch.Tensor, prompts: list[str], refs: References) -> dict:
         nearest_neighbour_distance,
         within_prompt_diversity,
     )
-    from ..evaluation.metrics import frechet_distance
+    from ..evaluation.metrics import frechet_distance, moved_toward
 
     pixels = digit_pixels(images)
     mean_ink = float(ink(pixels.view(-1, 8, 8).numpy()).mean())
     base = refs.base_ink if refs.base_ink is not None else mean_ink
-    return {"ink": mean_ink, "toward_target": (mean_ink - base) / (refs.target_ink - base),
+    return {"ink": mean_ink, "toward_target": moved_toward(mean_ink, base, refs.target_ink),
             "accuracy": digit_accuracy(images, prompts), "frechet": frechet_distance(pixels, refs.heldout_target),
             "diversity": within_prompt_diversity(pixels, prompts),
             "nearest_target": float(nearest_neighbour_distance(pixels, refs.target).median())}

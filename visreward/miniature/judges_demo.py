@@ -223,7 +223,8 @@ def moving_mean(values, window: int) -> np.ndarray:
 
 def rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list[float]]]:
     """Per GRPO run (each proxy, and the random control): each logged measure's moving mean over `window` steps,
-    averaged over the seeds (over the steps every seed reached: a run a monitor stopped is shorter)."""
+    averaged over the seeds (over the steps every seed reached: a run a monitor stopped is shorter), with its sd
+    over the seeds as `KEY_sd`."""
     curves: dict[str, list[list[dict]]] = {}
     for seed in per_seed:
         for name, row in seed["proxies"].items():
@@ -234,9 +235,11 @@ def rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list
     smoothed = {}
     for name, runs in curves.items():
         length = min(len(curve) for curve in runs)
-        smoothed[name] = {key: np.mean([moving_mean([row[key] for row in curve[:length]], window) for curve in runs],
-                                       axis=0).tolist() for key in ("gold", "proxy", "proxy_group_std", "kl")}
-        smoothed[name]["step"] = [row["step"] for row in runs[0][min(window, length) - 1 : length]]
+        smoothed[name] = {"step": [row["step"] for row in runs[0][min(window, length) - 1 : length]]}
+        for key in ("gold", "proxy", "proxy_group_std", "kl"):
+            seeds = np.array([moving_mean([row[key] for row in curve[:length]], window) for curve in runs])
+            smoothed[name][key] = seeds.mean(axis=0).tolist()
+            smoothed[name][f"{key}_sd"] = (seeds.std(axis=0, ddof=1) if len(runs) > 1 else 0 * seeds[0]).tolist()
     return smoothed
 
 

@@ -21,10 +21,10 @@ from PIL import Image
 from ..core.atomic import atomic_dir, write_text
 from ..core.errors import VisrewardError
 from ..core.options import ReportConfig  # noqa: F401 - re-exported beside write_report
+from ..evaluation.metrics import moved_toward
 from ..io.images import tensor_to_pil
+from .charts import YAxis, histogram, line_chart, mean_and_spread
 from .clip_judge import JUDGED, LABELS
-
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def grid_image(images: torch.Tensor, columns: int, scale: int = 4) -> Image.Image:
@@ -53,56 +53,6 @@ def _image_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     mime = "image/gif" if path.suffix == ".gif" else "image/png"
     return f'<img src="data:{mime};base64,{data}" alt="{html.escape(alt)}">'
-
-
-def _svg_frame(title: str, xlabel: str, ylabel: str, body: str, width: int = 420, height: int = 260) -> str:
-    return (f'<figure><svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
-            f'<title>{html.escape(title)}</title>'
-            f'<line x1="50" y1="{height - 40}" x2="{width - 10}" y2="{height - 40}" stroke="#444"/>'
-            f'<line x1="50" y1="10" x2="50" y2="{height - 40}" stroke="#444"/>'
-            f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle">{html.escape(xlabel)}</text>'
-            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">{html.escape(ylabel)}</text>'
-            f'{body}</svg><figcaption>{html.escape(title)}</figcaption></figure>')
-
-
-def _scale(values, lo, hi, out_lo, out_hi):
-    span = (hi - lo) or 1.0
-    return [out_lo + (v - lo) / span * (out_hi - out_lo) for v in values]
-
-
-def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> str:
-    points = [p for values in series.values() for p in values]
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    body = []
-    for i, (name, values) in enumerate(series.items()):
-        px = _scale([p[0] for p in values], min(xs), max(xs), 60, 400)
-        py = _scale([p[1] for p in values], min(ys), max(ys), 210, 20)
-        colour = COLOURS[i % len(COLOURS)]
-        body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in zip(px, py))}"/>')
-        body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in zip(px, py)]
-        body.append(f'<text x="{60 + 110 * i}" y="14" fill="{colour}">{html.escape(name)}</text>')
-    body.append(f'<text x="46" y="214" text-anchor="end">{min(ys):.3g}</text><text x="46" y="24" text-anchor="end">{max(ys):.3g}</text>')
-    body.append(f'<text x="60" y="234">{min(xs):.3g}</text><text x="400" y="234" text-anchor="end">{max(xs):.3g}</text>')
-    return _svg_frame(title, xlabel, ylabel, "".join(body))
-
-
-def histogram(groups: dict[str, list[float]], title: str, xlabel: str, bins: int = 24) -> str:
-    everything = [v for values in groups.values() for v in values]
-    lo, hi = float(np.quantile(everything, 0.005)), float(np.quantile(everything, 0.995))
-    edges = np.linspace(lo, hi, bins + 1)
-    counts = {name: np.histogram(np.clip(values, lo, hi), bins=edges)[0] / max(1, len(values)) for name, values in groups.items()}
-    top = max(c.max() for c in counts.values()) or 1.0
-    width = 340 / bins
-    body = []
-    for i, (name, fractions) in enumerate(counts.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        for j, fraction in enumerate(fractions):
-            height = fraction / top * 190
-            body.append(f'<rect x="{60 + j * width:.1f}" y="{220 - height:.1f}" width="{width:.1f}" height="{height:.1f}" '
-                        f'fill="{colour}" fill-opacity="0.45"/>')
-        body.append(f'<text x="{60 + 140 * i}" y="14" fill="{colour}">{html.escape(name)} ({len(groups[name])})</text>')
-    body.append(f'<text x="60" y="234">{lo:.2f}</text><text x="400" y="234" text-anchor="end">{hi:.2f}</text>')
-    return _svg_frame(title, xlabel, "fraction", "".join(body))
 
 
 def save_sample_grids(samples: dict[str, torch.Tensor], target: torch.Tensor, per_prompt: int, assets: Path) -> None:
@@ -150,42 +100,65 @@ def _probe_table(probes: dict) -> str:
     return f"<table><thead><tr><th>probe</th>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+ACCURACY = YAxis("digit accuracy", 0.0, 1.0, "accuracy starts at 0")
+
+
+def _toward_axis(measure: str) -> YAxis:
+    return YAxis("moved toward target", 0.0, 1.0, f"0 is the base's {measure}, 1 the target's",
+                 {"base": 0.0, "target": 1.0})
+
+
+def _log2(n: str) -> float:
+    return math.log2(int(n))
+
+
+def _power_of_two(x: float) -> str:
+    return f"{2 ** x:g}"
+
+
 def _curves(metrics: dict) -> list[str]:
+    """Best-of-N by N, the reward by target-set size, the rounds, and GRPO's steps, each over the seeds."""
     rows, best_of, sizes = metrics["rows"], metrics["best_of_n"], metrics["target_sizes"]
-    charts = []
-    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
-        charts.append(line_chart({"Best-of-N": [(math.log2(int(n)), v[key][0]) for n, v in best_of.items()],
-                                  "target": [(0, metrics["reference"]["target_ink"]), (5, metrics["reference"]["target_ink"])]}
-                                 if key == "ink" else {"Best-of-N": [(math.log2(int(n)), v[key][0]) for n, v in best_of.items()]},
-                                 f"Best-of-N: {label}", "log2 N", label))
-    for key, label in (("heldout_auc", "held-out AUC"), ("best_of_16_ink_gain", "Best-of-16 ink gain")):
-        charts.append(line_chart({label: [(int(size), v[key][0]) for size, v in sizes.items()]},
-                                 f"target-set size: {label}", "target images", label))
-    for key, label in (("ink", "ink mass"), ("accuracy", "digit accuracy")):
-        charts.append(_rounds_chart(rows, key, label))
-    return charts + _grpo_charts(metrics["per_seed"], {"ink": "ink mass", "accuracy": "digit accuracy"},
-                                 ("ink", metrics["reference"]["target_ink"]))
+    gap = metrics["reference"]["target_ink"] - rows["base"]["ink"][0]
+    charts = [line_chart({"Best-of-N": [(_log2(n), *v[key]) for n, v in best_of.items()]}, f"Best-of-N: {title}",
+                         "N (log scale)", axis, _power_of_two)
+              for key, title, axis in (("toward_target", "ink mass, moved toward the target", _toward_axis("ink mass")),
+                                       ("accuracy", "digit accuracy", ACCURACY))]
+    charts.append(line_chart({"round-1 reward": [(int(size), *v["heldout_auc"]) for size, v in sizes.items()]},
+                             "target-set size: held-out AUC", "target images",
+                             YAxis("held-out AUC", 0.5, 1.0, "0.5 is chance")))
+    charts.append(line_chart({"Best-of-16": [(int(size), *v["best_of_16_ink_gain"]) for size, v in sizes.items()]},
+                             "target-set size: Best-of-16 ink gain", "target images",
+                             YAxis("ink mass gained", 0.0, gap, "0 is no gain; the line is the base's gap to the target",
+                                   {"target": gap})))
+    charts += [_rounds_chart(rows, "toward_target", "ink mass", _toward_axis("ink mass")),
+               _rounds_chart(rows, "accuracy", "digit accuracy", ACCURACY)]
+    return charts + _grpo_charts(metrics["per_seed"], ("ink", "ink mass", metrics["reference"]["target_ink"]),
+                                 ("accuracy", "digit accuracy"))
 
 
-def _grpo_charts(per_seed: list[dict], measures: dict[str, str], target: tuple[str, float]) -> list[str]:
-    """One chart per judged measure of GRPO's training samples against its step, one curve per seed (the spread
-    shows), with the target's value as a line on the target's measure."""
+def _grpo_charts(per_seed: list[dict], look: tuple[str, str, float], content: tuple[str, str]) -> list[str]:
+    """GRPO's training samples by step, over the seeds: how far the look (key, name, the target's value) moved from
+    the seed's base toward the target, and the content's measure (key, name)."""
     runs = [run for run in per_seed if run.get("grpo")]
-    charts = []
-    for key, label in measures.items() if runs else ():
-        series = {f"seed {run['seed']}": [(row["step"], row[key]) for row in run["grpo"]["curve"]] for run in runs}
-        if key == target[0]:
-            steps = max(step for curve in series.values() for step, _ in curve)
-            series["target"] = [(1, target[1]), (steps, target[1])]
-        charts.append(line_chart(series, f"GRPO: {label} of each step's samples", "step", label))
-    return charts
+    if not runs:
+        return []
+    (key, measure, target), (content_key, content_name) = look, content
+    toward = mean_and_spread([[(row["step"], moved_toward(row[key], run["rows"]["base"][key], target))
+                               for row in run["grpo"]["curve"]] for run in runs])
+    kept = mean_and_spread([[(row["step"], row[content_key]) for row in run["grpo"]["curve"]] for run in runs])
+    return [line_chart({"GRPO": toward}, f"GRPO: {measure} of each step's samples, moved toward the target", "step",
+                       _toward_axis(measure)),
+            line_chart({"GRPO": kept}, f"GRPO: {content_name} of each step's samples", "step",
+                       YAxis(content_name, 0.0, 1.0, "accuracy starts at 0"))]
 
 
-def _rounds_chart(rows: dict, key: str, label: str) -> str:
+def _rounds_chart(rows: dict, key: str, measure: str, axis: YAxis) -> str:
     """One measure over the SFT and DPO rounds, round 0 being the base row."""
-    series = {method: [(0, rows["base"][key][0])] + [(int(name.split()[-1]), r[key][0]) for name, r in rows.items()
-                                                       if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
-    return line_chart(series, f"rounds: {label}", "round (0 = base)", label)
+    series = {method: [(0, *rows["base"][key])] + [(int(name.split()[-1]), *r[key]) for name, r in rows.items()
+                                                    if name.startswith(f"{method} round")] for method in ("SFT", "DPO")}
+    moved = ", moved toward the target" if key == "toward_target" else ""
+    return line_chart(series, f"rounds: {measure}{moved}", "round (0 = base)", axis)
 
 
 def _metrics(run: Path) -> dict:
@@ -232,8 +205,9 @@ Judges share nothing with the rewards: {html.escape(metrics["reference"]["judges
 
 
 def _page(title: str, body: str) -> str:
-    """A whole HTML page. Its script records, for a browser test, how many images loaded and how many of
-    them the browser decodes as animations (WebCodecs' ImageDecoder frame count)."""
+    """A whole HTML page. Its script records, for a browser test, how many images loaded, how many of them the
+    browser decodes as animations (WebCodecs' ImageDecoder frame count), and how many chart labels fall outside
+    their chart."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -241,6 +215,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }} figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
 img {{ image-rendering: pixelated; border: 1px solid #ddd; }} svg text {{ font-size: 11px; }}
+figure.chart figcaption {{ max-width: 440px; }}
+.key {{ margin-right: 1em; white-space: nowrap; }} .key span {{ display: inline-block; width: 1.6em; height: 0.5em; margin-right: 0.3em; }}
 </style></head>
 <body>
 {body}
@@ -249,6 +225,12 @@ window.addEventListener("load", async () => {{
   const images = [...document.images];
   document.body.dataset.imagesTotal = images.length;
   document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  const outside = svg => {{
+    const box = svg.getBoundingClientRect();
+    return [...svg.querySelectorAll("text")].map(text => text.getBoundingClientRect()).filter(r =>
+      r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1).length;
+  }};
+  document.body.dataset.chartTextOutside = [...document.querySelectorAll("svg")].map(outside).reduce((a, b) => a + b, 0);
   const frameCounts = await Promise.all(images.filter(i => i.src.startsWith("data:image/gif")).map(async image => {{
     const decoder = new ImageDecoder({{data: (await fetch(image.src)).body, type: "image/gif"}});
     await decoder.completed;
@@ -273,9 +255,11 @@ def _write_video_report(run: Path, metrics: dict) -> Path:
     previews = "".join(f'<figure>{_image_tag(run / "assets" / f"grid-{_slug(name)}.gif", name)}<figcaption>'
                        f'{html.escape(name)}{" (training examples)" if name == "target" else ""}</figcaption></figure>'
                        for name in ["target", *rows] if (run / "assets" / f"grid-{_slug(name)}.gif").exists())
-    charts = [_rounds_chart(rows, key, LABELS[key]) for key in ("speed", "accuracy")]
-    charts += _grpo_charts(metrics["per_seed"], {key: LABELS[key] for key in ("speed", "accuracy")},
-                           ("speed", reference["target_speed"]))
+    speed = LABELS["speed"].split(",")[0]
+    charts = [_rounds_chart(rows, "toward_target", speed, _toward_axis(speed)),
+              _rounds_chart(rows, "accuracy", LABELS["accuracy"], ACCURACY)]
+    charts += _grpo_charts(metrics["per_seed"], ("speed", speed, reference["target_speed"]),
+                           ("accuracy", LABELS["accuracy"]))
     first = metrics["per_seed"][0]
     body = f"""<h1>visreward: GAN-RM in miniature, video</h1>
 <p>The bundled moving-digits generator (a class-conditional diffusion model over 8-frame 16&times;16 clips) learnt from
@@ -305,27 +289,44 @@ JUDGE_GROUPS = {"paradigm and mode": ("generative", "bradley-terry", "pointwise"
 
 
 def _judges_charts(metrics: dict) -> list[str]:
+    """Best-of-N's gold by N, one factor at a time; the proxies' own scores; GRPO's curves, over the seeds."""
     proxies, oracle = metrics["proxies"], metrics["oracle_best_of_n"]
+    gold = YAxis("gold", -1.0, 2.0, "the gold's whole range is -1 to 2", {"base (N = 1)": oracle["1"][0]})
     charts = []
     for group, names in JUDGE_GROUPS.items():
-        series = {name: [(math.log2(int(n)), v["gold"][0]) for n, v in proxies[name]["best_of_n"].items()]
+        series = {name: [(_log2(n), *v["gold"]) for n, v in proxies[name]["best_of_n"].items()]
                   for name in names if name in proxies}
         if series:
-            series["the gold itself"] = [(math.log2(int(n)), v[0]) for n, v in oracle.items()]
-            charts.append(line_chart(series, f"Best-of-N, {group}: gold of the pick", "log2 N", "gold"))
-    yes_no = {name: [(math.log2(int(n)), v["proxy"][0]) for n, v in row["best_of_n"].items()]
+            series["the gold itself"] = [(_log2(n), *v) for n, v in oracle.items()]
+            charts.append(line_chart(series, f"Best-of-N, {group}: gold of the pick", "N (log scale)", gold,
+                                     _power_of_two))
+    yes_no = {name: [(_log2(n), *v["proxy"]) for n, v in row["best_of_n"].items()]
               for name, row in proxies.items() if name != "bradley-terry"}
-    charts.append(line_chart(dict(list(yes_no.items())[:5]), "Best-of-N: the proxy's own score of the pick", "log2 N",
-                             "proxy P(yes)"))
-    rl = metrics.get("rl_curves", {})
-    for key, label in (("gold", "gold"), ("proxy", "proxy reward"), ("proxy_group_std", "proxy's within-group std")):
-        if rl:
-            charts.append(line_chart({name: list(zip(curve["step"], curve[key])) for name, curve in rl.items()},
-                                     f"GRPO: {label} of each step's samples (5-step mean, seed mean)", "step", label))
-    if rl:
-        charts.append(line_chart({name: list(zip(curve["kl"], curve["gold"])) for name, curve in rl.items()},
-                                 "GRPO: gold against KL to the base (5-step means)", "KL per step", "gold"))
-    return charts
+    charts.append(line_chart(yes_no, "Best-of-N: the proxy's own score of the pick", "N (log scale)",
+                             YAxis("proxy P(yes)", 0.0, 1.0, "a probability"), _power_of_two))
+    return charts + _rl_charts(metrics.get("rl_curves", {}), gold)
+
+
+def _rl_charts(curves: dict, gold: YAxis) -> list[str]:
+    """GRPO against each proxy: the gold, the proxy's gain and its within-group std by step, and gold against KL."""
+    if not curves:
+        return []
+
+    def points(curve: dict, key: str, x: str = "step", shift: float = 0.0) -> list:
+        spread = curve.get(f"{key}_sd", [0.0] * len(curve[key]))
+        return [(at, value - shift, sd) for at, value, sd in zip(curve[x], curve[key], spread)]
+
+    title = "of each step's samples (5-step mean; mean over seeds)"
+    return [
+        line_chart({name: points(c, "gold") for name, c in curves.items()}, f"GRPO: gold {title}", "step", gold),
+        line_chart({name: points(c, "proxy", shift=c["proxy"][0]) for name, c in curves.items()},
+                   f"GRPO: proxy reward gained {title}", "step",
+                   YAxis("proxy reward gained", 0.0, 0.0, "0 is the first logged step's reward", {"start": 0.0})),
+        line_chart({name: points(c, "proxy_group_std") for name, c in curves.items()},
+                   f"GRPO: proxy's within-group std {title}", "step",
+                   YAxis("proxy's within-group std", 0.0, 0.0, "a std starts at 0")),
+        line_chart({name: [(kl, value) for kl, value in zip(c["kl"], c["gold"])] for name, c in curves.items()},
+                   "GRPO: gold against KL to the base (5-step means; mean over seeds)", "KL per step", gold)]
 
 
 def _write_judges_report(run: Path, metrics: dict) -> Path:
