@@ -191,6 +191,84 @@ def _training_encoder(config: RewardTrainingConfig, items: list[Item]):
     return encoder
 
 
+@dataclass
+class _Encoded:
+    """One side's readable inputs: their records, features and (with text conditioning) prompt features."""
+    records: list[ImageRecord]
+    features: torch.Tensor
+    text: torch.Tensor | None
+
+
+@dataclass
+class _TrainingSets:
+    natural: LabeledFeatures  # target and generated training inputs, without the wrecked negatives
+    train: LabeledFeatures  # with them
+    held: LabeledFeatures | None  # validation: chooses the epoch, calibrates
+    test: LabeledFeatures | None  # makes no choice: what metrics.json reports as held out
+    splits: dict  # the ids of each side's validation and test inputs
+
+
+def _encode(what: str, items: list[Item], encoder, model: DiscriminativeRewardModel, cache, skipped: SkipLog,
+            config: RewardTrainingConfig) -> _Encoded:
+    records, features = extract_features(items, encoder, cache=cache, skipped=skipped,
+                                         batch_size=config.encode_batch_size, num_workers=config.num_workers,
+                                         progress=config.progress)
+    if not records:
+        raise VisrewardError(f"--{what}: none of the images could be read ({skipped.summary()})")
+    if model.head.uses_text:
+        missing = next((r for r in records if r.prompt is None), None)
+        if missing is not None:
+            raise VisrewardError(f"{missing.path}: no prompt (text conditioning needs one per image, from metadata.jsonl)")
+    text = model.text_features([r.prompt for r in records])
+    return _Encoded(records, features, None if text is None else text.cpu())
+
+
+def _training_sets(target: _Encoded, generated: _Encoded, generated_items: list[Item], model: DiscriminativeRewardModel,
+                   config: RewardTrainingConfig, rng: np.random.Generator) -> _TrainingSets:
+    """Each side split three ways (train, validation, test); the off-manifold negatives made from generated
+    training inputs join the training set."""
+    target_train, target_val, target_test = three_way_split(len(target.records), config, rng, "--target")
+    generated_train, generated_val, generated_test = three_way_split(len(generated.records), config, rng, "--generated")
+    positives, negatives = labeled(target.features, 1.0, target.text), labeled(generated.features, 0.0, generated.text)
+    parts = [positives.subset(target_train), negatives.subset(generated_train)]
+    if config.off_manifold > 0:
+        sources = {record.id: source for record, source in generated_items}
+        parts.append(off_manifold_negatives(
+            [(generated.records[i], sources[generated.records[i].id]) for i in generated_train], model, config,
+            None if generated.text is None else generated.text[generated_train]))
+    held = LabeledFeatures.cat([positives.subset(target_val), negatives.subset(generated_val)]) if config.holdout > 0 else None
+    test = LabeledFeatures.cat([positives.subset(target_test), negatives.subset(generated_test)]) if config.test > 0 else None
+    splits = {side: {"validation": [records[i].id for i in validation], "test": [records[i].id for i in testing]}
+              for side, records, validation, testing in (("target", target.records, target_val, target_test),
+                                                         ("generated", generated.records, generated_val, generated_test))}
+    return _TrainingSets(LabeledFeatures.cat(parts[:2]), LabeledFeatures.cat(parts), held, test, splits)
+
+
+def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _Encoded | None,
+                  config: RewardTrainingConfig, generator: torch.Generator) -> list[dict]:
+    """A fresh head per round: the first on the training set, each later one on it enlarged by bootstrapping
+    from the unlabeled pool. Returns each round's history and its validation and test metrics."""
+    rounds = 1 + (config.bootstrap_rounds if pool is not None else 0)
+    initial_state = copy.deepcopy(model.head.state_dict())
+    pooled = labeled(pool.features, 0.0, pool.text) if pool is not None else None
+    train, results = sets.train, []
+    for round_index in range(rounds):
+        round_info: dict = {"round": round_index}
+        if round_index > 0:
+            start = train if config.accumulate else sets.train
+            train, round_info["bootstrap"] = bootstrap_set(model, start, pooled, pool.records, config)
+        model.head.load_state_dict(initial_state)
+        model.head.fit_normalisation(sets.natural.features)  # the statistics of real inputs, not of the wrecked ones
+        head_started = time.time()
+        history = fit_head(model, train, sets.held, config, generator)
+        round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
+        for name, split in (("validation", sets.held), ("test", sets.test)):
+            if split is not None:
+                round_info[name] = _evaluate(model.head, split)
+        results.append(round_info)
+    return results
+
+
 def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewardModel, dict]:
     """Encode (with cache), split, train with bootstrapping, save to `config.output`."""
     started = time.time()
@@ -203,70 +281,15 @@ def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewa
     encoder = _training_encoder(config, [item for items in inputs.values() for item in items])
     model = DiscriminativeRewardModel.create(encoder, config.hidden_dim, config.dropout, config.text_conditioning)
     cache = None if config.no_cache else FeatureCache(config.cache_dir)
-
-    def encode(what: str) -> tuple[list[ImageRecord], torch.Tensor, torch.Tensor | None]:
-        records, features = extract_features(
-            inputs[what], encoder, cache=cache, skipped=skipped,
-            batch_size=config.encode_batch_size, num_workers=config.num_workers, progress=config.progress,
-        )
-        if not records:
-            raise VisrewardError(f"--{what}: none of the images could be read ({skipped.summary()})")
-        if model.head.uses_text:
-            missing = next((r for r in records if r.prompt is None), None)
-            if missing is not None:
-                raise VisrewardError(f"{missing.path}: no prompt (text conditioning needs one per image, from metadata.jsonl)")
-        text = model.text_features([r.prompt for r in records])
-        return records, features, None if text is None else text.cpu()
-
-    target_records, target_features, target_text = encode("target")
-    generated_records, generated_features, generated_text = encode("generated")
-    target_train, target_val, target_test = three_way_split(len(target_records), config, rng, "--target")
-    generated_train, generated_val, generated_test = three_way_split(len(generated_records), config, rng, "--generated")
-    target = labeled(target_features, 1.0, target_text)
-    generated = labeled(generated_features, 0.0, generated_text)
-    parts = [target.subset(target_train), generated.subset(generated_train)]
-    if config.off_manifold > 0:
-        sources = {record.id: source for record, source in inputs["generated"]}
-        parts.append(off_manifold_negatives([(generated_records[i], sources[generated_records[i].id]) for i in generated_train],
-                                            model, config,
-                                            None if generated_text is None else generated_text[generated_train]))
-    natural = LabeledFeatures.cat(parts[:2])
-    base_train = LabeledFeatures.cat(parts)
-    held = LabeledFeatures.cat([target.subset(target_val), generated.subset(generated_val)]) if config.holdout > 0 else None
-    test = LabeledFeatures.cat([target.subset(target_test), generated.subset(generated_test)]) if config.test > 0 else None
-
-    pool_records, pool = [], None
-    if config.unlabeled:
-        pool_records, pool_features, pool_text = encode("unlabeled")
-        pool = labeled(pool_features, 0.0, pool_text)
-    rounds = 1 + (config.bootstrap_rounds if pool is not None else 0)
-
-    initial_state = copy.deepcopy(model.head.state_dict())
-    metrics: dict = {"rounds": []}
-    train = base_train
-    for round_index in range(rounds):
-        round_info: dict = {"round": round_index}
-        if round_index > 0:
-            start = train if config.accumulate else base_train
-            train, round_info["bootstrap"] = bootstrap_set(model, start, pool, pool_records, config)
-        model.head.load_state_dict(initial_state)
-        model.head.fit_normalisation(natural.features)  # the statistics of real inputs, not of the wrecked ones
-        head_started = time.time()
-        history = fit_head(model, train, held, config, generator)
-        round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
-        if held is not None:
-            round_info["validation"] = _evaluate(model.head, held)
-        if test is not None:
-            round_info["test"] = _evaluate(model.head, test)
-        metrics["rounds"].append(round_info)
-
-    if test is not None or held is not None:
-        calibrate(model, held if held is not None else test, natural, config.off_data_penalty)
-    metrics["splits"] = {side: {"validation": [records[i].id for i in validation], "test": [records[i].id for i in testing]}
-                         for side, records, validation, testing in (("target", target_records, target_val, target_test),
-                                                                    ("generated", generated_records, generated_val, generated_test))}
+    target, generated = (_encode(what, inputs[what], encoder, model, cache, skipped, config) for what in ("target", "generated"))
+    sets = _training_sets(target, generated, inputs["generated"], model, config, rng)
+    pool = _encode("unlabeled", inputs["unlabeled"], encoder, model, cache, skipped, config) if config.unlabeled else None
+    metrics: dict = {"rounds": _train_rounds(model, sets, pool, config, generator)}
+    if sets.test is not None or sets.held is not None:
+        calibrate(model, sets.held if sets.held is not None else sets.test, sets.natural, config.off_data_penalty)
+    metrics["splits"] = sets.splits
     metrics.update(
-        n_target=len(target_records), n_generated=len(generated_records), n_unlabeled=len(pool_records),
+        n_target=len(target.records), n_generated=len(generated.records), n_unlabeled=len(pool.records) if pool else 0,
         n_skipped=len(skipped), validation=metrics["rounds"][-1].get("validation"),
         heldout=metrics["rounds"][-1].get("test"), seconds=time.time() - started,
     )

@@ -21,6 +21,7 @@ import json
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -127,20 +128,30 @@ def _save_references(references: dict[str | None, list[str]], folder: Path) -> N
     write_text(folder / "metadata.jsonl", "\n".join(rows) + "\n")
 
 
-def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
-    from tqdm.auto import tqdm
+@dataclass
+class _JudgeRun:
+    """What training a judge holds: the accelerator, the judge (its model as prepared for training), the
+    Bradley-Terry head or None, the optimizer, and this process's slice of the training examples."""
+    accelerator: object
+    judge: GenerativeRewardModel
+    trained_model: torch.nn.Module
+    head: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    examples: list
 
-    if not config.model:
-        raise VisrewardError("no model given (--model PATH_OR_ID)")
+
+def _split_pairs(config: VLMTrainingConfig, rng: random.Random) -> tuple[list, list]:
+    """(training pairs, held-out pairs), shuffled by the seed."""
     pairs = [pair for source in config.pairs for pair in read_pairs(source)]
-    references = read_references(Path(config.references)) if config.references else {}  # read now, not after training
     if len(pairs) < 2:
         raise VisrewardError(f"{len(pairs)} preference pair(s): need at least 2 (one to hold out)")
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     rng.shuffle(pairs)
     n_held = max(1, round(len(pairs) * config.holdout)) if config.holdout > 0 else 0
-    held, train = pairs[:n_held], pairs[n_held:]
+    return pairs[n_held:], pairs[:n_held]
+
+
+def _set_up(config: VLMTrainingConfig, train: list) -> _JudgeRun:
+    """The judge (with LoRA or a Bradley-Terry head if asked), its optimizer through accelerate, and the examples."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -166,61 +177,52 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
         judge.model, head, optimizer = accelerator.prepare(judge.model, head, optimizer)
     else:
         judge.model, optimizer = accelerator.prepare(judge.model, optimizer)
-    trained_model = judge.model
     # each process trains on its own equal slice (equal step counts keep the gradient all-reduces in step)
     examples = examples[: len(examples) - len(examples) % accelerator.num_processes]
     examples = examples[accelerator.process_index :: accelerator.num_processes]
+    return _JudgeRun(accelerator, judge, judge.model, head, optimizer, examples)
 
-    def heldout_accuracy() -> float:
-        """Measured once, on the main process, and shared with the others."""
-        from accelerate.utils import broadcast_object_list
 
-        accuracy = [float("nan")]
-        if accelerator.is_main_process:
-            judge.model = accelerator.unwrap_model(trained_model)
-            accuracy[0] = _pairwise_accuracy(judge, held, config.instruction,
-                                             accelerator.unwrap_model(head) if head is not None else None,
-                                             pointwise=config.mode == "pointwise")
-            judge.model = trained_model
-        return broadcast_object_list(accuracy)[0]  # a no-op on one process
+def _step(run: _JudgeRun, chunk: list, instruction: str | None) -> float:
+    """One optimizer step on a chunk of examples (or of pairs, for the Bradley-Terry head); its loss."""
+    judge, head = run.judge, run.head
+    if head is not None:  # one forward for both halves: DDP expects one per backward
+        images = [_visual(p.chosen, judge.sampling) for p in chunk] + [_visual(p.rejected, judge.sampling) for p in chunk]
+        chosen, rejected = head(answer_hidden_state(judge, [p.prompt for p in chunk] * 2, images, instruction)).chunk(2)
+        loss = -F.logsigmoid(chosen - rejected).mean()
+    else:
+        loss = decision_loss(judge, chunk)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.accelerator.backward(loss)
+    run.optimizer.step()
+    return loss.item()
 
-    history = [{"epoch": 0, "heldout_pairwise_accuracy": heldout_accuracy()}]
-    started = time.time()
-    for epoch in range(1, config.epochs + 1):
-        judge.model.train()
-        rng.shuffle(examples)
-        losses = []
-        for start in tqdm(range(0, len(examples), config.batch_size), desc=f"epoch {epoch}",
-                          disable=not (config.progress and accelerator.is_main_process)):
-            chunk = examples[start : start + config.batch_size]
-            if head is not None:  # one forward for both halves: DDP expects one per backward
-                images = [_visual(p.chosen, judge.sampling) for p in chunk] + [_visual(p.rejected, judge.sampling) for p in chunk]
-                chosen, rejected = head(answer_hidden_state(judge, [p.prompt for p in chunk] * 2, images,
-                                                            config.instruction)).chunk(2)
-                loss = -F.logsigmoid(chosen - rejected).mean()
-            else:
-                loss = decision_loss(judge, chunk)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            losses.append(loss.item())
-        judge.model.eval()
-        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
-                        "heldout_pairwise_accuracy": heldout_accuracy()})
-    judge.model = accelerator.unwrap_model(trained_model)
-    metrics = {"n_train": len(train), "n_heldout": len(held), "history": history, "seconds": time.time() - started,
-               "heldout_pairwise_accuracy": history[-1]["heldout_pairwise_accuracy"], "world_size": accelerator.num_processes,
-               "method": "bradley-terry" if head is not None else "yes-probability"}
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return metrics
+
+def _heldout_accuracy(run: _JudgeRun, held: list, config: VLMTrainingConfig) -> float:
+    """Measured once, on the main process, and shared with the others."""
+    from accelerate.utils import broadcast_object_list
+
+    accelerator, judge = run.accelerator, run.judge
+    accuracy = [float("nan")]
+    if accelerator.is_main_process:
+        judge.model = accelerator.unwrap_model(run.trained_model)
+        accuracy[0] = _pairwise_accuracy(judge, held, config.instruction,
+                                         accelerator.unwrap_model(run.head) if run.head is not None else None,
+                                         pointwise=config.mode == "pointwise")
+        judge.model = run.trained_model
+    return broadcast_object_list(accuracy)[0]  # a no-op on one process
+
+
+def _save(run: _JudgeRun, config: VLMTrainingConfig, metrics: dict, references: dict) -> None:
+    """The judge's folder, written whole or not at all: weights, processor, head, settings, references, card."""
+    judge = run.judge
     with atomic_dir(config.output) as tmp:
         judge.model.save_pretrained(tmp)
         judge.processor.save_pretrained(tmp)
-        if head is not None:
+        if run.head is not None:
             from safetensors.torch import save_file
 
-            save_file(accelerator.unwrap_model(head).state_dict(), str(tmp / HEAD_FILE))
+            save_file(run.accelerator.unwrap_model(run.head).state_dict(), str(tmp / HEAD_FILE))
         write_text(tmp / SETTINGS_FILE, json.dumps({"template_version": TEMPLATE_VERSION, "instruction": config.instruction,
                                                     "trained_mode": config.mode, "cot": config.cot, "frames": config.frames},
                                                    indent=2))
@@ -233,4 +235,36 @@ def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
                          metrics={k: metrics[k] for k in ("heldout_pairwise_accuracy", "n_heldout", "method")},
                          usage=f"import visreward\njudge = visreward.load_reward_model('vlm:' + {Path(config.output).name!r})"
                                "  # or vlm:REPO_ID\nscores = judge.score(images, prompts)  # P(yes)")
+
+
+def train_vlm_reward_model(config: VLMTrainingConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    if not config.model:
+        raise VisrewardError("no model given (--model PATH_OR_ID)")
+    references = read_references(Path(config.references)) if config.references else {}  # read now, not after training
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    train, held = _split_pairs(config, rng)
+    run = _set_up(config, train)
+    main = run.accelerator.is_main_process
+    history = [{"epoch": 0, "heldout_pairwise_accuracy": _heldout_accuracy(run, held, config)}]
+    started = time.time()
+    for epoch in range(1, config.epochs + 1):
+        run.judge.model.train()
+        rng.shuffle(run.examples)
+        losses = [_step(run, run.examples[start : start + config.batch_size], config.instruction)
+                  for start in tqdm(range(0, len(run.examples), config.batch_size), desc=f"epoch {epoch}",
+                                    disable=not (config.progress and main))]
+        run.judge.model.eval()
+        history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses),
+                        "heldout_pairwise_accuracy": _heldout_accuracy(run, held, config)})
+    run.judge.model = run.accelerator.unwrap_model(run.trained_model)
+    metrics = {"n_train": len(train), "n_heldout": len(held), "history": history, "seconds": time.time() - started,
+               "heldout_pairwise_accuracy": history[-1]["heldout_pairwise_accuracy"],
+               "world_size": run.accelerator.num_processes,
+               "method": "bradley-terry" if run.head is not None else "yes-probability"}
+    run.accelerator.wait_for_everyone()
+    if main:
+        _save(run, config, metrics, references)
     return metrics
