@@ -189,7 +189,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     from tqdm.auto import tqdm
 
     training = prepare_training(config, generator, needs_reference)
-    accelerator, denoiser, module, optimizer = training.accelerator, training.denoiser, training.module, training.optimizer
+    accelerator, denoiser, module = training.accelerator, training.denoiser, training.module
     checkpoints = Path(config.output) / "checkpoints"
     monitors = MonitorStates(loss=getattr(loss_fn, "monitor", None), probe=probe)
     start_step, history = start_run(training, config, monitors)
@@ -207,24 +207,7 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     started = time.time()
     running: dict[str, list[float]] = {}
     for step in bar:
-        for micro in range(config.gradient_accumulation):
-            shared_seed = step_seed(config, step) * 64 + micro
-            rng = torch.Generator().manual_seed(shared_seed * 1024 + accelerator.process_index)
-            # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
-            batch = {**draw(data, config.batch_size, rng), "shared_seed": shared_seed, "step": step, "micro": micro}
-            with accelerator.accumulate(module):
-                loss, logs = loss_fn(denoiser, module, training.reference, batch, rng)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            for key, value in {"loss": float(loss.detach()), **logs}.items():
-                running.setdefault(key, []).append(value)
-        finite = all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:])
-        if not on_every_rank(accelerator, finite):
-            raise VisrewardError(f"loss became {running['loss'][-1] if not finite else 'non-finite on another rank'} at "
-                                 f"step {step}: lower --lr (or --beta for DPO)")
+        train_step(training, config, loss_fn, lambda rng: draw(data, config.batch_size, rng), step, running)
         reason, kept = (first_reason(accelerator, loss_fn.stop_reason) if stops else None), snapshots
         if not reason and probe is not None and probe.due(step + 1):
             reason = probe_step(accelerator, probe, training, config, running)
@@ -236,12 +219,8 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
             stopped = fall_back(accelerator, module, kept, step, reason)
             break
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in running.items()},
-                   "seconds_per_step": (time.time() - started) / (step + 1 - start_step)}
+            history.append(log_interval(accelerator, bar, running, step + 1, (time.time() - started) / (step + 1 - start_step)))
             running = {}
-            history.append(row)
-            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step + 1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "implicit_accuracy")})
             if stops:
                 snapshots.append((step + 1, trainable_weights(accelerator.unwrap_model(module))))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
@@ -251,6 +230,39 @@ def finetune(config: FineTuneConfig, generator, data: TrainingImages, loss_fn: L
     if probe is not None:
         metrics["probe_start"] = {f"probe_{k}": v for k, v in probe.monitor.start.items()}
     return finish_run(training, generator, config, metrics)
+
+
+def train_step(training: Training, config: FineTuneConfig, loss_fn: LossFunction,
+               draw: Callable[[torch.Generator], dict], step: int, running: dict) -> None:
+    """One optimizer step over `config.gradient_accumulation` micro-batches; their logs join the running ones.
+    A non-finite loss on any rank stops every rank with a one-line error."""
+    accelerator, module, optimizer = training.accelerator, training.module, training.optimizer
+    for micro in range(config.gradient_accumulation):
+        shared_seed = step_seed(config, step) * 64 + micro
+        rng = torch.Generator().manual_seed(shared_seed * 1024 + accelerator.process_index)
+        # each rank its own batch and noise; choices that shape the graph (ReFL's gradient step) alike on all
+        batch = {**draw(rng), "shared_seed": shared_seed, "step": step, "micro": micro}
+        with accelerator.accumulate(module):
+            loss, logs = loss_fn(training.denoiser, module, training.reference, batch, rng)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        for key, value in {"loss": float(loss.detach()), **logs}.items():
+            running.setdefault(key, []).append(value)
+    finite = all(math.isfinite(v) for v in running["loss"][-config.gradient_accumulation:])
+    if not on_every_rank(accelerator, finite):
+        raise VisrewardError(f"loss became {running['loss'][-1] if not finite else 'non-finite on another rank'} at "
+                             f"step {step}: lower --lr (or --beta for DPO)")
+
+
+def log_interval(accelerator, bar, running: dict, step: int, seconds_per_step: float) -> dict:
+    """The running logs' means as one history row, sent to the trackers and shown on the progress bar."""
+    row = {"step": step, **{k: float(np.mean(v)) for k, v in running.items()}, "seconds_per_step": seconds_per_step}
+    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=step)
+    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "implicit_accuracy")})
+    return row
 
 
 def probe_step(accelerator, probe, training: Training, config, running: dict) -> str | None:

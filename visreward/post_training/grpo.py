@@ -247,52 +247,82 @@ def _check(accelerator, monitor, samples: Samples, logs: dict, config: GRPOConfi
     return first_reason(accelerator, alarms) if config.stop_on_hacking else None
 
 
-def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
-    """Train config.generator with GRPO against `reward` (any object with score(images, prompts) or a callable; by
-    default the one config.reward names). `watch(images, prompts) -> dict` adds the caller's own statistics of each
-    step's samples to the logs (the demo's judges). Returns the metrics written to output/metrics.json."""
-    from tqdm.auto import tqdm
+@dataclass
+class GRPORun:
+    """What a GRPO run holds between steps."""
+    training: Training
+    generator: object
+    reward: object
+    prompts: list[str]
+    sampler: StochasticSampler
+    monitor: HackingMonitor
+    ema: object  # diffusers' EMAModel, or None
 
-    from ..core.distributed import local_device
-    from ..generators import load_generator
-    from ..rewards.loader import load_rewards
 
+def _check_config(config: GRPOConfig) -> None:
     if config.group_size < 2:
         raise VisrewardError(f"--group-size {config.group_size}: a group needs 2 or more samples to compare")
     if config.noise_level is not None and config.noise_level <= 0:
         raise VisrewardError(f"--noise-level {config.noise_level}: GRPO needs a stochastic sampler (> 0); "
                              "the deterministic one has no transition probabilities to train")
+
+
+def _set_up(config: GRPOConfig, reward) -> GRPORun:
+    """The reward (unless given), the generator prepared for training, the stochastic sampler, the monitors, the EMA."""
+    from ..core.distributed import local_device
+    from ..generators import load_generator
+    from ..rewards.loader import load_rewards
+
+    _check_config(config)
     prompts = read_prompts(config.prompts)
     if reward is None:
         reward = load_rewards(config.reward, device=None if config.device == "cpu" else local_device(config.device),
                               normalise=config.normalise, backend=config.backend)
     generator = load_generator(config.generator)
     training = prepare_training(config, generator, needs_reference=config.beta > 0)
-    accelerator = training.accelerator
-    if (config.prompts_per_step * config.group_size) % accelerator.num_processes:
+    processes = training.accelerator.num_processes
+    if (config.prompts_per_step * config.group_size) % processes:
         raise VisrewardError(f"--prompts-per-step {config.prompts_per_step} x --group-size {config.group_size} samples "
-                             f"do not split evenly over {accelerator.num_processes} processes")
+                             f"do not split evenly over {processes} processes")
     flow = training.denoiser.objective.prediction_type == "flow"
     noise_level = config.noise_level if config.noise_level is not None else (0.7 if flow else 1.0)
     sampler = StochasticSampler(training.denoiser, config.sample_steps, noise_level, config.sde, guidance=not config.no_cfg)
     agreement = independent_check_for(generator, config.generator, config.agreement_encoder)
     monitor = HackingMonitor(reward, limits_of(config), agreement=agreement)
-    ema = _ema(training, config)
-    start_step, history = start_run(training, config, monitor)
+    return GRPORun(training, generator, reward, prompts, sampler, monitor, _ema(training, config))
+
+
+def _step(run: GRPORun, config: GRPOConfig, step: int, seconds: dict, watch) -> tuple[Samples, dict]:
+    """Sample the step's groups, score them, train on them; the samples and the step's logs."""
+    samples = collect(run.training, run.sampler, run.reward, step_prompts(run.prompts, config, step), config, step,
+                      seconds)
+    began = time.perf_counter()
+    logs = {**samples.logs, **train_on(run.training, run.sampler, samples, config, step, run.ema),
+            **(watch(samples.images, samples.trajectory.prompts) if watch else {})}
+    seconds["training"] += time.perf_counter() - began
+    if not on_every_rank(run.training.accelerator, np.isfinite(logs["policy_loss"])):
+        raise VisrewardError(f"the loss became non-finite at step {step}: lower --lr")
+    return samples, logs
+
+
+def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
+    """Train config.generator with GRPO against `reward` (any object with score(images, prompts) or a callable; by
+    default the one config.reward names). `watch(images, prompts) -> dict` adds the caller's own statistics of each
+    step's samples to the logs (the demo's judges). Returns the metrics written to output/metrics.json."""
+    from tqdm.auto import tqdm
+
+    run = _set_up(config, reward)
+    training, ema = run.training, run.ema
+    accelerator = training.accelerator
+    start_step, history = start_run(training, config, run.monitor)
     snapshots = deque([(start_step, _kept_weights(training, ema))], maxlen=2)
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, desc=Path(config.output).name,
                disable=not (config.progress and accelerator.is_main_process))
     stopped, warned, started = None, set(), time.time()
     seconds = {"sampling": 0.0, "reward": 0.0, "training": 0.0}
     for step in bar:
-        samples = collect(training, sampler, reward, step_prompts(prompts, config, step), config, step, seconds)
-        began = time.perf_counter()
-        logs = {**samples.logs, **train_on(training, sampler, samples, config, step, ema),
-                **(watch(samples.images, samples.trajectory.prompts) if watch else {})}
-        seconds["training"] += time.perf_counter() - began
-        if not on_every_rank(accelerator, np.isfinite(logs["policy_loss"])):
-            raise VisrewardError(f"the loss became non-finite at step {step}: lower --lr")
-        reason = _check(accelerator, monitor, samples, logs, config, warned)
+        samples, logs = _step(run, config, step, seconds, watch)
+        reason = _check(accelerator, run.monitor, samples, logs, config, warned)
         if reason or (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"step": step + 1, **logs, "seconds_per_step": (time.time() - started) / (step + 1 - start_step)}
             history.append(row)
@@ -304,11 +334,11 @@ def run_grpo(config: GRPOConfig, reward=None, watch=None) -> dict:
         if (step + 1) % config.log_every == 0:
             snapshots.append((step + 1, _kept_weights(training, ema)))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            save_checkpoint(accelerator, Path(config.output) / "checkpoints", step + 1, history, monitor.state_dict())
+            save_checkpoint(accelerator, Path(config.output) / "checkpoints", step + 1, history, run.monitor.state_dict())
     if ema is not None and not stopped:
         ema.copy_to(_trainable(training))
     done = max(1, (stopped["step"] if stopped else config.steps) - start_step)
-    metrics = {"steps": config.steps, "history": history, "stopped": stopped, "noise_level": noise_level,
+    metrics = {"steps": config.steps, "history": history, "stopped": stopped, "noise_level": run.sampler.noise_level,
                "seconds_per_step": (time.time() - started) / done,
                "seconds_per_step_split": {k: v / done for k, v in seconds.items()}}
-    return finish_run(training, generator, config, metrics)
+    return finish_run(training, run.generator, config, metrics)
