@@ -94,14 +94,20 @@ def _honest_auc(model, features: torch.Tensor, heldout_target_features: torch.Te
     return roc_auc(model.score_features(heldout_target_features).numpy(), model.score_features(features).numpy())
 
 
-def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: References, generator_dir: str) -> dict:
-    from ..encoders.features import encode_tensors
-    from ..generators import load_generator
-    from ..post_training.rounds import RoundsConfig, run_rounds
-    from ..rewards.discriminative import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
-    from ..rewards.probes import probe_report
+@dataclass
+class _Evaluation:
+    """The base's evaluation samples of one seed (max(BEST_OF) per prompt) and what every row is judged against."""
+    prompts: list[str]  # eval_per_digit per digit
+    groups: torch.Tensor  # [prompts, max(BEST_OF), 3, H, W]
+    seeds: list[int]  # each sample's seed
+    features: torch.Tensor  # the round-1 reward's encoder features of the groups, [prompts, max(BEST_OF), D]
+    heldout_features: torch.Tensor  # of the held-out bold digits
 
-    prompts = [digit_prompt(d) for d in range(10)]
+
+def _rounds(config: DemoConfig, seed: int, out: Path, target: Path, generator_dir: str, prompts: list[str]) -> dict:
+    """The GAN-RM loop from the base, with DPO and with SFT: {method: its rounds' summaries}."""
+    from ..post_training.rounds import RoundsConfig, run_rounds
+
     runs = {}
     for method, steps, lr in (("dpo", config.dpo_steps, config.dpo_lr), ("sft", config.sft_steps, config.sft_lr)):
         print(f"   seed {seed}: {config.rounds} rounds of {method.upper()}")
@@ -110,65 +116,100 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
             rounds=config.rounds, method=method, n=config.n, repeats=config.repeats, steps=steps, lr=lr,
             negatives_per_prompt=config.negatives_per_prompt, pool_per_prompt=config.pool_per_prompt,
             beta=config.beta, probe_samples=config.probe_samples, seed=seed, cache_dir=config.cache_dir, progress=False))
+    return runs
 
-    grpo = _grpo(config, seed, out, generator_dir, prompts) if config.grpo_steps else None
-    print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
-    base = load_generator(generator_dir)
+
+def _evaluation(config: DemoConfig, seed: int, generator_dir: str, prompts: list[str], reward) -> _Evaluation:
+    from ..encoders.features import encode_tensors
+    from ..generators import load_generator
+
     eval_prompts = [p for p in prompts for _ in range(config.eval_per_digit)]
-    images, _, seeds = base.generate_tensors(eval_prompts, max(BEST_OF), 900_000_000 + seed * 1_000_000)
+    images, _, seeds = load_generator(generator_dir).generate_tensors(eval_prompts, max(BEST_OF),
+                                                                     900_000_000 + seed * 1_000_000)
     groups = images.view(len(eval_prompts), max(BEST_OF), *images.shape[1:])
-    reward = DiscriminativeRewardModel.from_pretrained(out / "rounds-dpo" / "round-1" / "rm", backend="auto",
-                                                       cache_dir=config.cache_dir)
     features = encode_tensors(reward.encoder, images).view(len(eval_prompts), max(BEST_OF), -1)
     eval_images, _ = real_digits("evaluation")
     heldout_rgb = torch.from_numpy(eval_images[bold_indices("evaluation", config.look)]).unsqueeze(1).expand(-1, 3, -1, -1)
-    heldout_features = encode_tensors(reward.encoder, heldout_rgb)
+    return _Evaluation(eval_prompts, groups, seeds, features, encode_tensors(reward.encoder, heldout_rgb))
 
-    rows, samples = {}, {}
-    base_row = judge(groups[:, 0], eval_prompts, refs)  # its own baseline: moved toward target 0
-    refs = dataclasses.replace(refs, base_ink=base_row["ink"])
-    scores = reward.score_features(features.flatten(0, 1)).view(len(eval_prompts), -1)
-    best_of = {1: base_row}  # Best-of-1 is the first sample of each group: the base row itself
+
+def _judged_rows(evaluation: _Evaluation, scores: torch.Tensor, runs: dict, grpo_dir: Path | None,
+                 refs: References) -> tuple[dict, dict, dict]:
+    """(rows, Best-of-N by N, samples): every generator judged on the same prompts and seeds."""
+    from ..generators import load_generator
+
+    prompts, groups = evaluation.prompts, evaluation.groups
+    samples = {"base": groups[:, 0]}
+    best_of = {1: judge(groups[:, 0], prompts, refs)}  # Best-of-1 is the first sample of each group: the base row
     for n in BEST_OF[1:]:
-        chosen = groups[torch.arange(len(eval_prompts)), scores[:, :n].argmax(dim=1)]
-        best_of[n] = judge(chosen, eval_prompts, refs)
+        chosen = groups[torch.arange(len(prompts)), scores[:, :n].argmax(dim=1)]
+        best_of[n] = judge(chosen, prompts, refs)
         if n in (4, 16):
             samples[f"Best-of-{n}"] = chosen
-    rows["base"] = best_of[1]
-    samples["base"] = groups[:, 0]
-    rows["Best-of-4"], rows["Best-of-16"] = best_of[4], best_of[16]
-    for method in ("sft", "dpo"):
-        for info in runs[method]:
-            name = f"{method.upper()} round {info['round']}"
-            tuned = load_generator(info["next_generator"]).generate_from_seeds(eval_prompts, seeds[:: max(BEST_OF)])
-            rows[name], samples[name] = judge(tuned, eval_prompts, refs), tuned
-    if grpo is not None:
-        tuned = load_generator(str(out / "grpo")).generate_from_seeds(eval_prompts, seeds[:: max(BEST_OF)])
-        rows["GRPO"], samples["GRPO"] = judge(tuned, eval_prompts, refs), tuned
+    rows = {"base": best_of[1], "Best-of-4": best_of[4], "Best-of-16": best_of[16]}
+    tuned = {f"{method.upper()} round {info['round']}": info["next_generator"]
+             for method in ("sft", "dpo") for info in runs[method]}
+    if grpo_dir is not None:
+        tuned["GRPO"] = str(grpo_dir)
+    for name, generator in tuned.items():
+        samples[name] = load_generator(generator).generate_from_seeds(prompts, evaluation.seeds[:: max(BEST_OF)])
+        rows[name] = judge(samples[name], prompts, refs)
+    return rows, best_of, samples
+
+
+def _target_sizes(config: DemoConfig, seed: int, out: Path, evaluation: _Evaluation, refs: References) -> dict:
+    """Reward models on growing target sets: their honest AUC and what Best-of-16 gains with each."""
+    from ..rewards.discriminative import RewardTrainingConfig, train_reward_model
 
     print(f"   seed {seed}: reward models on {', '.join(map(str, config.target_sizes))} target images")
+    prompts, groups, features = evaluation.prompts, evaluation.groups, evaluation.features
     sizes = {}
     for size in config.target_sizes:
         subset = write_digits_folder(out / "target-size" / f"{size}" / "target", "train", _target_indices(config)[:size])
         rm, metrics = train_reward_model(RewardTrainingConfig(
             target=[str(subset)], generated=[str(out / "rounds-dpo" / "round-1" / "negatives")],
             output=str(out / "target-size" / f"{size}" / "rm"), seed=seed + 1, cache_dir=config.cache_dir, progress=False))
-        chosen = groups[torch.arange(len(eval_prompts)), rm.score_features(features[:, :16].flatten(0, 1)).view(-1, 16).argmax(1)]
-        sizes[size] = {"heldout_auc": _honest_auc(rm, features[:, 0], heldout_features),
+        chosen = groups[torch.arange(len(prompts)), rm.score_features(features[:, :16].flatten(0, 1)).view(-1, 16).argmax(1)]
+        sizes[size] = {"heldout_auc": _honest_auc(rm, features[:, 0], evaluation.heldout_features),
                        "test_split_auc": metrics["heldout"]["auc"],
-                       "best_of_16_ink_gain": judge(chosen, eval_prompts, refs)["ink"] - base_row["ink"]}
+                       "best_of_16_ink_gain": judge(chosen, prompts, refs)["ink"] - refs.base_ink}
+    return sizes
+
+
+def _probes(config: DemoConfig, seed: int, runs: dict, evaluation: _Evaluation) -> dict:
+    """Every round's reward model against the probes, as percentiles among held-out target scores."""
+    from ..rewards.discriminative import DiscriminativeRewardModel
+    from ..rewards.probes import probe_report
 
     probes = {}
     for method in ("sft", "dpo"):
         for info in runs[method]:
-            rm = DiscriminativeRewardModel.from_pretrained(info["reward_model"], backend="auto",
-                                                           cache_dir=config.cache_dir)
-            probes[f"{method}-round-{info['round']}"] = probe_report(rm, rm.score_features(heldout_features),
-                                                                     groups[: config.probe_starts, 0], seed)
-    return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF}, "target_sizes": sizes,
-            "reward_heldout_auc": _honest_auc(reward, features[:, 0], heldout_features), "probes": probes,
-            "rounds": runs, "grpo": grpo, "samples": samples, "scores": {"heldout_target": reward.score_features(heldout_features).tolist(),
-                                                           "base": scores[:, 0].tolist()}}
+            rm = DiscriminativeRewardModel.from_pretrained(info["reward_model"], backend="auto", cache_dir=config.cache_dir)
+            probes[f"{method}-round-{info['round']}"] = probe_report(rm, rm.score_features(evaluation.heldout_features),
+                                                                     evaluation.groups[: config.probe_starts, 0], seed)
+    return probes
+
+
+def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: References, generator_dir: str) -> dict:
+    """One seed of the demo: the rounds, GRPO, every generator judged, the target-size study, the probes."""
+    from ..rewards.discriminative import DiscriminativeRewardModel
+
+    prompts = [digit_prompt(d) for d in range(10)]
+    runs = _rounds(config, seed, out, target, generator_dir, prompts)
+    grpo = _grpo(config, seed, out, generator_dir, prompts) if config.grpo_steps else None
+    print(f"   seed {seed}: sampling and judging every generator on the same prompts and seeds")
+    reward = DiscriminativeRewardModel.from_pretrained(out / "rounds-dpo" / "round-1" / "rm", backend="auto",
+                                                       cache_dir=config.cache_dir)
+    evaluation = _evaluation(config, seed, generator_dir, prompts, reward)
+    refs = dataclasses.replace(refs, base_ink=judge(evaluation.groups[:, 0], evaluation.prompts, refs)["ink"])
+    scores = reward.score_features(evaluation.features.flatten(0, 1)).view(len(evaluation.prompts), -1)
+    rows, best_of, samples = _judged_rows(evaluation, scores, runs, out / "grpo" if grpo is not None else None, refs)
+    return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF},
+            "target_sizes": _target_sizes(config, seed, out, evaluation, refs),
+            "reward_heldout_auc": _honest_auc(reward, evaluation.features[:, 0], evaluation.heldout_features),
+            "probes": _probes(config, seed, runs, evaluation), "rounds": runs, "grpo": grpo, "samples": samples,
+            "scores": {"heldout_target": reward.score_features(evaluation.heldout_features).tolist(),
+                       "base": scores[:, 0].tolist()}}
 
 
 def _grpo(config: DemoConfig, seed: int, out: Path, generator_dir: str, prompts: list[str]) -> dict:

@@ -108,157 +108,188 @@ def _prometheus(stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create_app(rewards: list[LoadedReward], config: ServeConfig):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
-    from starlette.concurrency import run_in_threadpool
+class ServerState:
+    """What every route shares: the rewards by name, their batchers and combiner, the counters and the limits."""
 
-    by_name = {reward.name: reward for reward in rewards}
-    combiner = RewardCombiner({r.name: r.weight for r in rewards}, config.normalise, config.window)
-    batchers = {r.name: DynamicBatcher(r.score, config.max_batch, config.max_wait_ms, config.max_queue) for r in rewards}
-    counters = {"requests": 0, "images": 0, "errors": {}}
-    token = config.token or os.environ.get("VISREWARD_TOKEN")
-    limit = int(config.max_request_mb * 2**20)
-    request_limits = RequestLimits(config.max_images, config.max_pixels)
+    def __init__(self, rewards: list[LoadedReward], config: ServeConfig):
+        self.by_name = {reward.name: reward for reward in rewards}
+        self.combiner = RewardCombiner({r.name: r.weight for r in rewards}, config.normalise, config.window)
+        self.batchers = {r.name: DynamicBatcher(r.score, config.max_batch, config.max_wait_ms, config.max_queue)
+                         for r in rewards}
+        self.counters = {"requests": 0, "images": 0, "errors": {}}
+        self.body_limit = int(config.max_request_mb * 2**20)
+        self.limits = RequestLimits(config.max_images, config.max_pixels)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        for batcher in batchers.values():
-            batcher.start()
-        yield
-        for batcher in batchers.values():
-            await batcher.stop()
+    def error(self, status: int, message: str):
+        from fastapi.responses import JSONResponse
 
-    app = FastAPI(title="visreward reward server", version=VERSION, lifespan=lifespan)
-
-    def error(status: int, message: str) -> JSONResponse:
-        counters["errors"][str(status)] = counters["errors"].get(str(status), 0) + 1
+        self.counters["errors"][str(status)] = self.counters["errors"].get(str(status), 0) + 1
         return JSONResponse({"error": message}, status_code=status)
 
-    @app.middleware("http")
-    async def require_token(request: Request, call_next):
-        if token and request.url.path != "/health":
-            sent = request.headers.get("authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-                return error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)")
-        return await call_next(request)
+    def statistics(self) -> dict:
+        return {"rewards": self.combiner.stats(), "queue": {n: b.pending for n, b in self.batchers.items()},
+                "batches": {n: b.batches for n, b in self.batchers.items()}, **self.counters}
 
-    @app.get("/health")
-    async def health():
-        # rewards as {NAME: [readiness]}: the roster UniRL's executor checks before its first call
-        return {"status": "ok", "version": VERSION, "rewards": {name: [f"{name}:ready"] for name in by_name}}
-
-    @app.get("/v1/rewards")
-    async def list_rewards():
-        return {"rewards": [reward.describe() for reward in rewards], "normalise": config.normalise}
-
-    def statistics() -> dict:
-        return {"rewards": combiner.stats(), "queue": {n: b.pending for n, b in batchers.items()},
-                "batches": {n: b.batches for n, b in batchers.items()}, **counters}
-
-    @app.get("/v1/stats")
-    async def stats():
-        return statistics()
-
-    @app.get("/metrics")
-    async def metrics():
-        return PlainTextResponse(_prometheus(statistics()))
-
-    async def read_body(request: Request) -> bytes:
+    async def read_body(self, request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ProtocolError(413, f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+        if declared and declared.isdigit() and int(declared) > self.body_limit:
+            raise ProtocolError(413, f"request body of {int(declared)} bytes is over the {self.body_limit}-byte limit")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > limit:
-                raise ProtocolError(413, f"request body is over the {limit}-byte limit")
+            if len(body) > self.body_limit:
+                raise ProtocolError(413, f"request body is over the {self.body_limit}-byte limit")
         return bytes(body)
 
-    async def scored(parsed) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The combined and per-reward scores of a parsed request, through the batchers."""
-        names = parsed.rewards or list(by_name)
-        unknown = [name for name in names if name not in by_name]
-        if unknown:
-            raise ProtocolError(400, f"unknown reward(s) {', '.join(unknown)} (have {', '.join(by_name)})")
-        await run_in_threadpool(check_media, parsed, [by_name[n] for n in names], request_limits)
-        count = len(parsed.images)
-        full = [n for n in names if batchers[n].pending + count > batchers[n].max_queue]
+    def _refuse_if_full(self, counts: dict[str, int]) -> None:
+        full = [n for n, count in counts.items() if self.batchers[n].pending + count > self.batchers[n].max_queue]
         if full:
-            raise QueueFull(f"the queue of {full[0]} is full ({batchers[full[0]].pending} images waiting)")
-        results = await asyncio.gather(*(batchers[n].submit(parsed.images, parsed.prompts) for n in names))
+            raise QueueFull(f"the queue of {full[0]} is full ({self.batchers[full[0]].pending} images waiting)")
+
+    async def scored(self, parsed) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The combined and per-reward scores of a parsed request, through the batchers."""
+        from starlette.concurrency import run_in_threadpool
+
+        names = parsed.rewards or list(self.by_name)
+        unknown = [name for name in names if name not in self.by_name]
+        if unknown:
+            raise ProtocolError(400, f"unknown reward(s) {', '.join(unknown)} (have {', '.join(self.by_name)})")
+        await run_in_threadpool(check_media, parsed, [self.by_name[n] for n in names], self.limits)
+        count = len(parsed.images)
+        self._refuse_if_full({n: count for n in names})
+        results = await asyncio.gather(*(self.batchers[n].submit(parsed.images, parsed.prompts) for n in names))
         sub = dict(zip(names, results))
-        counters["requests"] += 1
-        counters["images"] += count
-        return combiner(sub), sub
+        self.counters["requests"] += 1
+        self.counters["images"] += count
+        return self.combiner(sub), sub
 
-    async def answer(request: Request, parse, respond):
-        """Read, parse (in a thread: decoding is CPU work), score and respond; every failure is one status."""
-        try:
-            body = await read_body(request)
-            parsed = await run_in_threadpool(parse, body)
-            combined, sub = await scored(parsed)
-        except ProtocolError as e:
-            return error(e.status, e.message)
-        except QueueFull as e:
-            return error(503, f"{e}; retry later")
-        except Exception as e:  # noqa: BLE001 - a model failure fails this request, not the server
-            return error(500, f"scoring failed: {type(e).__name__}: {e}")
-        return respond(combined.tolist(), {name: scores.tolist() for name, scores in sub.items()})
-
-    @app.post("/v1/score")
-    async def score(request: Request):
-        return await answer(request, lambda body: parse_score_request(
-            body, request.headers.get("content-type", ""), request.query_params.get("rewards"), request_limits),
-            lambda combined, rewards: {"scores": combined, "rewards": rewards})
-
-    @app.post("/score")
-    async def score_unirl(request: Request):
-        try:
-            items = await run_in_threadpool(parse_unirl_request, await read_body(request), request_limits)
-            return await scored_items(items)
-        except ProtocolError as e:
-            return error(e.status, e.message)
-        except QueueFull as e:
-            return error(503, f"{e}; retry later")
-
-    async def scored_items(items) -> dict:
+    async def scored_items(self, items) -> dict:
         """Each reward scores the items that ask for it and that it can score; a reward that fails fails alone."""
-        await run_in_threadpool(check_item_media, items, by_name)
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(check_item_media, items, self.by_name)
         wanted: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             for name in (n for n in item.rewards if n not in item.errors):
                 wanted.setdefault(name, []).append(index)
-        full = [n for n in wanted if batchers[n].pending + len(wanted[n]) > batchers[n].max_queue]
-        if full:
-            raise QueueFull(f"the queue of {full[0]} is full ({batchers[full[0]].pending} images waiting)")
-        results = await asyncio.gather(*(batchers[n].submit([items[i].media for i in wanted[n]],
-                                                            [items[i].prompt for i in wanted[n]]) for n in wanted),
+        self._refuse_if_full({n: len(indices) for n, indices in wanted.items()})
+        results = await asyncio.gather(*(self.batchers[n].submit([items[i].media for i in wanted[n]],
+                                                                 [items[i].prompt for i in wanted[n]]) for n in wanted),
                                        return_exceptions=True)
         scores, failures = {}, {}
         for name, result in zip(wanted, results):
             if isinstance(result, Exception):
                 failures[name] = f"scoring failed: {type(result).__name__}: {result}"
             else:
-                combiner.observe(name, result)
+                self.combiner.observe(name, result)
                 scores[name] = dict(zip(wanted[name], result.tolist()))
-        counters["requests"] += 1
-        counters["images"] += len({i for indices in wanted.values() for i in indices})
+        self.counters["requests"] += 1
+        self.counters["images"] += len({i for indices in wanted.values() for i in indices})
         return unirl_answer(items, scores, failures)
+
+    async def answer(self, request, parse, respond):
+        """Read, parse (in a thread: decoding is CPU work), score and respond; every failure is one status."""
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            body = await self.read_body(request)
+            parsed = await run_in_threadpool(parse, body)
+            combined, sub = await self.scored(parsed)
+        except ProtocolError as e:
+            return self.error(e.status, e.message)
+        except QueueFull as e:
+            return self.error(503, f"{e}; retry later")
+        except Exception as e:  # noqa: BLE001 - a model failure fails this request, not the server
+            return self.error(500, f"scoring failed: {type(e).__name__}: {e}")
+        return respond(combined.tolist(), {name: scores.tolist() for name, scores in sub.items()})
+
+
+def _add_information_routes(app, state: ServerState, rewards: list[LoadedReward], config: ServeConfig) -> None:
+    """GET /health, /v1/rewards, /v1/stats and /metrics."""
+    from fastapi.responses import PlainTextResponse
+
+    @app.get("/health")
+    async def health():
+        # rewards as {NAME: [readiness]}: the roster UniRL's executor checks before its first call
+        return {"status": "ok", "version": VERSION, "rewards": {name: [f"{name}:ready"] for name in state.by_name}}
+
+    @app.get("/v1/rewards")
+    async def list_rewards():
+        return {"rewards": [reward.describe() for reward in rewards], "normalise": config.normalise}
+
+    @app.get("/v1/stats")
+    async def stats():
+        return state.statistics()
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(_prometheus(state.statistics()))
+
+
+def _add_scoring_routes(app, state: ServerState, config: ServeConfig) -> None:
+    """POST /v1/score (ours), /score (UniRL), /compute (Flow-Factory) and / (the pickle protocol, if accepted)."""
+    from fastapi import Request
+    from fastapi.responses import Response
+    from starlette.concurrency import run_in_threadpool
+
+    limits = state.limits
+
+    @app.post("/v1/score")
+    async def score(request: Request):
+        return await state.answer(request, lambda body: parse_score_request(
+            body, request.headers.get("content-type", ""), request.query_params.get("rewards"), limits),
+            lambda combined, rewards: {"scores": combined, "rewards": rewards})
+
+    @app.post("/score")
+    async def score_unirl(request: Request):
+        try:
+            items = await run_in_threadpool(parse_unirl_request, await state.read_body(request), limits)
+            return await state.scored_items(items)
+        except ProtocolError as e:
+            return state.error(e.status, e.message)
+        except QueueFull as e:
+            return state.error(503, f"{e}; retry later")
 
     @app.post("/compute")
     async def score_flow_factory(request: Request):
-        return await answer(request, lambda body: parse_compute_request(body, request_limits),
-                            lambda combined, rewards: {"rewards": combined})
+        return await state.answer(request, lambda body: parse_compute_request(body, limits),
+                                  lambda combined, rewards: {"rewards": combined})
 
     @app.post("/")
     async def score_pickle(request: Request):
         if not config.accept_pickle:
-            return error(404, "the pickle protocol (ddpo-pytorch, flow_grpo) is off: start the server with "
-                              "--accept-pickle to serve it at POST /")
-        return await answer(request, lambda body: parse_pickle_request(body, request_limits),
-                            lambda combined, rewards: Response(pickle_answer(combined, rewards), media_type=PICKLE))
+            return state.error(404, "the pickle protocol (ddpo-pytorch, flow_grpo) is off: start the server with "
+                                    "--accept-pickle to serve it at POST /")
+        return await state.answer(request, lambda body: parse_pickle_request(body, limits),
+                                  lambda combined, rewards: Response(pickle_answer(combined, rewards), media_type=PICKLE))
 
+
+def create_app(rewards: list[LoadedReward], config: ServeConfig):
+    from fastapi import FastAPI, Request
+
+    state = ServerState(rewards, config)
+    token = config.token or os.environ.get("VISREWARD_TOKEN")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        for batcher in state.batchers.values():
+            batcher.start()
+        yield
+        for batcher in state.batchers.values():
+            await batcher.stop()
+
+    app = FastAPI(title="visreward reward server", version=VERSION, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if token and request.url.path != "/health":
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return state.error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)")
+        return await call_next(request)
+
+    _add_information_routes(app, state, rewards, config)
+    _add_scoring_routes(app, state, config)
     return app
 
 
