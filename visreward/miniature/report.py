@@ -103,8 +103,8 @@ def _probe_table(probes: dict) -> str:
 ACCURACY = YAxis("digit accuracy", 0.0, 1.0, "accuracy starts at 0")
 
 
-def _toward_axis(measure: str) -> YAxis:
-    return YAxis("moved toward target", 0.0, 1.0, f"0 is the base's {measure}, 1 the target's",
+def _toward_axis(measure: str, why: str = "") -> YAxis:
+    return YAxis("moved toward target", 0.0, 1.0, f"0 is the base's {measure}, 1 the target's{why}",
                  {"base": 0.0, "target": 1.0})
 
 
@@ -124,7 +124,7 @@ def _curves(metrics: dict) -> list[str]:
                          "N (log scale)", axis, _power_of_two)
               for key, title, axis in (("toward_target", "ink mass, moved toward the target", _toward_axis("ink mass")),
                                        ("accuracy", "digit accuracy", ACCURACY))]
-    charts.append(line_chart({"round-1 reward": [(int(size), *v["heldout_auc"]) for size, v in sizes.items()]},
+    charts.append(line_chart({"reward model": [(int(size), *v["heldout_auc"]) for size, v in sizes.items()]},
                              "target-set size: held-out AUC", "target images",
                              YAxis("held-out AUC", 0.5, 1.0, "0.5 is chance")))
     charts.append(line_chart({"Best-of-16": [(int(size), *v["best_of_16_ink_gain"]) for size, v in sizes.items()]},
@@ -147,8 +147,10 @@ def _grpo_charts(per_seed: list[dict], look: tuple[str, str, float], content: tu
     toward = mean_and_spread([[(row["step"], moved_toward(row[key], run["rows"]["base"][key], target))
                                for row in run["grpo"]["curve"]] for run in runs])
     kept = mean_and_spread([[(row["step"], row[content_key]) for row in run["grpo"]["curve"]] for run in runs])
+    sampler = (f" (the base of the table, sampled deterministically; GRPO's training samples come from its stochastic "
+               f"sampler, whose {measure} can sit apart from those)")
     return [line_chart({"GRPO": toward}, f"GRPO: {measure} of each step's samples, moved toward the target", "step",
-                       _toward_axis(measure)),
+                       _toward_axis(measure, sampler)),
             line_chart({"GRPO": kept}, f"GRPO: {content_name} of each step's samples", "step",
                        YAxis(content_name, 0.0, 1.0, "accuracy starts at 0"))]
 
