@@ -45,3 +45,11 @@ def test_seeds_become_one_curve_with_their_sd_cut_to_the_shortest():
     assert mean_and_spread([[(1, 1.0), (2, 3.0), (3, 9.0)], [(1, 3.0), (2, 5.0)]]) == [
         (1, 2.0, 2 ** 0.5), (2, 4.0, 2 ** 0.5)]
     assert mean_and_spread([[(1, 1.0)]]) == [(1, 1.0, 0.0)]
+
+
+def test_a_band_stops_at_what_the_measure_can_be():
+    bounded = YAxis("accuracy", 0.0, 1.0, "accuracy starts at 0", bounds=(0.0, 1.0))
+    chart = line_chart({"a": [(0, 0.9, 0.3), (1, 0.95, 0.1)]}, "t", "x", bounded)
+    band = re.search(r'<polygon[^>]*points="([^"]+)"', chart).group(1)
+    assert band == "64.0,12.0 417.0,12.0 417.0,41.7 64.0,91.2"  # tops 1.2 and 1.05 clipped at 1; back at 0.85, 0.6
+    assert "<text x=\"52\" y=\"16.0\" text-anchor=\"end\">1</text>" in chart  # and the axis ends at 1

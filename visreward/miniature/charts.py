@@ -25,6 +25,7 @@ class YAxis:
     end: float  # the axis reaches at least this; data above it extends it up
     why: str  # why it starts there, said under the chart
     lines: dict[str, float] = field(default_factory=dict)  # reference levels drawn dashed, e.g. {"target": 1.0}
+    bounds: tuple[float, float] | None = None  # what the measure can be (a fraction: 0 to 1); a band stops there
 
 
 def mean_and_spread(curves: list[list[tuple[float, float]]]) -> list[Point]:
@@ -72,8 +73,13 @@ def line_chart(series: dict[str, list[Point]], title: str, xlabel: str, y: YAxis
     """One curve per series, each with a band of ± its sd where it has one; y from `y.start`, x over the data."""
     points = [p for values in series.values() for p in values]
     xs = [p[0] for p in points]
-    lows = [p[1] - (p[2] if len(p) > 2 else 0) for p in points]
-    highs = [p[1] + (p[2] if len(p) > 2 else 0) for p in points]
+    low_bound, high_bound = y.bounds or (-math.inf, math.inf)
+
+    def band(p: Point) -> tuple[float, float]:
+        spread = p[2] if len(p) > 2 else 0.0
+        return max(low_bound, p[1] - spread), min(high_bound, p[1] + spread)
+
+    lows, highs = [band(p)[0] for p in points], [band(p)[1] for p in points]
     y_ticks = _ticks(min([y.start, *lows, *y.lines.values()]), max([y.end, *highs, *y.lines.values()]))
     lo, hi = y_ticks[0], y_ticks[-1]
     x_lo, x_hi = min(xs), max(xs)
@@ -100,9 +106,9 @@ def line_chart(series: dict[str, list[Point]], title: str, xlabel: str, y: YAxis
         colour = COLOURS[i % len(COLOURS)]
         legend.append((name, colour))
         if any(len(p) > 2 and p[2] > 0 for p in values):
-            band = [(px(p[0]), py(p[1] + p[2])) for p in values] + [(px(p[0]), py(p[1] - p[2])) for p in reversed(values)]
+            edge = [(px(p[0]), py(band(p)[1])) for p in values] + [(px(p[0]), py(band(p)[0])) for p in reversed(values)]
             body.append(f'<polygon fill="{colour}" fill-opacity="0.15" stroke="none" '
-                        f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in band)}"/>')
+                        f'points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in edge)}"/>')
         line = " ".join(f"{px(p[0]):.1f},{py(p[1]):.1f}" for p in values)
         body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}"/>')
         if len(values) <= 12:

@@ -100,7 +100,7 @@ def _probe_table(probes: dict) -> str:
     return f"<table><thead><tr><th>probe</th>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-ACCURACY = YAxis("digit accuracy", 0.0, 1.0, "accuracy starts at 0")
+ACCURACY = YAxis("digit accuracy", 0.0, 1.0, "accuracy starts at 0", bounds=(0.0, 1.0))
 
 
 def _toward_axis(measure: str, why: str = "") -> YAxis:
@@ -126,7 +126,7 @@ def _curves(metrics: dict) -> list[str]:
                                        ("accuracy", "digit accuracy", ACCURACY))]
     charts.append(line_chart({"reward model": [(int(size), *v["heldout_auc"]) for size, v in sizes.items()]},
                              "target-set size: held-out AUC", "target images",
-                             YAxis("held-out AUC", 0.5, 1.0, "0.5 is chance")))
+                             YAxis("held-out AUC", 0.5, 1.0, "0.5 is chance", bounds=(0.0, 1.0))))
     charts.append(line_chart({"Best-of-16": [(int(size), *v["best_of_16_ink_gain"]) for size, v in sizes.items()]},
                              "target-set size: Best-of-16 ink gain", "target images",
                              YAxis("ink mass gained", 0.0, gap, "0 is no gain; the line is the base's gap to the target",
@@ -152,7 +152,7 @@ def _grpo_charts(per_seed: list[dict], look: tuple[str, str, float], content: tu
     return [line_chart({"GRPO": toward}, f"GRPO: {measure} of each step's samples, moved toward the target", "step",
                        _toward_axis(measure, sampler)),
             line_chart({"GRPO": kept}, f"GRPO: {content_name} of each step's samples", "step",
-                       YAxis(content_name, 0.0, 1.0, "accuracy starts at 0"))]
+                       YAxis(content_name, 0.0, 1.0, "accuracy starts at 0", bounds=(0.0, 1.0)))]
 
 
 def _rounds_chart(rows: dict, key: str, measure: str, axis: YAxis) -> str:
@@ -305,7 +305,7 @@ def _judges_charts(metrics: dict) -> list[str]:
     yes_no = {name: [(_log2(n), *v["proxy"]) for n, v in row["best_of_n"].items()]
               for name, row in proxies.items() if name != "bradley-terry"}
     charts.append(line_chart(yes_no, "Best-of-N: the proxy's own score of the pick", "N (log scale)",
-                             YAxis("proxy P(yes)", 0.0, 1.0, "a probability"), _power_of_two))
+                             YAxis("proxy P(yes)", 0.0, 1.0, "a probability", bounds=(0.0, 1.0)), _power_of_two))
     return charts + _rl_charts(metrics.get("rl_curves", {}), gold)
 
 
