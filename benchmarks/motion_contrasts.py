@@ -32,6 +32,7 @@ RECIPES = {  # name -> train_reward_model settings for the video encoder
     "maps-8": {"frames": 8, "pooling": WITH_MAPS},               # + spatial-map change: flow, flow-std, flow-trend
     "maps-8-consecutive": {"frames": 8, "fps": FPS, "pooling": WITH_MAPS},  # 8 consecutive frames around the middle
     "maps-16": {"frames": FRAMES, "pooling": WITH_MAPS},         # every frame: today's default
+    "maps-16-weighted": {"frames": FRAMES, "pooling": WITH_MAPS, "map_weight": 0.25},  # the map poolings weigh 1/4
 }
 
 

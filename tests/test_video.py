@@ -245,6 +245,23 @@ def test_the_encoders_motion_features_change_with_a_one_pixel_translation_and_no
     assert flow.mean() > 0.01 and flow.mean() > 1.3 * motion.mean(), (flow.mean(), motion.mean())  # 0.034, 0.021
 
 
+def test_the_map_poolings_weigh_map_weight_in_the_heads_standardised_input():
+    """VideoEncoder.feature_weights: map_weight on flow, flow-std and flow-trend's features, 1 elsewhere; the head
+    scales each standardised feature by its weight (on literal features: std sqrt(2) and 2 sqrt(2) about means 1, 2)."""
+    from visreward.encoders import load_encoder
+    from visreward.encoders.video import VideoEncoder
+    from visreward.rewards.discriminative.head import RewardHead
+
+    encoder = VideoEncoder(load_encoder("efficientnet-lite0", backend="torch"), FrameSampling(2), ["mean", "flow", "motion"])
+    weights = encoder.feature_weights(0.25)
+    assert weights.shape == (3 * 1280,) and weights[:1280].eq(1).all() and weights[1280:2560].eq(0.25).all()
+    assert weights[2560:].eq(1).all()
+    head = RewardHead(2, hidden_dim=0)
+    head.fit_normalisation(torch.tensor([[0.0, 0.0], [2.0, 4.0]]), torch.tensor([1.0, 0.25]))
+    standardised = (torch.tensor([2.0, 4.0]) - head.feature_mean) / head.feature_std
+    assert standardised.tolist() == pytest.approx([1 / 2 ** 0.5, 0.25 * 2 / (2 * 2 ** 0.5)])
+
+
 def test_temporal_consistency_on_literal_features():
     from visreward.evaluation.video import temporal_consistency
 

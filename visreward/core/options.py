@@ -49,6 +49,9 @@ class RewardTrainingConfig:
                                 "|difference| of consecutive maps: translation), flow-std (the spread over the clip of that "
                                 "change, averaged over groups of 32 channels, relative to its mean: stalls, skips) and "
                                 "flow-trend (its trend relative to the clip's mean change: accelerating or reversed motion)")
+    map_weight: float = option(1.0, "videos: the weight of the map poolings (flow, flow-std, flow-trend) against the "
+                                     "others in the head's standardised input; below 1 their 3 x dim features do not "
+                                     "drown out appearance (benchmarks/motion_contrasts.py)")
     hidden_dim: int = option(512, "hidden width of the MLP head (0: a linear head)")
     dropout: float = option(0.1, "dropout inside the head")
     text_conditioning: str = option("none", "prompt as extra head input (needs a CLIP-like encoder)", choices=TEXT_CONDITIONING)

@@ -99,6 +99,12 @@ class VideoEncoder(torch.nn.Module):
     def device(self) -> torch.device:
         return self.image.device
 
+    def feature_weights(self, map_weight: float) -> torch.Tensor:
+        """Per pooled feature, its weight in a head's standardised input: `map_weight` for the map poolings, 1 for
+        the others."""
+        return torch.cat([torch.full((self.image.dim,), map_weight if name in MAP_POOLINGS else 1.0)
+                          for name in self.pooling])
+
     @property
     def video_config(self) -> dict:
         return {**self.sampling.to_dict(), "pooling": list(self.pooling)}

@@ -39,12 +39,14 @@ class RewardHead(nn.Module):
         return self.text_conditioning != "none"
 
     @torch.no_grad()
-    def fit_normalisation(self, features: torch.Tensor) -> None:
+    def fit_normalisation(self, features: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Standardise each feature by the training inputs' statistics; with `weights`, feature i's standardised
+        value is also scaled by weights[i] (kept in feature_std, so a saved head scores the same)."""
         std = features.std(0)
         # Dimensions (almost) constant in training would turn any unseen activation into a huge input.
         floor = max(1e-4, 0.1 * float(std.median()))
         self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(std.clamp_min(floor))
+        self.feature_std.copy_(std.clamp_min(floor) / (1.0 if weights is None else weights.to(std)))
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
         parts = [(image_features - self.feature_mean) / self.feature_std]

@@ -244,6 +244,15 @@ def _training_sets(target: _Encoded, generated: _Encoded, generated_items: list[
     return _TrainingSets(LabeledFeatures.cat(parts[:2]), LabeledFeatures.cat(parts), held, test, splits)
 
 
+def _feature_weights(encoder, config: RewardTrainingConfig) -> torch.Tensor | None:
+    """A video encoder's weights per pooled feature (--map-weight); None for images."""
+    if not hasattr(encoder, "feature_weights"):
+        return None
+    if config.map_weight <= 0:
+        raise VisrewardError(f"--map-weight {config.map_weight}: expected a weight above 0")
+    return encoder.feature_weights(config.map_weight)
+
+
 def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _Encoded | None,
                   config: RewardTrainingConfig, generator: torch.Generator) -> list[dict]:
     """A fresh head per round: the first on the training set, each later one on it enlarged by bootstrapping
@@ -258,7 +267,8 @@ def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _
             start = train if config.accumulate else sets.train
             train, round_info["bootstrap"] = bootstrap_set(model, start, pooled, pool.records, config)
         model.head.load_state_dict(initial_state)
-        model.head.fit_normalisation(sets.natural.features)  # the statistics of real inputs, not of the wrecked ones
+        # the statistics of real inputs, not of the wrecked ones
+        model.head.fit_normalisation(sets.natural.features, _feature_weights(model.encoder, config))
         head_started = time.time()
         history = fit_head(model, train, sets.held, config, generator)
         round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
