@@ -536,7 +536,9 @@ def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, mo
     learnt to like: without motion negatives frozen clips scored 29.9 to 40.9, above every held-out target (from
     16.4). With them their median is below every target (4.8 against 7.5 and up; mean 5.2 against 10.8). A shuffle
     of each target's frames jumps like the shaking clips: every one scores below every target (at most 3.6 against
-    7.5 and up; with per-channel flow-std its median was 6.4 against 8.9, AUC 0.77)."""
+    7.5 and up; with per-channel flow-std its median was 6.4 against 8.9, AUC 0.77). On training seeds 1 and 2 the
+    shuffled clips stay below, but the frozen ones' median is above the lowest target (13.0 against 9.4, 15.5
+    against 8.9): this holds for the seed the fixture trains, not for every seed (issue 24)."""
     from visreward.encoders.features import encode_tensors
 
     output, metrics = video_rm
