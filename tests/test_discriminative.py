@@ -194,3 +194,9 @@ def test_train_rm_takes_generated_images_in_a_webdataset_tar_with_the_default_of
                                                          output=str(tmp_path / "rm"), epochs=3, progress=False))
     assert metrics["n_generated"] == 40
     assert metrics["rounds"][0]["n_train"] == 28 + 28 + 14  # target, generated, and half as many wrecked ones
+
+
+def test_a_map_weight_of_zero_is_refused_before_anything_is_read(tmp_path):
+    with pytest.raises(VisrewardError, match=r"--map-weight 0\.0: expected a weight above 0"):
+        train_reward_model(RewardTrainingConfig(target=[str(tmp_path / "missing")], generated=[str(tmp_path / "gone")],
+                                                output=str(tmp_path / "rm"), map_weight=0.0))

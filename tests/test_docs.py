@@ -1,5 +1,6 @@
 """The README and docs: every relative link resolves, every command they show exists with the flags they give it."""
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from visreward import cli
+from visreward.core.config import add_config_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -57,9 +59,9 @@ def unknown_options(words: list[str]) -> list[str]:
     command = words[0]
     if command not in cli.COMMANDS:
         return [command]
-    parser = cli._parser(command, words)
-    known = {option for action in parser._subparsers._group_actions[0].choices[command]._actions
-             for option in action.option_strings}
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, cli._config_class(command, words))
+    known = {option for action in parser._actions for option in action.option_strings}
     return [word.split("=")[0] for word in words[1:] if word.startswith("--") and word.split("=")[0] not in known]
 
 

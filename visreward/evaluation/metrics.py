@@ -12,6 +12,11 @@ def _numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
+def mean_sd(values) -> tuple[float, float]:
+    """The mean of the seeds' values and their sample sd (0 for one seed)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def moved_toward(value: float, base: float, target: float) -> float:
     """How far a measure moved from the base's value toward the target's: 0 at the base, 1 at the target."""
     return (value - base) / (target - base)

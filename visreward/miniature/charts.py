@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..evaluation.metrics import mean_sd
+
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 WIDTH, HEIGHT = 440, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 425, 12, 210  # the plot area
@@ -31,9 +33,7 @@ class YAxis:
 def mean_and_spread(curves: list[list[tuple[float, float]]]) -> list[Point]:
     """Several seeds' curves over the same x (cut to the shortest) as one curve of (x, mean, sd)."""
     length = min(len(curve) for curve in curves)
-    ys = np.array([[y for _, y in curve[:length]] for curve in curves])
-    return [(x, float(m), float(s)) for (x, _), m, s in zip(curves[0][:length], ys.mean(0), ys.std(0, ddof=1)
-                                                                if len(curves) > 1 else np.zeros(length))]
+    return [(x, *mean_sd([curve[i][1] for curve in curves])) for i, (x, _) in enumerate(curves[0][:length])]
 
 
 def _to_pixels(value: float, lo: float, hi: float, out_lo: float, out_hi: float) -> float:

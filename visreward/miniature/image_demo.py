@@ -37,6 +37,7 @@ from ..core.config import save_config
 from ..core.errors import VisrewardError
 from ..core.options import DemoConfig
 from ..core.progress import time_left
+from ..evaluation.metrics import mean_sd
 from ..io.digits import bold_indices, digit_prompt, ink, real_digits, write_digits_folder
 
 JUDGED = ("ink", "toward_target", "accuracy", "frechet", "diversity", "nearest_target")
@@ -134,13 +135,14 @@ def _evaluation(config: DemoConfig, seed: int, generator_dir: str, prompts: list
 
 
 def _judged_rows(evaluation: _Evaluation, scores: torch.Tensor, runs: dict, grpo_dir: Path | None,
-                 refs: References) -> tuple[dict, dict, dict]:
-    """(rows, Best-of-N by N, samples): every generator judged on the same prompts and seeds."""
+                 refs: References, base_row: dict) -> tuple[dict, dict, dict]:
+    """(rows, Best-of-N by N, samples): every generator judged on the same prompts and seeds; `base_row` is the
+    base's first sample of each group, judged."""
     from ..generators import load_generator
 
     prompts, groups = evaluation.prompts, evaluation.groups
     samples = {"base": groups[:, 0]}
-    best_of = {1: judge(groups[:, 0], prompts, refs)}  # Best-of-1 is the first sample of each group: the base row
+    best_of = {1: base_row}  # Best-of-1 is the first sample of each group: the base row
     for n in BEST_OF[1:]:
         chosen = groups[torch.arange(len(prompts)), scores[:, :n].argmax(dim=1)]
         best_of[n] = judge(chosen, prompts, refs)
@@ -201,9 +203,11 @@ def run_seed(config: DemoConfig, seed: int, out: Path, target: Path, refs: Refer
     reward = DiscriminativeRewardModel.from_pretrained(out / "rounds-dpo" / "round-1" / "rm", backend="auto",
                                                        cache_dir=config.cache_dir)
     evaluation = _evaluation(config, seed, generator_dir, prompts, reward)
-    refs = dataclasses.replace(refs, base_ink=judge(evaluation.groups[:, 0], evaluation.prompts, refs)["ink"])
+    base_row = judge(evaluation.groups[:, 0], evaluation.prompts, refs)  # its own baseline: moved toward target 0
+    refs = dataclasses.replace(refs, base_ink=base_row["ink"])
     scores = reward.score_features(evaluation.features.flatten(0, 1)).view(len(evaluation.prompts), -1)
-    rows, best_of, samples = _judged_rows(evaluation, scores, runs, out / "grpo" if grpo is not None else None, refs)
+    rows, best_of, samples = _judged_rows(evaluation, scores, runs, out / "grpo" if grpo is not None else None, refs,
+                                          base_row)
     return {"seed": seed, "rows": rows, "best_of_n": {str(n): best_of[n] for n in BEST_OF},
             "target_sizes": _target_sizes(config, seed, out, evaluation, refs),
             "reward_heldout_auc": _honest_auc(reward, evaluation.features[:, 0], evaluation.heldout_features),
@@ -243,10 +247,6 @@ def _target_indices(config: DemoConfig) -> np.ndarray:
     if config.n_target > len(bold) or max(config.target_sizes) > len(bold):
         raise VisrewardError(f"--n-target/--target-sizes: only {len(bold)} training digits have the top-{config.look:.0%} look")
     return bold
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def seed_table(per_seed: list[dict], key: str) -> dict:

@@ -35,10 +35,11 @@ from ..core.atomic import write_text
 from ..core.errors import VisrewardError
 from ..core.options import VLM_SIZES, JudgesDemoConfig
 from ..core.progress import time_left
+from ..evaluation.metrics import mean_sd
 from ..io.digits import bold_indices, digit_image, digit_prompt, ink, real_digits, write_digits_folder
 from ..io.images import quantize
 from .gold import gold_scores, preference_labels, temperature_for_agreement
-from .image_demo import mean_sd, prepare_run
+from .image_demo import prepare_run
 
 PROMPTS = [digit_prompt(d) for d in range(10)]
 TASK_INSTRUCTION = ("You are judging handwritten digits: the better image clearly shows the digit the prompt asks for, "
@@ -238,8 +239,7 @@ def rl_curves(per_seed: list[dict], window: int = 5) -> dict[str, dict[str, list
         smoothed[name] = {"step": [row["step"] for row in runs[0][min(window, length) - 1 : length]]}
         for key in ("gold", "proxy", "proxy_group_std", "kl"):
             seeds = np.array([moving_mean([row[key] for row in curve[:length]], window) for curve in runs])
-            smoothed[name][key] = seeds.mean(axis=0).tolist()
-            smoothed[name][f"{key}_sd"] = (seeds.std(axis=0, ddof=1) if len(runs) > 1 else 0 * seeds[0]).tolist()
+            smoothed[name][key], smoothed[name][f"{key}_sd"] = (list(v) for v in zip(*map(mean_sd, seeds.T)))
     return smoothed
 
 

@@ -9,6 +9,7 @@ the page can be mailed or archived as one file.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -152,7 +153,7 @@ def _grpo_charts(per_seed: list[dict], look: tuple[str, str, float], content: tu
     return [line_chart({"GRPO": toward}, f"GRPO: {measure} of each step's samples, moved toward the target", "step",
                        _toward_axis(measure, sampler)),
             line_chart({"GRPO": kept}, f"GRPO: {content_name} of each step's samples", "step",
-                       YAxis(content_name, 0.0, 1.0, "accuracy starts at 0", bounds=(0.0, 1.0)))]
+                       dataclasses.replace(ACCURACY, label=content_name))]
 
 
 def _rounds_chart(rows: dict, key: str, measure: str, axis: YAxis) -> str:
@@ -314,9 +315,9 @@ def _rl_charts(curves: dict, gold: YAxis) -> list[str]:
     if not curves:
         return []
 
-    def points(curve: dict, key: str, x: str = "step", shift: float = 0.0) -> list:
+    def points(curve: dict, key: str, shift: float = 0.0) -> list:
         spread = curve.get(f"{key}_sd", [0.0] * len(curve[key]))
-        return [(at, value - shift, sd) for at, value, sd in zip(curve[x], curve[key], spread)]
+        return [(step, value - shift, sd) for step, value, sd in zip(curve["step"], curve[key], spread)]
 
     title = "of each step's samples (5-step mean; mean over seeds)"
     return [

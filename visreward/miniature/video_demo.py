@@ -29,9 +29,10 @@ from ..core.errors import VisrewardError
 from ..core.options import VideoDemoConfig
 from ..core.progress import time_left
 from ..evaluation.generation import moving_digit_tensors
+from ..evaluation.metrics import mean_sd
 from ..io.digits import DIRECTIONS, motion_prompt, moving_digits, slow_rows, write_clips_folder
 from .clip_judge import JUDGED, LABELS, judge
-from .image_demo import mean_sd, prepare_run, seed_table, write_metrics
+from .image_demo import prepare_run, seed_table, write_metrics
 
 
 def demo_prompts(directions: list[str]) -> list[str]:

@@ -244,21 +244,14 @@ def _training_sets(target: _Encoded, generated: _Encoded, generated_items: list[
     return _TrainingSets(LabeledFeatures.cat(parts[:2]), LabeledFeatures.cat(parts), held, test, splits)
 
 
-def _feature_weights(encoder, config: RewardTrainingConfig) -> torch.Tensor | None:
-    """A video encoder's weights per pooled feature (--map-weight); None for images."""
-    if not hasattr(encoder, "feature_weights"):
-        return None
-    if config.map_weight <= 0:
-        raise VisrewardError(f"--map-weight {config.map_weight}: expected a weight above 0")
-    return encoder.feature_weights(config.map_weight)
-
-
 def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _Encoded | None,
                   config: RewardTrainingConfig, generator: torch.Generator) -> list[dict]:
     """A fresh head per round: the first on the training set, each later one on it enlarged by bootstrapping
     from the unlabeled pool. Returns each round's history and its validation and test metrics."""
     rounds = 1 + (config.bootstrap_rounds if pool is not None else 0)
     initial_state = copy.deepcopy(model.head.state_dict())
+    # a video encoder's weight per pooled feature (--map-weight); images have none
+    weights = model.encoder.feature_weights(config.map_weight) if hasattr(model.encoder, "feature_weights") else None
     pooled = labeled(pool.features, 0.0, pool.text) if pool is not None else None
     train, results = sets.train, []
     for round_index in range(rounds):
@@ -268,7 +261,7 @@ def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _
             train, round_info["bootstrap"] = bootstrap_set(model, start, pooled, pool.records, config)
         model.head.load_state_dict(initial_state)
         # the statistics of real inputs, not of the wrecked ones
-        model.head.fit_normalisation(sets.natural.features, _feature_weights(model.encoder, config))
+        model.head.fit_normalisation(sets.natural.features, weights)
         head_started = time.time()
         history = fit_head(model, train, sets.held, config, generator)
         round_info.update(n_train=len(train), head_seconds=time.time() - head_started, history=history)
@@ -281,6 +274,8 @@ def _train_rounds(model: DiscriminativeRewardModel, sets: _TrainingSets, pool: _
 
 def train_reward_model(config: RewardTrainingConfig) -> tuple[DiscriminativeRewardModel, dict]:
     """Encode (with cache), split, train with bootstrapping, save to `config.output`."""
+    if config.map_weight <= 0:
+        raise VisrewardError(f"--map-weight {config.map_weight}: expected a weight above 0")
     started = time.time()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
