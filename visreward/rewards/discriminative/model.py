@@ -46,11 +46,11 @@ class DiscriminativeRewardModel(nn.Module):
 
     @classmethod
     def create(cls, encoder: ImageEncoder, hidden_dim: int = 512, dropout: float = 0.1,
-               text_conditioning: str = "none") -> "DiscriminativeRewardModel":
+               text_conditioning: str = "none", members: int = 1) -> "DiscriminativeRewardModel":
         text_dim = 0
         if text_conditioning != "none":
             text_dim = encoder.encode_text(["a"]).shape[-1]  # raises for image-only encoders
-        head = RewardHead(encoder.dim, hidden_dim, dropout, text_conditioning, text_dim)
+        head = RewardHead(encoder.dim, hidden_dim, dropout, text_conditioning, text_dim, members)
         return cls(encoder, head.to(encoder.device))
 
     @property
@@ -85,16 +85,21 @@ class DiscriminativeRewardModel(nn.Module):
         return standardised.float().pow(2).mean(dim=-1).sqrt()
 
     def calibrate(self, target_features: torch.Tensor, target_text: torch.Tensor | None, natural: torch.Tensor,
-                  off_data_penalty: float = 0.0) -> None:
+                  off_data_penalty: float = 0.0, members: torch.Tensor | None = None) -> None:
         """Record the training inputs' feature distances, then held-out target images' score range as `score`
-        gives it (with the off-data penalty that distance sets), so monitors compare like with like."""
+        gives it (with the off-data penalty that distance sets), so monitors compare like with like. `members` [N]:
+        for an ensemble's out-of-fold scores, the member that held each target out (None: the whole head's)."""
         self.calibration = {"feature_distance_p99": float(self.feature_distance(natural).quantile(0.99)),
                             "off_data_penalty": off_data_penalty}
         device = self.head.feature_mean.device
+        features, text = target_features.to(device), None if target_text is None else target_text.to(device)
         with torch.no_grad():
-            features = target_features.to(device)
-            scores = self.guarded(self.head(features, None if target_text is None else target_text.to(device)),
-                                  features).float().cpu()
+            if members is None:
+                logits = self.head(features, text)
+            else:
+                each = torch.stack([self.head(features, text, member) for member in range(len(self.head.members))])
+                logits = each.gather(0, members.to(device)[None]).squeeze(0)
+            scores = self.guarded(logits, features).float().cpu()
         self.calibration.update(target_score_max=float(scores.max()), target_score_p5=float(scores.quantile(0.05)))
 
     def guarded(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -188,7 +193,8 @@ class DiscriminativeRewardModel(nn.Module):
             raise VisrewardError(f"{directory}: trained on encoder '{config['encoder']}', got '{encoder.name}'")
         if encoder.preprocessing.to_dict() != config["preprocessing"] or encoder.dim != config["feature_dim"]:
             raise VisrewardError(f"{directory}: encoder '{encoder.name}' preprocessing or feature size differs from training")
-        head = RewardHead(**{k: config[k] for k in ("feature_dim", "hidden_dim", "dropout", "text_conditioning", "text_dim")})
+        head = RewardHead(**{k: config[k] for k in ("feature_dim", "hidden_dim", "dropout", "text_conditioning", "text_dim")},
+                          members=config.get("members", 1))  # a model saved before ensembles has one
         try:
             head.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         except FileNotFoundError:
