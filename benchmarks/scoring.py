@@ -203,14 +203,15 @@ def main() -> None:
     rows.append((f"peak RSS, {args.n_large} images", f"{rss_large:.0f} MB", f"{(rss_large / rss_small - 1) * 100:+.1f}% (target within 10%)"))
 
     features = torch.from_numpy(np.random.default_rng(0).standard_normal((1000, 1280)).astype(np.float32))
-    from visreward.rewards.discriminative.trainer import LabeledFeatures, fit_head, labeled
+    from visreward.rewards.discriminative.trainer import LabeledFeatures, fit_head, labeled, with_media_defaults
 
     head_model = DiscriminativeRewardModel.create(eager.encoder)
     head_model.head.fit_normalisation(features)
     train = LabeledFeatures.cat([labeled(features[:400] + 0.1, 1.0), labeled(features[500:900], 0.0)])
     held = LabeledFeatures.cat([labeled(features[400:500] + 0.1, 1.0), labeled(features[900:], 0.0)])
     start = time.perf_counter()
-    history = fit_head(head_model, train, held, RewardTrainingConfig(), torch.Generator().manual_seed(0))
+    history = fit_head(head_model, train, held, with_media_defaults(RewardTrainingConfig(), video=False),
+                       torch.Generator().manual_seed(0))
     rows.append(("head training, 1000 cached features", f"{time.perf_counter() - start:.2f} s", f"{len(history)} epochs (target < 2 s)"))
 
     cache_config = ScoreConfig(inputs=[str(small)], model=str(model_dir), output=str(work / "cached.parquet"),

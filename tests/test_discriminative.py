@@ -10,7 +10,14 @@ from PIL import Image
 from visreward import DiscriminativeRewardModel, RewardTrainingConfig, train_reward_model
 from visreward.core.errors import VisrewardError
 from visreward.encoders import load_encoder
-from visreward.rewards.discriminative.trainer import bootstrap_set, class_balanced_weights, labeled, split_holdout
+from visreward.rewards.discriminative.head import RewardHead
+from visreward.rewards.discriminative.trainer import (
+    bootstrap_set,
+    class_balanced_weights,
+    labeled,
+    member_splits,
+    split_holdout,
+)
 
 
 def _config(folders, tmp_path, **overrides) -> RewardTrainingConfig:
@@ -90,7 +97,7 @@ def test_training_is_deterministic_with_seed(digit_folders, tmp_path, trained):
     for a, b in zip(model.head.state_dict().values(), again.head.state_dict().values()):
         assert torch.equal(a, b)
     different, _ = train_reward_model(_config(digit_folders, tmp_path, seed=1, output=str(tmp_path / "rm1")))
-    assert not torch.equal(model.head.mlp[0].weight, different.head.mlp[0].weight)
+    assert not torch.equal(model.head.members[0][0].weight, different.head.members[0][0].weight)
 
 
 def test_bootstrapping_adds_soft_positives_and_negatives(digit_folders, tmp_path):
@@ -117,11 +124,11 @@ def test_bootstrap_set_on_literal_features():
 
     pool = labeled(torch.tensor([[0.1], [0.9], [0.5], [0.3], [0.7]]), 0.0)
     records = [type("R", (), {"id": str(i), "prompt": None})() for i in range(5)]
-    base = labeled(torch.tensor([[1.0]]), 1.0)
-    enlarged, info = bootstrap_set(FixedModel(), base, pool, records, RewardTrainingConfig(m=2, alpha=1.0))
+    found, info = bootstrap_set(FixedModel(), pool, records, RewardTrainingConfig(m=2, alpha=1.0))
     assert [e["id"] for e in info["top"]] == ["1", "4"] and [e["id"] for e in info["bottom"]] == ["3", "0"]
-    assert enlarged.labels.tolist() == pytest.approx([1.0, 1.0, math.exp(-1.0), 0.0, 0.0])
-    assert enlarged.positive_side.tolist() == [True, True, True, False, False]
+    assert found.features.flatten().tolist() == pytest.approx([0.9, 0.7, 0.3, 0.1])
+    assert found.labels.tolist() == pytest.approx([1.0, math.exp(-1.0), 0.0, 0.0])
+    assert found.positive_side.tolist() == [True, True, False, False]
 
 
 def test_class_balanced_weights_equalise_the_two_sides():
@@ -138,6 +145,34 @@ def test_holdout_split_needs_enough_images():
         split_holdout(1, 0.2, rng, "--target")
 
 
+def test_an_ensemble_validates_each_member_on_its_own_fold_and_one_member_on_holdout():
+    """10 inputs, 20% test: 8 left. Four members validate on four folds of 2, each trained on the other 6; one member
+    validates on --holdout's 20% of all 10 (2 of the 8)."""
+    folds, test = member_splits(10, RewardTrainingConfig(test=0.2, heads=4), np.random.default_rng(0), "--target")
+    rest = set(range(10)) - set(test.tolist())
+    assert len(test) == 2 and [(len(train), len(held)) for train, held in folds] == [(6, 2)] * 4
+    assert sorted(i for _, held in folds for i in held.tolist()) == sorted(rest)  # each validated on exactly once
+    assert all(set(train.tolist()) == rest - set(held.tolist()) for train, held in folds)
+    (train, held), = member_splits(10, RewardTrainingConfig(test=0.2, heads=1), np.random.default_rng(0), "--target")[0]
+    assert (len(train), len(held)) == (6, 2)
+    with pytest.raises(VisrewardError, match=r"--target: 3 usable input\(s\) outside the test split, too few for --heads 5"):
+        member_splits(4, RewardTrainingConfig(test=0.25, heads=5), np.random.default_rng(0), "--target")
+
+
+def test_a_head_saved_with_one_mlp_loads_as_member_0_and_an_ensemble_scores_its_members_mean():
+    """Linear heads on 3 standardised features of 1, 1, 1 (mean 0, std 1): logit = weights . 1 + bias."""
+    old = {"feature_mean": torch.zeros(3), "feature_std": torch.ones(3),
+           "mlp.1.weight": torch.tensor([[1.0, 2.0, 3.0]]), "mlp.1.bias": torch.tensor([0.5])}  # before ensembles
+    head = RewardHead(3, hidden_dim=0).eval()
+    head.load_state_dict(old)
+    assert head(torch.ones(1, 3)).tolist() == [6.5]
+    ensemble = RewardHead(3, hidden_dim=0, members=2).eval()
+    ensemble.load_state_dict({**old, "members.1.1.weight": torch.tensor([[0.0, 0.0, -1.0]]),
+                              "members.1.1.bias": torch.tensor([0.0])})
+    assert ensemble(torch.ones(1, 3)).tolist() == [2.75]  # (6.5 - 1) / 2
+    assert ensemble(torch.ones(1, 3), member=1).tolist() == [-1.0]
+
+
 def test_prompt_conditioning_with_a_clip_encoder(tmp_path, tiny_hf_encoders):
     target = write_real_digits(tmp_path / "target", 20)
     generated = write_real_digits(tmp_path / "generated", 20, offset=20)
@@ -145,7 +180,7 @@ def test_prompt_conditioning_with_a_clip_encoder(tmp_path, tiny_hf_encoders):
     model, metrics = train_reward_model(RewardTrainingConfig(
         target=[str(target)], generated=[str(generated)], output=str(tmp_path / "rm"), encoder=encoder,
         text_conditioning="both", progress=False, epochs=5))
-    assert model.head.mlp[0].in_features == 24 + 24 + 1
+    assert model.head.members[0][0].in_features == 24 + 24 + 1
     loaded = DiscriminativeRewardModel.from_pretrained(tmp_path / "rm")
     paths = sorted(str(p) for p in target.glob("*.png"))[:3]
     with_prompts = loaded.score(paths, prompts=["a handwritten digit 1"] * 3)

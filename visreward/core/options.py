@@ -49,17 +49,21 @@ class RewardTrainingConfig:
                                 "|difference| of consecutive maps: translation), flow-std (the spread over the clip of that "
                                 "change, averaged over groups of 32 channels, relative to its mean: stalls, skips) and "
                                 "flow-trend (its trend relative to the clip's mean change: accelerating or reversed motion)")
-    map_weight: float = option(1.0, "videos: the weight of the map poolings (flow, flow-std, flow-trend) against the "
-                                     "others in the head's standardised input; below 1 their 3 x dim features do not "
-                                     "drown out appearance (benchmarks/motion_contrasts.py)")
+    map_weight: float = option(1.0, "videos: scales the map poolings' weights in the head's standardised input (flow "
+                                     "1, flow-std and flow-trend 1/4 against 1 for the others): below 1 their features "
+                                     "weigh less against appearance (benchmarks/motion_contrasts.py)")
+    heads: int | None = option(None, "MLPs in the head, each validated on its own fold of the non-test inputs (1: one, "
+                                     "validated on --holdout); the reward is their mean logit (default: 5 for videos, "
+                                     "whose held-out AUC otherwise hangs on which clips validate; 1 for images)")
     hidden_dim: int = option(512, "hidden width of the MLP head (0: a linear head)")
     dropout: float = option(0.1, "dropout inside the head")
     text_conditioning: str = option("none", "prompt as extra head input (needs a CLIP-like encoder)", choices=TEXT_CONDITIONING)
     epochs: int = option(100, "maximum training epochs per bootstrap round")
     batch_size: int = option(256, "head training batch size")
-    lr: float = option(1e-3, "AdamW learning rate")
+    lr: float | None = option(None, "AdamW learning rate (default: 3e-4 for videos, 1e-3 for images)")
     weight_decay: float = option(1e-2, "AdamW weight decay")
-    holdout: float = option(0.2, "fraction of target and of generated images held out for early stopping (validation)")
+    holdout: float = option(0.2, "fraction of target and of generated images held out for early stopping (validation) "
+                                 "by a head of one MLP (with --heads k, each MLP validates on its own 1/k)")
     test: float = option(0.1, "further fraction of each side held out and never used for selection: the reported AUC")
     patience: int = option(10, "stop after this many epochs without a better validation AUC/loss")
     off_manifold: float = option(0.5, "off-manifold negatives (noise, blank, saturated colour, wrecked generated images; "
