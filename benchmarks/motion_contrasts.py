@@ -27,12 +27,13 @@ import numpy as np
 SIZE, SCALE, FRAMES, FPS = 64, 4, 16, 8.0
 GLOBAL, WITH_MAPS = ["mean", "std", "motion"], ["mean", "std", "motion", "flow", "flow-std", "flow-trend"]
 RECIPES = {  # name -> train_reward_model settings for the video encoder
-    "global-8": {"frames": 8, "pooling": GLOBAL},                # the default before maps: 8 span-centre frames
+    "global-8": {"frames": 8, "pooling": GLOBAL},                # 8 span-centre frames, no maps
+    "global-8-one-head": {"frames": 8, "pooling": GLOBAL, "heads": 1, "lr": 1e-3},  # the default before issue 24
     "global-16": {"frames": FRAMES, "pooling": GLOBAL},          # every frame
     "maps-8": {"frames": 8, "pooling": WITH_MAPS},               # + spatial-map change: flow, flow-std, flow-trend
     "maps-8-consecutive": {"frames": 8, "fps": FPS, "pooling": WITH_MAPS},  # 8 consecutive frames around the middle
     "maps-16": {"frames": FRAMES, "pooling": WITH_MAPS},         # every frame: today's default
-    "maps-16-weighted": {"frames": FRAMES, "pooling": WITH_MAPS, "map_weight": 0.25},  # the map poolings weigh 1/4
+    "maps-16-weighted": {"frames": FRAMES, "pooling": WITH_MAPS, "map_weight": 0.25},  # flow 1/4, flow-std, -trend 1/16
 }
 
 

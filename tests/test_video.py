@@ -245,17 +245,18 @@ def test_the_encoders_motion_features_change_with_a_one_pixel_translation_and_no
     assert flow.mean() > 0.01 and flow.mean() > 1.3 * motion.mean(), (flow.mean(), motion.mean())  # 0.034, 0.021
 
 
-def test_the_map_poolings_weigh_map_weight_in_the_heads_standardised_input():
-    """VideoEncoder.feature_weights: map_weight on flow, flow-std and flow-trend's features, 1 elsewhere; the head
-    scales each standardised feature by its weight (on literal features: std sqrt(2) and 2 sqrt(2) about means 1, 2)."""
+def test_the_map_poolings_weigh_map_weight_times_their_own_weight_in_the_heads_standardised_input():
+    """VideoEncoder.feature_weights: map_weight on flow's features, a quarter of it on flow-std's and flow-trend's, 1
+    elsewhere; the head scales each standardised feature by its weight (on literal features: std sqrt(2) and
+    2 sqrt(2) about means 1, 2)."""
     from visreward.encoders import load_encoder
     from visreward.encoders.video import VideoEncoder
     from visreward.rewards.discriminative.head import RewardHead
 
-    encoder = VideoEncoder(load_encoder("efficientnet-lite0", backend="torch"), FrameSampling(2), ["mean", "flow", "motion"])
-    weights = encoder.feature_weights(0.25)
-    assert weights.shape == (3 * 1280,) and weights[:1280].eq(1).all() and weights[1280:2560].eq(0.25).all()
-    assert weights[2560:].eq(1).all()
+    encoder = VideoEncoder(load_encoder("efficientnet-lite0", backend="torch"), FrameSampling(3),
+                           ["mean", "flow", "motion", "flow-std", "flow-trend"])
+    weights = encoder.feature_weights(0.5).unflatten(0, (5, 1280))
+    assert weights.tolist() == [[1.0] * 1280, [0.5] * 1280, [1.0] * 1280, [0.125] * 1280, [0.125] * 1280]
     head = RewardHead(2, hidden_dim=0)
     head.fit_normalisation(torch.tensor([[0.0, 0.0], [2.0, 4.0]]), torch.tensor([1.0, 0.25]))
     standardised = (torch.tensor([2.0, 4.0]) - head.feature_mean) / head.feature_std
@@ -532,13 +533,14 @@ def test_motion_wrecks_keep_each_frames_look_and_break_the_motion():
 
 
 def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, motion_clips):
-    """The fixture's generated clips shake in place, so a frozen gliding digit (no shake at all) is what the reward
-    learnt to like: without motion negatives frozen clips scored 29.9 to 40.9, above every held-out target (from
-    16.4). With them their median is below every target (4.8 against 7.5 and up; mean 5.2 against 10.8). A shuffle
-    of each target's frames jumps like the shaking clips: every one scores below every target (at most 3.6 against
-    7.5 and up; with per-channel flow-std its median was 6.4 against 8.9, AUC 0.77). On training seeds 1 and 2 the
-    shuffled clips stay below, but the frozen ones' median is above the lowest target (13.0 against 9.4, 15.5
-    against 8.9): this holds for the seed the fixture trains, not for every seed (issue 24)."""
+    """The fixture's generated clips shake in place, so a frozen gliding digit (no shake at all) is what a reward
+    without motion negatives learnt to like: frozen clips scored 29.9 to 40.9, above every held-out target (from
+    16.4). With them and the five-head default every frozen clip scores below every target (at most -3.4 against
+    6.9 and up; 1.2 against 5.8 and 1.5 against 3.9 on training seeds 1 and 2, where one head's frozen median was
+    above the lowest target). A shuffle of a target's frames jumps like the shaking clips: each scores below the clip
+    it shuffles, and their median below every target (4.8 against 6.9; 3.7 and 3.0 on seeds 1 and 2). The highest
+    shuffle (11.6, of the best target, 17.9) is above the lowest target: a shuffle is compared with its own clip, as
+    a reward compares samples; with per-channel flow-std their median was 6.4 against 8.9, AUC 0.77 (issue 24)."""
     from visreward.encoders.features import encode_tensors
 
     output, metrics = video_rm
@@ -548,15 +550,16 @@ def test_frozen_and_shuffled_clips_score_below_the_held_out_targets(video_rm, mo
     target = model.score_features(encode_tensors(model.encoder, clips))
     frozen = model.score_features(encode_tensors(model.encoder, clips[:, :1].expand_as(clips).contiguous()))
     shuffled = model.score_features(encode_tensors(model.encoder, clips[:, [5, 2, 7, 0, 4, 1, 6, 3]].contiguous()))
-    assert frozen.median() < target.min() and frozen.mean() < target.mean() - 3, (frozen, target)
-    assert shuffled.max() < target.min(), (shuffled, target)
+    assert frozen.max() < target.min() and frozen.mean() < target.mean() - 3, (frozen, target)
+    assert (shuffled < target).all() and shuffled.median() < target.min(), (shuffled, target)
 
 
 def test_the_default_pooling_beats_global_pooling_on_a_small_smooth_vs_jitter_contrast(tmp_path):
     """Both sides show the same kind of real digit moving; the targets glide at a constant 0.5-1.5 px/frame, the
     generated ones jump up to 4 px per axis every frame; 16 frames of 32 px, 24 + 24 training clips, 12 + 12 held out.
-    Globally pooled features hardly change when a digit moves: held-out AUC 0.82 with mean/std/motion, 0.91 with
-    the default's spatial-map poolings added."""
+    Globally pooled features hardly change when a digit moves: held-out AUC 0.73 with the default before issue 24
+    (8 frames, mean/std/motion, one MLP), 0.87 with today's (spatial-map poolings on every frame, five MLPs; one MLP
+    on them gave 0.91 here, but on 60 + 60 clips 0.86-0.95 against five's 0.95-0.98, benchmarks/README.md)."""
     from visreward.io.digits import draw_path, glide_path, jitter_path
 
     images, _ = real_digits("train")
@@ -566,12 +569,13 @@ def test_the_default_pooling_beats_global_pooling_on_a_small_smooth_vs_jitter_co
         for i in range(36):
             write_video(tmp_path / name / f"{i:02d}.mp4", draw_path(images[i], path(), size=32, scale=2), fps=8)
     auc = {}
-    for label, pooling in (("global", ["mean", "std", "motion"]), ("default", RewardTrainingConfig().pooling)):
+    before = {"frames": 8, "pooling": ["mean", "std", "motion"], "heads": 1, "lr": 1e-3}  # the default before issue 24
+    for label, settings in (("before", before), ("default", {})):
         _, metrics = train_reward_model(RewardTrainingConfig(
             target=[str(tmp_path / "smooth")], generated=[str(tmp_path / "jitter")], output=str(tmp_path / label),
-            frames=16, pooling=pooling, test=1 / 3, progress=False, no_cache=True))
+            test=1 / 3, progress=False, no_cache=True, **settings))
         auc[label] = metrics["heldout"]["auc"]
-    assert auc["default"] >= 0.88 and auc["default"] >= auc["global"] + 0.05, auc
+    assert auc["default"] >= 0.85 and auc["default"] >= auc["before"] + 0.1, auc
 
 
 def test_the_feature_cache_key_names_the_flow_group_only_where_flow_std_uses_it(encoder):

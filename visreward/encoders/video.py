@@ -24,7 +24,12 @@ from ..io.videos import FrameSampling
 from .base import ImageEncoder
 
 POOLINGS = ("mean", "std", "motion", "flow", "flow-std", "flow-trend")
-MAP_POOLINGS = frozenset({"flow", "flow-std", "flow-trend"})
+# A map pooling's weight in a head's standardised input (times --map-weight; the others weigh 1). flow-std and
+# flow-trend at full weight cost appearance and jitter (seed 1, five-head ensembles: bold vs thin 0.924 -> 0.941,
+# jitter 0.922 -> 0.949 where they weigh a quarter); stutter and reversed physics, which need them, stay above 0.95
+# at a quarter (benchmarks/motion_contrasts.py).
+MAP_POOLING_WEIGHTS = {"flow": 1.0, "flow-std": 0.25, "flow-trend": 0.25}
+MAP_POOLINGS = frozenset(MAP_POOLING_WEIGHTS)
 DEFAULT_POOLING = VIDEO_POOLING
 # One channel's change between frames is too noisy to show a stall or a skip in a slow glide: the mean of 32 is not
 # (motion_contrasts, stutter seed 1: 0.83-0.93 per channel, 0.96-0.98 per group of 32, 8 to 128 alike).
@@ -100,10 +105,10 @@ class VideoEncoder(torch.nn.Module):
         return self.image.device
 
     def feature_weights(self, map_weight: float) -> torch.Tensor:
-        """Per pooled feature, its weight in a head's standardised input: `map_weight` for the map poolings, 1 for
-        the others."""
-        return torch.cat([torch.full((self.image.dim,), map_weight if name in MAP_POOLINGS else 1.0)
-                          for name in self.pooling])
+        """Per pooled feature, its weight in a head's standardised input: `map_weight` times MAP_POOLING_WEIGHTS for
+        the map poolings, 1 for the others."""
+        return torch.cat([torch.full((self.image.dim,), map_weight * MAP_POOLING_WEIGHTS[name] if name in MAP_POOLINGS
+                                     else 1.0) for name in self.pooling])
 
     @property
     def video_config(self) -> dict:
